@@ -1,0 +1,1 @@
+"""Central collector: gRPC server, store, detection rules, actions, query API."""

@@ -1,0 +1,1 @@
+"""Versioned protobuf/gRPC contract (package ``gpuwarden.v1``); generated code lives in v1/."""

@@ -1,0 +1,259 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProcessInfo(_message.Message):
+    __slots__ = ("pid", "used_mem_bytes", "name")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    USED_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    used_mem_bytes: int
+    name: str
+    def __init__(self, pid: _Optional[int] = ..., used_mem_bytes: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "step", "user", "account", "partition", "name", "qos", "batch", "requeue", "start_time", "dask_scheduler", "dask_worker", "source", "cpu_util_pct")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DASK_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    DASK_WORKER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CPU_UTIL_PCT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    step: str
+    user: str
+    account: str
+    partition: str
+    name: str
+    qos: str
+    batch: bool
+    requeue: bool
+    start_time: int
+    dask_scheduler: str
+    dask_worker: str
+    source: str
+    cpu_util_pct: float
+    def __init__(self, job_id: _Optional[str] = ..., step: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ..., partition: _Optional[str] = ..., name: _Optional[str] = ..., qos: _Optional[str] = ..., batch: _Optional[bool] = ..., requeue: _Optional[bool] = ..., start_time: _Optional[int] = ..., dask_scheduler: _Optional[str] = ..., dask_worker: _Optional[str] = ..., source: _Optional[str] = ..., cpu_util_pct: _Optional[float] = ...) -> None: ...
+
+class GpuWindow(_message.Message):
+    __slots__ = ("uuid", "index", "name", "parent_uuid", "samples", "util_mean", "util_max", "util_min", "zero_frac", "mem_util_mean", "mem_used_max_bytes", "mem_total_bytes", "power_mean_w", "temperature_c", "processes", "errors", "job", "allocated")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_UUID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    UTIL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    UTIL_MAX_FIELD_NUMBER: _ClassVar[int]
+    UTIL_MIN_FIELD_NUMBER: _ClassVar[int]
+    ZERO_FRAC_FIELD_NUMBER: _ClassVar[int]
+    MEM_UTIL_MEAN_FIELD_NUMBER: _ClassVar[int]
+    MEM_USED_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POWER_MEAN_W_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    index: int
+    name: str
+    parent_uuid: str
+    samples: int
+    util_mean: float
+    util_max: float
+    util_min: float
+    zero_frac: float
+    mem_util_mean: float
+    mem_used_max_bytes: int
+    mem_total_bytes: int
+    power_mean_w: float
+    temperature_c: float
+    processes: _containers.RepeatedCompositeFieldContainer[ProcessInfo]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    job: JobInfo
+    allocated: bool
+    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., samples: _Optional[int] = ..., util_mean: _Optional[float] = ..., util_max: _Optional[float] = ..., util_min: _Optional[float] = ..., zero_frac: _Optional[float] = ..., mem_util_mean: _Optional[float] = ..., mem_used_max_bytes: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., power_mean_w: _Optional[float] = ..., temperature_c: _Optional[float] = ..., processes: _Optional[_Iterable[_Union[ProcessInfo, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ..., job: _Optional[_Union[JobInfo, _Mapping]] = ..., allocated: _Optional[bool] = ...) -> None: ...
+
+class SlurmStatus(_message.Message):
+    __slots__ = ("available", "error")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    error: str
+    def __init__(self, available: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class NodeReport(_message.Message):
+    __slots__ = ("node", "seq", "agent_id", "window_start", "window_end", "gpus", "slurm", "agent_version")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    SLURM_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    seq: int
+    agent_id: str
+    window_start: float
+    window_end: float
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuWindow]
+    slurm: SlurmStatus
+    agent_version: str
+    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., agent_id: _Optional[str] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[GpuWindow, _Mapping]]] = ..., slurm: _Optional[_Union[SlurmStatus, _Mapping]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("node", "seq", "duplicate")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    seq: int
+    duplicate: bool
+    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class GpuState(_message.Message):
+    __slots__ = ("node", "latest", "window_end")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    latest: GpuWindow
+    window_end: float
+    def __init__(self, node: _Optional[str] = ..., latest: _Optional[_Union[GpuWindow, _Mapping]] = ..., window_end: _Optional[float] = ...) -> None: ...
+
+class NodeState(_message.Message):
+    __slots__ = ("node", "last_seen", "connected", "slurm", "gpus", "last_seq")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    SLURM_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    last_seen: float
+    connected: bool
+    slurm: SlurmStatus
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuState]
+    last_seq: int
+    def __init__(self, node: _Optional[str] = ..., last_seen: _Optional[float] = ..., connected: _Optional[bool] = ..., slurm: _Optional[_Union[SlurmStatus, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuState, _Mapping]]] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterSnapshot(_message.Message):
+    __slots__ = ("now", "nodes", "windows_stored")
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_STORED_FIELD_NUMBER: _ClassVar[int]
+    now: float
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeState]
+    windows_stored: int
+    def __init__(self, now: _Optional[float] = ..., nodes: _Optional[_Iterable[_Union[NodeState, _Mapping]]] = ..., windows_stored: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("include_snapshot",)
+    INCLUDE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    include_snapshot: bool
+    def __init__(self, include_snapshot: _Optional[bool] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("id", "ts", "job_id", "kind", "action", "outcome", "dry_run", "gpus", "detail", "evidence_json", "actor")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ts: float
+    job_id: str
+    kind: str
+    action: str
+    outcome: str
+    dry_run: bool
+    gpus: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    evidence_json: str
+    actor: str
+    def __init__(self, id: _Optional[int] = ..., ts: _Optional[float] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., dry_run: _Optional[bool] = ..., gpus: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., evidence_json: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class ClusterEvent(_message.Message):
+    __slots__ = ("node", "audit")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    node: NodeState
+    audit: AuditRecord
+    def __init__(self, node: _Optional[_Union[NodeState, _Mapping]] = ..., audit: _Optional[_Union[AuditRecord, _Mapping]] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("node", "uuid", "job_id", "since", "until", "limit")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    uuid: str
+    job_id: str
+    since: float
+    until: float
+    limit: int
+    def __init__(self, node: _Optional[str] = ..., uuid: _Optional[str] = ..., job_id: _Optional[str] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class WindowRecord(_message.Message):
+    __slots__ = ("node", "window_start", "window_end", "gpu")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    window_start: float
+    window_end: float
+    gpu: GpuWindow
+    def __init__(self, node: _Optional[str] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gpu: _Optional[_Union[GpuWindow, _Mapping]] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("windows", "truncated")
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    windows: _containers.RepeatedCompositeFieldContainer[WindowRecord]
+    truncated: bool
+    def __init__(self, windows: _Optional[_Iterable[_Union[WindowRecord, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("job_id", "since", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    since: float
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...

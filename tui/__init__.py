@@ -1,0 +1,1 @@
+"""Textual dashboard (``gpuwarden top``); reads only the collector's query API."""
