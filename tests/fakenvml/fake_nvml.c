@@ -23,6 +23,7 @@
  *   procs NA               process listing returns NOT_SUPPORTED
  *   mig_mode 0|1|NA        GPU only; default NA (nvmlDeviceGetMigMode returns NOT_SUPPORTED)
  *   lost                   every call on this device (and its MIG instances) returns 15 (GPU lost)
+ *   error CODE             every call on this device (and its MIG instances) returns CODE
  *
  * A missing or unreadable state file makes nvmlInit* return 9 (driver not loaded) and any later
  * call return 999 (unknown). Test hook: fake_nvml_call_count("nvmlDeviceGetUUID") returns how
@@ -56,7 +57,7 @@ typedef struct { int gpu, mig; } handle_t; /* mig = -1 for the GPU itself */
 typedef struct {
     char uuid[96], name[96];
     long long index, util_gpu, util_mem, mem_total, mem_used, mem_reserved, power_mw, temp;
-    int nprocs, procs_na, lost;
+    int nprocs, procs_na, fail; /* fail: error code of every call, 0 = none */
     unsigned proc_pid[MAX_PROCS];
     unsigned long long proc_used[MAX_PROCS];
 } dev_t_;
@@ -140,7 +141,8 @@ static int load(void) { /* 0 on success */
             d->proc_pid[d->nprocs] = (unsigned)num(a);
             d->proc_used[d->nprocs++] = (!b || !strcmp(b, "NA")) ? ULLONG_MAX : strtoull(b, NULL, 10);
         } else if (!strcmp(key, "mig_mode") && g && d == &g->d) g->mig_mode = num(a);
-        else if (!strcmp(key, "lost")) d->lost = 1;
+        else if (!strcmp(key, "lost")) d->fail = E_LOST;
+        else if (!strcmp(key, "error")) d->fail = (int)num(a);
     }
     fclose(f);
     return 0;
@@ -159,7 +161,8 @@ static int resolve(void *h, dev_t_ **d, gpu_t **g, int *mig) {
     if (p->gpu >= S.ngpus) return E_INVALID;
     gpu_t *gp = &S.g[p->gpu];
     if (p->mig >= gp->nmig) return E_INVALID;
-    if (gp->d.lost || (p->mig >= 0 && gp->mig[p->mig].lost)) return E_LOST;
+    if (gp->d.fail) return gp->d.fail;
+    if (p->mig >= 0 && gp->mig[p->mig].fail) return gp->mig[p->mig].fail;
     if (d) *d = p->mig >= 0 ? &gp->mig[p->mig] : &gp->d;
     if (g) *g = gp;
     if (mig) *mig = p->mig;
