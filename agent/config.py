@@ -1,0 +1,80 @@
+"""Agent settings: the ``[agent]`` table of the TOML config, or GPUWARDEN_AGENT_* variables."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuwarden.common.config import (
+    ConfigError,
+    build_section,
+    duration_field,
+    ranged,
+    read_toml,
+)
+
+SAMPLERS = ("nvml", "sim")
+SLURM_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    node: str = ""  # default: the short host name
+    collector: str = "127.0.0.1:50051"
+    sampler: str = "nvml"
+    nvml_library: str = ""  # preload this libnvidia-ml.so.1 instead of the linker's choice
+    sample_interval: float = duration_field(1.0, minimum=0.05)
+    report_interval: float = duration_field(5.0, minimum=0.1)
+    spool_dir: Path = Path("/var/lib/gpuwarden-agent/spool")
+    spool_max_reports: int = ranged(17280, minimum=1)
+    spool_max_bytes: int = ranged(256 << 20, minimum=4096)
+    insecure: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    slurm: str = "auto"
+    proc_root: Path = Path("/proc")
+    scontrol: str = "scontrol"
+    slurm_cache_ttl: float = duration_field(10.0)
+    slurm_timeout: float = duration_field(3.0, minimum=0.1)
+    sim_gpus: int = ranged(4, minimum=1, maximum=64)
+    sim_seed: int = 0
+    reconnect_max_backoff: float = duration_field(30.0, minimum=0.1)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.slurm not in SLURM_MODES:
+            raise ValueError(f"slurm: {self.slurm!r} is not one of {', '.join(SLURM_MODES)}")
+        if self.report_interval < self.sample_interval:
+            raise ValueError(
+                f"report_interval ({self.report_interval:g} s) is shorter than "
+                f"sample_interval ({self.sample_interval:g} s)"
+            )
+        if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):
+            raise ValueError(
+                "tls_ca, tls_cert and tls_key are required (mTLS to the collector); "
+                "set insecure = true only for demos and tests"
+            )
+        if ":" not in self.collector:
+            raise ValueError(f"collector: {self.collector!r} is not HOST:PORT")
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname().split(".")[0]
+
+
+def load_agent_config(
+    path: Path | None, overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> AgentConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        doc = read_toml(path)
+        table = doc.get("agent", {})
+        if not isinstance(table, dict):
+            raise ConfigError("[agent] must be a table")
+        data.update(table)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_section(AgentConfig, "agent", data, environ)

@@ -1,0 +1,83 @@
+"""``gpuwarden agent``: build the agent from its config and run it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+from pathlib import Path
+
+from gpuwarden.agent.attribution import Attributor, NoAttribution
+from gpuwarden.agent.client import TlsFiles
+from gpuwarden.agent.config import AgentConfig
+from gpuwarden.agent.runtime import Agent
+from gpuwarden.agent.sampler import Sampler
+from gpuwarden.agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]:
+    node = cfg.node_name
+    if cfg.sampler == "sim":
+        from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
+
+        sim = SimNode(node, gpus=cfg.sim_gpus, seed=cfg.sim_seed)
+        return SimSampler(sim), SimAttributor(sim)
+    from gpuwarden.agent.nvml import NvmlSampler
+
+    sampler = NvmlSampler(library_path=cfg.nvml_library or None)
+    use_slurm = cfg.slurm == "on" or (cfg.slurm == "auto" and shutil.which(cfg.scontrol))
+    if not use_slurm:
+        return sampler, NoAttribution()
+    from gpuwarden.agent.slurm_attr import SlurmAttributor
+
+    return sampler, SlurmAttributor(
+        node,
+        proc_root=cfg.proc_root,
+        scontrol=cfg.scontrol,
+        cache_ttl_s=cfg.slurm_cache_ttl,
+        timeout_s=cfg.slurm_timeout,
+    )
+
+
+def build_agent(cfg: AgentConfig, *, systemd: bool = True) -> Agent:
+    sampler, attributor = build_sampler_and_attributor(cfg)
+    tls = (
+        None
+        if cfg.insecure
+        else TlsFiles(ca=Path(cfg.tls_ca), cert=Path(cfg.tls_cert), key=Path(cfg.tls_key))
+    )
+    return Agent(
+        node=cfg.node_name,
+        sampler=sampler,
+        attributor=attributor,
+        spool=Spool(
+            cfg.spool_dir, max_reports=cfg.spool_max_reports, max_bytes=cfg.spool_max_bytes
+        ),
+        collector=cfg.collector,
+        tls=tls,
+        sample_interval_s=cfg.sample_interval,
+        report_interval_s=cfg.report_interval,
+        reconnect_max_backoff_s=cfg.reconnect_max_backoff,
+        systemd=systemd,
+    )
+
+
+async def run_agent(cfg: AgentConfig) -> None:
+    agent = build_agent(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "agent %s: sampler=%s collector=%s spool=%s (%d reports pending)",
+        cfg.node_name,
+        cfg.sampler,
+        cfg.collector,
+        cfg.spool_dir,
+        len(agent.spool),
+    )
+    await agent.run(stop)
+    log.info("agent stopped: %s", agent.stats())

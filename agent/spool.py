@@ -1,0 +1,124 @@
+"""Bounded on-disk spool of reports not yet acknowledged by the collector.
+
+Each report is one file ``<seq>.pb`` (the serialized ``NodeReport``), written atomically
+(temp file, fsync, rename) before it is sent and deleted when the collector acks it. After
+a restart or reconnect the agent replays what is left, in sequence order; the collector
+de-duplicates by (node, seq). The sequence counter is kept in the same folder so that it
+survives restarts. When the spool is full the oldest reports are dropped and counted.
+A report the collector rejected as invalid is moved to ``rejected/`` for inspection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SUFFIX = ".pb"
+
+
+class SpoolError(RuntimeError):
+    pass
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+class Spool:
+    def __init__(self, directory: Path, *, max_reports: int = 17280, max_bytes: int = 256 << 20):
+        if max_reports < 1 or max_bytes < 1:
+            raise ValueError("spool limits must be positive")
+        self.directory = directory
+        self.max_reports = max_reports
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "rejected").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool directory {directory}: {exc}") from exc
+        self._sizes: dict[int, int] = {}
+        for p in directory.glob(f"*{_SUFFIX}"):
+            try:
+                self._sizes[int(p.stem)] = p.stat().st_size
+            except (ValueError, OSError):
+                log.warning("ignoring unexpected file in spool: %s", p)
+        for tmp in directory.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)  # an interrupted write: never acknowledged, never sent
+        self._bytes = sum(self._sizes.values())
+        self._next_seq = self._load_seq()
+
+    # -- sequence numbers -------------------------------------------------------------
+    def _load_seq(self) -> int:
+        path = self.directory / "seq"
+        stored = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            stored = int(path.read_text().strip())
+        highest = max(self._sizes, default=0)
+        if stored == 0 and highest == 0:
+            # A new agent (or a lost state dir): start above any sequence an earlier agent
+            # on this node could have used, so the collector never takes it for a duplicate.
+            return time.time_ns() // 1000
+        return max(stored, highest + 1)
+
+    def next_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        _write_atomic(self.directory / "seq", str(self._next_seq).encode())
+        return seq
+
+    # -- reports ---------------------------------------------------------------------
+    def put(self, seq: int, data: bytes) -> None:
+        _write_atomic(self.directory / f"{seq:020d}{_SUFFIX}", data)
+        self._sizes[seq] = len(data)
+        self._bytes += len(data)
+        while len(self._sizes) > self.max_reports or self._bytes > self.max_bytes:
+            oldest = min(self._sizes)
+            if oldest == seq:
+                break
+            self._remove(oldest)
+            self.dropped += 1
+            log.warning("spool full: dropped unacknowledged report seq=%d", oldest)
+
+    def _remove(self, seq: int) -> None:
+        size = self._sizes.pop(seq, None)
+        if size is None:
+            return
+        self._bytes -= size
+        (self.directory / f"{seq:020d}{_SUFFIX}").unlink(missing_ok=True)
+
+    def ack(self, seq: int) -> None:
+        self._remove(seq)
+
+    def reject(self, seq: int) -> None:
+        if seq not in self._sizes:
+            return
+        name = f"{seq:020d}{_SUFFIX}"
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / name).replace(self.directory / "rejected" / name)
+        self._bytes -= self._sizes.pop(seq)
+
+    def pending(self, after: int = 0) -> list[int]:
+        return sorted(s for s in self._sizes if s > after)
+
+    def read(self, seq: int) -> bytes:
+        return (self.directory / f"{seq:020d}{_SUFFIX}").read_bytes()
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes

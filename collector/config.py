@@ -1,0 +1,56 @@
+"""Collector settings: the ``[collector]`` table of the TOML config, or GPUWARDEN_COLLECTOR_*."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuwarden.common.config import ConfigError, build_section, duration_field, ranged, read_toml
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    listen: str = "127.0.0.1:50051"
+    state_dir: Path = Path("/var/lib/gpuwarden")
+    db_path: str = ""  # default: <state_dir>/gpuwarden.db
+    insecure: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    retention: float = duration_field(30 * 24 * 3600.0, minimum=60.0)
+    max_gpus_per_node: int = ranged(64, minimum=1, maximum=4096)
+    write_batch_max: int = ranged(512, minimum=1)
+    shutdown_grace: float = duration_field(5.0)
+    audit_jsonl: str = ""  # default: <state_dir>/audit.jsonl
+    evaluate_interval: float = duration_field(15.0, minimum=0.1)
+
+    def __post_init__(self) -> None:
+        if ":" not in self.listen:
+            raise ValueError(f"listen: {self.listen!r} is not HOST:PORT")
+        if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):
+            raise ValueError(
+                "tls_ca, tls_cert and tls_key are required (agents connect with mTLS); "
+                "set insecure = true only for demos and tests"
+            )
+
+    @property
+    def database(self) -> Path:
+        return Path(self.db_path) if self.db_path else self.state_dir / "gpuwarden.db"
+
+    @property
+    def audit_path(self) -> Path:
+        return Path(self.audit_jsonl) if self.audit_jsonl else self.state_dir / "audit.jsonl"
+
+
+def load_collector_config(
+    path: Path | None, overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> CollectorConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        table = read_toml(path).get("collector", {})
+        if not isinstance(table, dict):
+            raise ConfigError("[collector] must be a table")
+        data.update(table)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_section(CollectorConfig, "collector", data, environ)

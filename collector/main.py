@@ -1,0 +1,59 @@
+"""``gpuwarden collector``: run the collector daemon until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from gpuwarden.collector.config import CollectorConfig
+from gpuwarden.collector.server import Collector
+from gpuwarden.collector.validate import Limits
+from gpuwarden.common.sdnotify import notify
+
+log = logging.getLogger(__name__)
+
+
+def build_collector(cfg: CollectorConfig) -> Collector:
+    tls = None
+    if not cfg.insecure:
+        tls = (
+            Path(cfg.tls_ca).read_bytes(),
+            Path(cfg.tls_cert).read_bytes(),
+            Path(cfg.tls_key).read_bytes(),
+        )
+    return Collector(
+        db_path=cfg.database,
+        listen=cfg.listen,
+        tls=tls,
+        limits=Limits(max_gpus_per_node=cfg.max_gpus_per_node),
+        write_batch_max=cfg.write_batch_max,
+        shutdown_grace_s=cfg.shutdown_grace,
+    )
+
+
+async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        deleted = await asyncio.to_thread(collector.store.prune, time.time() - cfg.retention)
+        if deleted:
+            log.info("retention: deleted %d windows older than %.0f s", deleted, cfg.retention)
+        await asyncio.sleep(10.0)
+
+
+async def run_collector(cfg: CollectorConfig) -> None:
+    collector = build_collector(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await collector.start()
+    collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
+    notify("READY=1")
+    print(f"collector listening on port {collector.port}", flush=True)  # noqa: T201
+    await stop.wait()
+    notify("STOPPING=1")
+    log.info("stopping: draining streams and flushing the store")
+    await collector.stop()

@@ -1,0 +1,272 @@
+"""The collector daemon: gRPC server (agents, query API, health), store, live state.
+
+Servicers stay thin: validation, storage and state live in their own modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from gpuwarden.collector.ingest import Ingestor
+from gpuwarden.collector.state import ClusterState, NodeLive
+from gpuwarden.collector.store import Store
+from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
+from gpuwarden.common.convert import gpu_to_pb, window_record_to_pb
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
+MAX_MESSAGE_BYTES = 4 << 20
+HISTORY_DEFAULT_LIMIT = 10_000
+HISTORY_MAX_LIMIT = 100_000
+
+
+class AuditSource(Protocol):
+    def query_pb(self, job_id: str, since: float, limit: int) -> list[pb.AuditRecord]: ...
+
+
+def node_to_pb(n: NodeLive) -> pb.NodeState:
+    return pb.NodeState(
+        node=n.node,
+        last_seen=n.last_seen,
+        connected=n.connected,
+        slurm=pb.SlurmStatus(available=n.slurm.available, error=n.slurm.error),
+        gpus=[
+            pb.GpuState(node=n.node, latest=gpu_to_pb(g.gpu), window_end=g.window_end)
+            for g in n.gpus
+        ],
+        last_seq=n.last_seq,
+    )
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    def __init__(self, collector: Collector) -> None:
+        self.c = collector
+
+    async def Report(  # noqa: N802 (gRPC method name)
+        self, request_iterator: AsyncIterator[pb.NodeReport], context: grpc.aio.ServicerContext
+    ) -> None:
+        peer_cn = self.c.peer_common_name(context)
+        pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
+        node_seen: str | None = None
+
+        async def write_acks() -> None:
+            while (item := await pending.get()) is not None:
+                msg, fut = item
+                duplicate = not await fut
+                await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
+
+        acker = asyncio.create_task(write_acks())
+        try:
+            async for msg in request_iterator:
+                if acker.done():
+                    break
+                if peer_cn is not None and msg.node != peer_cn:
+                    await context.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"report for node {msg.node!r} on a connection authenticated as "
+                        f"{peer_cn!r}",
+                    )
+                try:
+                    report = validate_report(msg, now=time.time(), limits=self.c.limits)
+                except ReportInvalid as exc:
+                    self.c.rejected += 1
+                    log.warning("rejected report seq=%d from %r: %s", msg.seq, msg.node[:64], exc)
+                    context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(msg.seq)),))
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"report seq={msg.seq}: {exc}"
+                    )
+                if node_seen != report.node:
+                    if node_seen is not None:
+                        self.c.stream_closed(node_seen)
+                    node_seen = report.node
+                    self.c.stream_opened(node_seen)
+                pending.put_nowait((msg, self.c.ingestor.submit(report)))
+            pending.put_nowait(None)
+            await acker
+        finally:
+            acker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await acker
+            if node_seen is not None:
+                self.c.stream_closed(node_seen)
+
+
+class QueryServicer(pb_grpc.QueryServiceServicer):
+    def __init__(self, collector: Collector) -> None:
+        self.c = collector
+
+    async def GetSnapshot(  # noqa: N802
+        self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClusterSnapshot:
+        return self.c.snapshot()
+
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ClusterEvent]:
+        watcher = self.c.state.subscribe()
+        try:
+            if request.include_snapshot:
+                for n in self.c.state.nodes():
+                    yield pb.ClusterEvent(node=node_to_pb(n))
+            while True:
+                events = await watcher.get()
+                if events is None:  # fell behind: send the whole cluster again
+                    events = list(self.c.state.nodes())
+                for ev in events:
+                    if isinstance(ev, NodeLive):
+                        yield pb.ClusterEvent(node=node_to_pb(ev))
+                    elif isinstance(ev, pb.AuditRecord):
+                        yield pb.ClusterEvent(audit=ev)
+        finally:
+            self.c.state.unsubscribe(watcher)
+
+    async def GetHistory(  # noqa: N802
+        self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HistoryResponse:
+        if not (request.node or request.uuid or request.job_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "give at least one of node, uuid, job_id"
+            )
+        limit = request.limit or HISTORY_DEFAULT_LIMIT
+        if limit > HISTORY_MAX_LIMIT:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"limit={limit} is above the maximum {HISTORY_MAX_LIMIT}",
+            )
+        records, truncated = await asyncio.to_thread(
+            self.c.store.history,
+            node=request.node,
+            uuid=request.uuid,
+            job_id=request.job_id,
+            since=request.since,
+            until=request.until or None,
+            limit=limit,
+        )
+        return pb.HistoryResponse(
+            windows=[window_record_to_pb(r) for r in records], truncated=truncated
+        )
+
+    async def GetAudit(  # noqa: N802
+        self, request: pb.AuditRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditResponse:
+        if self.c.audit is None:
+            return pb.AuditResponse()
+        records = await asyncio.to_thread(
+            self.c.audit.query_pb, request.job_id, request.since, request.limit or 1000
+        )
+        return pb.AuditResponse(records=records)
+
+
+class Collector:
+    """Wires store, state, ingestion and the gRPC services together."""
+
+    def __init__(
+        self,
+        *,
+        db_path: Path,
+        listen: str = "127.0.0.1:0",
+        tls: tuple[bytes, bytes, bytes] | None = None,  # (ca, cert, key)
+        limits: Limits | None = None,
+        write_batch_max: int = 512,
+        shutdown_grace_s: float = 5.0,
+    ) -> None:
+        self.listen = listen
+        self.tls = tls
+        self.limits = limits or Limits()
+        self.shutdown_grace_s = shutdown_grace_s
+        self.store = Store(db_path)
+        self.state = ClusterState()
+        self.ingestor = Ingestor(self.store, self.state, batch_max=write_batch_max)
+        self.audit: AuditSource | None = None
+        self.rejected = 0
+        self.port = 0
+        self._streams: dict[str, int] = {}
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._background: list[asyncio.Task[Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.ingestor.start()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
+        pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self.tls is None:
+            self.port = server.add_insecure_port(self.listen)
+        else:
+            ca, cert, key = self.tls
+            creds = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=ca, require_client_auth=True
+            )
+            self.port = server.add_secure_port(self.listen, creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        await server.start()
+        self._server = server
+        for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("collector listening on port %d (db %s)", self.port, self.store.path)
+
+    def add_background(self, coro_factory: Callable[[], Any], name: str) -> None:
+        self._background.append(asyncio.create_task(coro_factory(), name=name))
+
+    async def stop(self) -> None:
+        """NOT_SERVING, stop accepting with a grace period, write what is queued, close."""
+        await self._health.enter_graceful_shutdown()
+        for t in self._background:
+            t.cancel()
+        for t in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._server is not None:
+            await self._server.stop(self.shutdown_grace_s)
+            self._server = None
+        await self.ingestor.stop()
+        self.store.close()
+
+    # -- used by the servicers -----------------------------------------------------------
+    def peer_common_name(self, context: grpc.aio.ServicerContext) -> str | None:
+        if self.tls is None:
+            return None
+        names = context.auth_context().get("x509_common_name") or []
+        return names[0].decode() if names else ""
+
+    def stream_opened(self, node: str) -> None:
+        self._streams[node] = self._streams.get(node, 0) + 1
+        self.state.set_connected(node, True)
+
+    def stream_closed(self, node: str) -> None:
+        left = self._streams.get(node, 1) - 1
+        if left <= 0:
+            self._streams.pop(node, None)
+            self.state.set_connected(node, False)
+        else:
+            self._streams[node] = left
+
+    def snapshot(self) -> pb.ClusterSnapshot:
+        return pb.ClusterSnapshot(
+            now=time.time(),
+            nodes=[node_to_pb(n) for n in self.state.nodes()],
+            windows_stored=self.store.count_windows(),
+        )
+
+    def add_stored_listener(self, listener: Callable[[Sequence[Any]], None]) -> None:
+        self.ingestor.listeners.append(listener)

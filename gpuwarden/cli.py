@@ -1,0 +1,218 @@
+"""The ``gpuwarden`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gpuwarden
+from gpuwarden.common.config import ConfigError
+from gpuwarden.common.durations import parse_duration
+
+log = logging.getLogger("gpuwarden")
+
+EXIT_USAGE = 2
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from gpuwarden.agent.config import load_agent_config
+    from gpuwarden.agent.main import run_agent
+
+    cfg = load_agent_config(
+        args.config,
+        {
+            "node": args.node,
+            "collector": args.collector,
+            "sampler": args.sampler,
+            "spool_dir": str(args.spool_dir) if args.spool_dir else None,
+            "sample_interval": args.sample_interval,
+            "report_interval": args.report_interval,
+            "insecure": True if args.insecure else None,
+            "nvml_library": args.nvml_library,
+            "slurm": args.slurm,
+        },
+    )
+    asyncio.run(run_agent(cfg))
+    return 0
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from gpuwarden.collector.config import load_collector_config
+    from gpuwarden.collector.main import run_collector
+
+    cfg = load_collector_config(
+        args.config,
+        {
+            "listen": args.listen,
+            "state_dir": str(args.state_dir) if args.state_dir else None,
+            "insecure": True if args.insecure else None,
+        },
+    )
+    asyncio.run(run_collector(cfg))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gpuwarden.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        duration_s=args.duration,
+        seed=args.seed,
+        state_dir=args.state_dir,
+        sample_interval_s=args.sample_interval,
+        report_interval_s=args.report_interval,
+        refresh_s=args.refresh,
+        idle_window_s=args.idle_window,
+    )
+    return asyncio.run(run_demo(opts))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gpuwarden.collector.replay import replay_main
+
+    return replay_main(args.replay_args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gpuwarden.demo import format_cluster
+    from gpuwarden.common.query import QueryClient
+
+    async def go() -> int:
+        async with QueryClient(args.collector) as client:
+            snap = await client.snapshot()
+        print(format_cluster(snap))  # noqa: T201
+        return 0
+
+    return asyncio.run(go())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpuwarden",
+        description="Find idle GPU allocations on Slurm clusters and give them back, safely.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpuwarden {gpuwarden.__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    a = sub.add_parser(
+        "agent",
+        help="run the node agent (samples GPUs, streams reports)",
+        description="Sample every GPU of this node, attribute it to its Slurm job and stream "
+        "window reports to the collector. Settings: [agent] in --config, GPUWARDEN_AGENT_* "
+        "variables, and these flags (flags win).",
+    )
+    a.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
+    a.add_argument("--node", help="node name (default: short host name)")
+    a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
+    a.add_argument("--sampler", choices=("nvml", "sim"), help="GPU source (default nvml)")
+    a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
+    a.add_argument("--sample-interval", type=_duration, metavar="D", help="default 1s")
+    a.add_argument("--report-interval", type=_duration, metavar="D", help="default 5s")
+    a.add_argument("--nvml-library", metavar="PATH", help="libnvidia-ml.so.1 to load")
+    a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
+    a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
+    a.set_defaults(func=_agent)
+
+    c = sub.add_parser(
+        "collector",
+        help="run the central collector",
+        description="Receive agent reports over gRPC, store them (SQLite), serve the query "
+        "API. Settings: [collector] in --config, GPUWARDEN_COLLECTOR_* variables, flags.",
+    )
+    c.add_argument("--config", type=Path, help="TOML config file ([collector] table)")
+    c.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
+    c.add_argument("--state-dir", type=Path, help="database and audit log folder")
+    c.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
+    c.set_defaults(func=_collector)
+
+    d = sub.add_parser(
+        "demo",
+        help="run a simulated cluster end to end (no external service)",
+        description="Start a collector on SQLite in a temporary folder and simulated nodes "
+        "streaming over real gRPC on loopback, and show the live cluster. With --duration "
+        "it runs without a terminal and ends with a summary.",
+    )
+    d.add_argument("--nodes", type=_positive_int, default=16, help="default 16")
+    d.add_argument("--gpus", type=_positive_int, default=4, help="GPUs per node, default 4")
+    d.add_argument("--duration", type=_duration, metavar="D", help="stop after D (e.g. 60s)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--state-dir", type=Path, help="keep the database here (default: temp)")
+    d.add_argument("--sample-interval", type=_duration, default=1.0, metavar="D")
+    d.add_argument("--report-interval", type=_duration, default=2.0, metavar="D")
+    d.add_argument("--refresh", type=_duration, default=2.0, metavar="D", help="table refresh")
+    d.add_argument(
+        "--idle-window",
+        type=_duration,
+        default=20.0,
+        metavar="D",
+        help="idle window for the demo's detection (default 20s so it shows quickly)",
+    )
+    d.set_defaults(func=_demo)
+
+    r = sub.add_parser(
+        "replay",
+        help="show what a policy would have done on recorded traces",
+        description="Run the detection rules and the action ladder over a JSON Lines trace. "
+        "See `gpuwarden replay --help`.",
+        add_help=False,
+    )
+    r.add_argument("replay_args", nargs=argparse.REMAINDER)
+    r.set_defaults(func=_replay)
+
+    s = sub.add_parser("status", help="print the live cluster from a collector")
+    s.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")
+    s.set_defaults(func=_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"gpuwarden {args.command}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"gpuwarden {args.command}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+

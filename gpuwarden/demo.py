@@ -1,0 +1,156 @@
+"""``gpuwarden demo``: a simulated cluster, end to end, on the embedded defaults.
+
+A real collector (SQLite in a temporary folder, gRPC on loopback) and simulated nodes whose
+agents stream over real gRPC. The screen is read back through the query API, exactly as the
+dashboard does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpuwarden.agent.runtime import Agent
+from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
+from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.server import Collector
+from gpuwarden.common.query import QueryClient
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    nodes: int = 16
+    gpus_per_node: int = 4
+    duration_s: float | None = None
+    seed: int = 0
+    state_dir: Path | None = None
+    sample_interval_s: float = 1.0
+    report_interval_s: float = 2.0
+    refresh_s: float = 2.0
+    idle_window_s: float = 20.0
+
+
+def _gpu_cell(g: pb.GpuState) -> str:
+    w = g.latest
+    util = f"{w.util_max:3.0f}%" if w.HasField("util_max") else "  ?%"
+    mem = f"{w.mem_used_max_bytes / GIB:4.1f}G" if w.HasField("mem_used_max_bytes") else "   ?G"
+    if w.errors:
+        return f"{'LOST' if 'gpu_lost' in w.errors else 'ERR':<26}"
+    if not w.HasField("job"):
+        return f"{util} {mem} {'(free)':<15}"
+    owner = f"{w.job.job_id}/{w.job.user}"[:12]
+    flag = " "
+    if not w.processes:
+        flag = "!"  # allocated, nothing running on it
+    elif w.util_max < 5:
+        flag = "~"
+    return f"{util} {mem} {flag}{owner:<14}"
+
+
+def format_cluster(snap: pb.ClusterSnapshot, idle_jobs: set[str] | None = None) -> str:
+    lines = [
+        f"{'node':<10} {'conn':<5} {'slurm':<6} GPUs (max util, peak mem, job/user; "
+        "! allocated but empty, ~ idle now)"
+    ]
+    gpus = busy = empty = 0
+    for n in snap.nodes:
+        cells = []
+        for g in n.gpus:
+            gpus += 1
+            if g.latest.HasField("job"):
+                if not g.latest.processes:
+                    empty += 1
+                elif g.latest.util_max >= 5:
+                    busy += 1
+            cells.append(_gpu_cell(g))
+        slurm = "ok" if n.slurm.available else "DOWN"
+        lines.append(
+            f"{n.node:<10} {'yes' if n.connected else 'no':<5} {slurm:<6} " + " | ".join(cells)
+        )
+    lines.append(
+        f"nodes {len(snap.nodes)}  GPUs {gpus}  busy {busy}  allocated-but-empty {empty}  "
+        f"windows stored {snap.windows_stored}"
+        + (f"  idle allocations {len(idle_jobs)}" if idle_jobs is not None else "")
+    )
+    return "\n".join(lines)
+
+
+async def run_demo(opts: DemoOptions) -> int:
+    tmp: str | None = None
+    if opts.state_dir is None:
+        tmp = tempfile.mkdtemp(prefix="gpuwarden-demo-")
+        state_dir = Path(tmp)
+    else:
+        state_dir = opts.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+    interactive = opts.duration_s is None and sys.stdout.isatty()
+    collector = Collector(db_path=state_dir / "gpuwarden.db", listen="127.0.0.1:0")
+    await collector.start()
+    target = f"127.0.0.1:{collector.port}"
+    agents: list[Agent] = []
+    for i in range(opts.nodes):
+        name = f"gpu{i + 1:02d}"
+        sim = SimNode(name, gpus=opts.gpus_per_node, seed=opts.seed)
+        agents.append(
+            Agent(
+                node=name,
+                sampler=SimSampler(sim),
+                attributor=SimAttributor(sim),
+                spool=Spool(state_dir / "spool" / name),
+                collector=target,
+                sample_interval_s=opts.sample_interval_s,
+                report_interval_s=opts.report_interval_s,
+            )
+        )
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(a.run(stop), name=f"agent-{a.node}") for a in agents]
+    print(  # noqa: T201
+        f"gpuwarden demo: collector on {target}, {opts.nodes} simulated nodes x "
+        f"{opts.gpus_per_node} GPUs, state in {state_dir}"
+        + ("" if opts.duration_s is None else f", running {opts.duration_s:g} s"),
+        flush=True,
+    )
+    started = time.monotonic()
+    snap = pb.ClusterSnapshot()
+    try:
+        async with QueryClient(target) as client:
+            while opts.duration_s is None or time.monotonic() - started < opts.duration_s:
+                await asyncio.sleep(opts.refresh_s)
+                snap = await client.snapshot()
+                if interactive:
+                    sys.stdout.write("\x1b[2J\x1b[H" + format_cluster(snap) + "\n")
+                    sys.stdout.write("Ctrl-C to stop\n")
+                    sys.stdout.flush()
+            snap = await client.snapshot()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.5)  # let the last acks arrive
+        with contextlib.suppress(Exception):
+            async with QueryClient(target) as client:
+                snap = await client.snapshot()
+        stats = [a.stats() for a in agents]
+        await collector.stop()
+    print(format_cluster(snap))  # noqa: T201
+    produced = sum(s.reports for s in stats)
+    print(  # noqa: T201
+        f"summary: nodes {len(snap.nodes)}, GPUs {sum(len(n.gpus) for n in snap.nodes)}, "
+        f"reports produced {produced}, reports stored {collector.ingestor.stored}, "
+        f"windows stored {snap.windows_stored}, unacknowledged {sum(s.spooled for s in stats)}"
+    )
+    if tmp is not None and not os.environ.get("GPUWARDEN_DEMO_KEEP"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
