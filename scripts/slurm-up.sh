@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Start a real one-node Slurm (Debian 22.05: munged, slurmctld, slurmd) for tests and demos.
+#
+#   scripts/slurm-up.sh [--proctrack linuxproc|cgroup] [--ctld-only] [STATE_DIR]
+#
+# STATE_DIR defaults to <repo>/.run/slurm. Installs the packages when missing, writes
+# slurm.conf / gres.conf / cgroup.conf (4 fake GPUs as char devices), starts the daemons and
+# waits until sinfo shows the node usable. Writes STATE_DIR/env (`export SLURM_CONF=...`).
+# Idempotent: when the cluster is already up with the same config, it does nothing; stale
+# daemons are stopped (and waited for) first. --ctld-only starts only slurmctld (after a
+# `slurm-down.sh --ctld-only`); running jobs survive the controller restart.
+# Needs root; works without systemd. See /work/shared/SLURM-LOCAL.md for why each line is here.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+proctrack=linuxproc
+ctld_only=0
+state=""
+while (($#)); do
+    case "$1" in
+        --proctrack) proctrack=${2:?--proctrack needs linuxproc or cgroup}; shift 2 ;;
+        --proctrack=*) proctrack=${1#*=}; shift ;;
+        --ctld-only) ctld_only=1; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -*) echo "slurm-up: unknown option $1" >&2; exit 2 ;;
+        *) state=$1; shift ;;
+    esac
+done
+case "$proctrack" in
+    linuxproc|cgroup) ;;
+    *) echo "slurm-up: --proctrack must be linuxproc or cgroup, not '$proctrack'" >&2; exit 2 ;;
+esac
+state=${state:-$root/.run/slurm}
+mkdir -p "$state"
+state=$(cd "$state" && pwd)
+# shellcheck source=scripts/slurm-env.sh
+source "$here/slurm-env.sh" "$state"
+
+log() { echo "slurm-up: $*" >&2; }
+die() {
+    log "ERROR: $*"
+    for f in "$state/log/slurmctld.log" "$state/log/slurmd.log"; do
+        [[ -f $f ]] && { echo "--- tail $f" >&2; tail -n 25 "$f" >&2; }
+    done
+    exit 1
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "slurm-up: must run as root (it starts munged, slurmctld and slurmd)" >&2
+    exit 1
+fi
+
+# --- install ---------------------------------------------------------------------------
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+    || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    log "installing slurmctld slurmd slurm-client munge"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge \
+        >"$state/apt.log" 2>&1; then
+        apt-get update >>"$state/apt.log" 2>&1
+        apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge \
+            >>"$state/apt.log" 2>&1 || { tail -n 20 "$state/apt.log" >&2; die "apt-get install failed"; }
+    fi
+fi
+
+# --- munge ------------------------------------------------------------------------------
+start_munge() {
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ ! -f /etc/munge/munge.key ]]; then
+        mungekey --create >/dev/null
+        chown munge:munge /etc/munge/munge.key
+        chmod 0400 /etc/munge/munge.key
+    fi
+    install -d -o munge -g munge /run/munge
+    runuser -u munge -- /usr/sbin/munged
+    local i
+    for ((i = 0; i < 50; i++)); do
+        if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+            pidof munged >"$state/munged.started-by-us" || true
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "munged did not start (munge -n | unmunge fails)"
+}
+
+# --- config -----------------------------------------------------------------------------
+host=$(hostname -s)
+write_config() {
+    local dir=$1
+    mkdir -p "$state/spool/ctld" "$state/spool/d" "$state/log" "$state/run"
+    local i
+    for i in 0 1 2 3; do
+        # An unused major (195 is nvidia's, absent here): stat works, open gives ENXIO.
+        # Never clone /dev/null: a devices cgroup would then deny /dev/null itself.
+        [[ -c $state/fakegpu$i ]] || mknod -m 666 "$state/fakegpu$i" c 195 "$i"
+    done
+    local task=task/none
+    cat >"$dir/slurm.conf" <<EOF
+# Written by scripts/slurm-up.sh: a one-node test cluster with 4 fake GPUs.
+ClusterName=gpuwarden
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=5
+StateSaveLocation=$state/spool/ctld
+SlurmdSpoolDir=$state/spool/d
+SlurmctldPidFile=$state/run/slurmctld.pid
+SlurmdPidFile=$state/run/slurmd.pid
+SlurmctldLogFile=$state/log/slurmctld.log
+SlurmdLogFile=$state/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/$proctrack
+TaskPlugin=$task
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$state/log/jobcomp.txt
+MailProg=/bin/true
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+ReturnToService=2
+KillWait=5
+MinJobAge=300
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=60
+GresTypes=gpu
+NodeName=$host NodeAddr=127.0.0.1 CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=16000 Gres=gpu:4 State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    cat >"$dir/gres.conf" <<EOF
+AutoDetect=off
+NodeName=$host Name=gpu File=$state/fakegpu[0-3]
+EOF
+    cat >"$dir/cgroup.conf" <<EOF
+CgroupPlugin=autodetect
+CgroupAutomount=yes
+ConstrainDevices=no
+ConstrainCores=no
+ConstrainRAMSpace=no
+EOF
+}
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+node_state() { sinfo -h -n "$host" -o %T 2>/dev/null | head -n 1; }
+
+wait_node_usable() {
+    local deadline=$((SECONDS + 60)) st=""
+    while ((SECONDS < deadline)); do
+        st=$(node_state || true)
+        [[ $st =~ ^(idle|mixed|allocated|completing)$ ]] && return 0
+        sleep 0.3
+    done
+    die "node $host not usable after 60 s (sinfo state: '${st:-no answer}')"
+}
+
+start_ctld() {
+    pid_alive "$state/run/slurmctld.pid" && return 0
+    /usr/sbin/slurmctld || die "slurmctld failed to start"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        scontrol ping 2>/dev/null | grep -q 'is UP' && return 0
+        pid_alive "$state/run/slurmctld.pid" || { ((i > 5)) && die "slurmctld exited"; }
+        sleep 0.2
+    done
+    die "slurmctld does not answer scontrol ping after 20 s"
+}
+
+# --- main -------------------------------------------------------------------------------
+start_munge
+
+if ((ctld_only)); then
+    [[ -f $state/slurm.conf ]] || die "--ctld-only: no $state/slurm.conf; run slurm-up.sh first"
+    start_ctld
+    wait_node_usable
+    log "slurmctld up"
+    exit 0
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+write_config "$tmp"
+same_config=1
+for f in slurm.conf gres.conf cgroup.conf; do
+    cmp -s "$tmp/$f" "$state/$f" || same_config=0
+done
+
+if ((same_config)) && pid_alive "$state/run/slurmctld.pid" && pid_alive "$state/run/slurmd.pid" \
+    && [[ $(node_state || true) =~ ^(idle|mixed|allocated|completing)$ ]]; then
+    log "already up ($state)"
+    exit 0
+fi
+
+# Stale or different: stop what runs and wait for it to exit, else an old slurmd
+# re-registers with the new controller.
+"$here/slurm-down.sh" --keep-munge "$state" >/dev/null 2>&1 || true
+for f in slurm.conf gres.conf cgroup.conf; do cp "$tmp/$f" "$state/$f"; done
+printf 'export SLURM_CONF=%q\n' "$state/slurm.conf" >"$state/env"
+
+t0=$SECONDS
+start_ctld
+/usr/sbin/slurmd || die "slurmd failed to start"
+wait_node_usable
+log "up in $((SECONDS - t0)) s: node $host $(node_state), proctrack/$proctrack; source $state/env"
