@@ -205,7 +205,7 @@ def test_mig_instances_are_sampled_each_with_its_parent(
 
 
 def test_mig_instances_of_a_lost_gpu_report_gpu_lost(
-    fake_nvml: FakeNvmlState, sampler: NvmlSampler, proc_root: Path
+    fake_nvml: FakeNvmlState, proc_root: Path
 ) -> None:
     migs = fake_nvml.enable_mig(GPU0)
     s = NvmlSampler(proc_root=proc_root)
