@@ -55,7 +55,9 @@ class Agent:
         reconnect_max_backoff_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         systemd: bool = False,
+        drain_timeout_s: float = 3.0,
     ) -> None:
+        self.drain_timeout_s = drain_timeout_s
         self.node = node
         self.sampler = sampler
         self.attributor = attributor
@@ -94,11 +96,19 @@ class Agent:
         streamer = asyncio.create_task(self.streamer.run(), name=f"stream-{self.node}")
         try:
             await self._loop(stop)
+            await self._drain()
         finally:
             streamer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streamer
             await asyncio.to_thread(self.sampler.close)
+
+    async def _drain(self) -> None:
+        """On shutdown, give the collector a moment to ack what is spooled (it stays
+        spooled either way and is sent after the next start)."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        while len(self.spool) and self.streamer.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _loop(self, stop: asyncio.Event) -> None:
         window_start = self.clock()

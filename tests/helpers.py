@@ -1,0 +1,103 @@
+"""Helpers and fixtures for tests that run a collector and agents (in-process or as
+subprocesses of the real ``gpuwarden`` command)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gpuwarden.collector.server import Collector
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(
+    predicate: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05
+) -> None:
+    """Poll ``predicate`` (sync) until it is truthy; fail the test with a clear message."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+
+
+def wait_for_sync(predicate: Callable[[], object], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+
+
+@pytest.fixture
+async def collector(tmp_path: Path) -> AsyncIterator[Collector]:
+    """A collector in this process: SQLite in tmp_path, insecure gRPC on a free port."""
+    c = Collector(db_path=tmp_path / "collector.db", listen="127.0.0.1:0")
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+def gpuwarden_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gpuwarden", *args]
+
+
+class Proc:
+    """A ``gpuwarden`` subprocess whose output goes to a log file (read it on failure)."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._fh = log.open("ab")
+        self.p = subprocess.Popen(
+            gpuwarden_cmd(*args),
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=REPO,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        if self.p.poll() is None:
+            self.p.terminate()
+        try:
+            return self.p.wait(timeout_s)
+        finally:
+            self._fh.close()
+
+    def kill(self) -> None:
+        self.p.kill()
+        self.p.wait(10)
+        self._fh.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Collects subprocesses so they are always stopped, even when a test fails."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        if p.p.poll() is None:
+            p.p.kill()
+            p.p.wait(10)
