@@ -28,6 +28,7 @@ import hashlib
 import math
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -422,6 +423,7 @@ class SimNode:
         self.churn_per_h = float(churn)
         self._mix = _check_mix(job_mix)
         self._last_now: float | None = None
+        self._lock = threading.Lock()
 
         ident = random.Random(f"gpuwarden-sim|{seed}|{node}|identity")
         self.model = H100 if ident.random() < 0.25 else A100
@@ -579,14 +581,16 @@ class SimNode:
         p = slot.periods[slot.last]
         if p.start_s <= now < p.end_s:
             return p
-        if now >= slot.ends[-1]:
-            if now - slot.ends[-1] > _MAX_AHEAD_S:
-                raise ValueError(f"time {now} is more than a year past the simulated jobs")
-            k = self._slots.index(slot)
-            while now >= slot.ends[-1]:
-                self._extend(k, slot)
-        slot.last = bisect.bisect_right(slot.ends, now)
-        return slot.periods[slot.last]
+        with self._lock:  # the agent samples and attributes from different threads
+            if now >= slot.ends[-1]:
+                if now - slot.ends[-1] > _MAX_AHEAD_S:
+                    raise ValueError(f"time {now} is more than a year past the simulated jobs")
+                k = self._slots.index(slot)
+                while now >= slot.ends[-1]:
+                    self._extend(k, slot)
+            last = bisect.bisect_right(slot.ends, now)
+            slot.last = last
+            return slot.periods[last]
 
     def job_at(self, index: int, now: float) -> SimJob | None:
         """The job holding GPU ``index`` at ``now``, or None when the GPU is free."""
