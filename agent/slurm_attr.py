@@ -1,0 +1,326 @@
+"""``SlurmAttributor``: which Slurm job holds each GPU of this node.
+
+For each GPU: the job of its processes (``/proc/PID/cgroup``, then ``/proc/PID/environ``),
+then the node's allocations (``scontrol -d -o show job``: per-node ``GRES=gpu:N(IDX:..)``).
+A GPU that Slurm allocated but that runs no process is reported ``allocated=True`` with its
+job. Dask workers are found from the job's processes (command line, environment).
+
+``scontrol`` runs as an argv list, bounded by ``timeout_s`` and cached for ``cache_ttl_s``
+(a failure is cached too, so a controller outage costs at most one timeout per TTL). While it
+fails, ``slurm.available`` is False and only what ``/proc`` tells is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpuwarden.agent.attribution import Attribution, GpuAttribution
+from gpuwarden.common.slurm import (
+    CgroupJob,
+    DaskWorkerFacts,
+    EnvironFacts,
+    SlurmJob,
+    parse_cmdline,
+    parse_dask_worker_cmdline,
+    parse_environ,
+    parse_proc_cgroup,
+    parse_scontrol_jobs,
+)
+from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ProcessJob", "SlurmAttributor"]
+
+# States in which a job still holds its GPUs on the node.
+_HOLDING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "CONFIGURING"})
+_MAX_ANCESTORS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessJob:
+    """What /proc tells about one process's Slurm job."""
+
+    pid: int
+    job_id: str | None
+    step: str = ""
+    source: str = ""  # cgroup | environ
+    sluid: str | None = None
+    environ: EnvironFacts | None = None
+    dask: DaskWorkerFacts | None = None
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """One scontrol refresh: the node's jobs, or the error."""
+
+    taken_at: float
+    jobs: dict[str, SlurmJob] = field(default_factory=dict)  # every job, by job id
+    by_sluid: dict[str, SlurmJob] = field(default_factory=dict)
+    by_gpu: dict[int, SlurmJob] = field(default_factory=dict)  # NVML index -> holding job
+    dask_by_job: dict[str, DaskWorkerFacts] = field(default_factory=dict)
+    error: str = ""
+
+
+class SlurmAttributor:
+    """Implements ``gpuwarden.agent.attribution.Attributor`` for a Slurm node.
+
+    ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index;
+    by default they are equal (gres.conf lists /dev/nvidia0..N in order, as on most sites).
+    """
+
+    def __init__(
+        self,
+        node: str,
+        proc_root: Path | str = Path("/proc"),
+        scontrol: str = "scontrol",
+        cache_ttl_s: float = 10.0,
+        timeout_s: float = 3.0,
+        gpu_index_map: Mapping[int, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not node:
+            raise ValueError("SlurmAttributor: node name is empty")
+        if cache_ttl_s < 0:
+            raise ValueError(f"SlurmAttributor: cache_ttl_s must be >= 0, not {cache_ttl_s}")
+        if timeout_s <= 0:
+            raise ValueError(f"SlurmAttributor: timeout_s must be > 0, not {timeout_s}")
+        self.node = node
+        self.proc_root = Path(proc_root)
+        self.scontrol = scontrol
+        self.cache_ttl_s = cache_ttl_s
+        self.timeout_s = timeout_s
+        self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
+        self._clock = clock
+        self._snap: _Snapshot | None = None
+
+    # ---------------------------------------------------------------------------- public
+
+    def attribute(self, samples: Sequence[GpuSample]) -> Attribution:
+        try:
+            return self._attribute(samples)
+        except Exception as exc:  # the Attributor contract: never raise
+            log.exception("slurm attribution failed")
+            return Attribution(slurm=SlurmStatus(available=False, error=f"attribution: {exc}"))
+
+    def invalidate(self) -> None:
+        """Forget the cached scontrol answer: the next call asks Slurm again."""
+        self._snap = None
+
+    def process_job(self, pid: int) -> ProcessJob | None:
+        """The Slurm job of one process, from /proc alone (cgroup first, then environ)."""
+        base = self.proc_root / str(pid)
+        cg: CgroupJob | None = None
+        with contextlib.suppress(OSError):
+            cg = parse_proc_cgroup((base / "cgroup").read_text(errors="replace"))
+        env = self._read_environ(pid)
+        dask = self._dask_of(pid, env)
+        if cg is not None and cg.job_id is not None:
+            return ProcessJob(pid, cg.job_id, cg.step, "cgroup", cg.sluid, env, dask)
+        if env is not None and env.job_id is not None:
+            step = cg.step if cg is not None else (env.step_id or "")
+            return ProcessJob(pid, env.job_id, step, "environ", None, env, dask)
+        if cg is not None and cg.sluid is not None:  # SLUID only: resolved through scontrol
+            return ProcessJob(pid, None, cg.step, "cgroup", cg.sluid, env, dask)
+        return None
+
+    # --------------------------------------------------------------------------- internals
+
+    def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
+        snap = self._snapshot()
+        available = not snap.error
+        out: dict[str, GpuAttribution] = {}
+        for sample in samples:
+            out[sample.uuid] = self._attribute_gpu(sample, snap, available)
+        status = SlurmStatus(available=available, error=snap.error)
+        return Attribution(gpus=out, slurm=status)
+
+    def _attribute_gpu(self, sample: GpuSample, snap: _Snapshot, available: bool) -> GpuAttribution:
+        holder = snap.by_gpu.get(sample.index)
+        procs = [pj for p in sample.processes if (pj := self.process_job(p.pid)) is not None]
+        chosen: ProcessJob | None = None
+        for pj in procs:  # prefer the process of the job Slurm gave this GPU to
+            job_id = pj.job_id or self._sluid_job(snap, pj.sluid)
+            if holder is not None and job_id == holder.job_id:
+                chosen = pj
+                break
+        if chosen is None:
+            chosen = next(
+                (pj for pj in procs if pj.job_id or self._sluid_job(snap, pj.sluid)), None
+            )
+        if chosen is not None:
+            job_id = chosen.job_id or self._sluid_job(snap, chosen.sluid) or ""
+            slurm_job = snap.jobs.get(job_id)
+            dask = chosen.dask or snap.dask_by_job.get(job_id)
+            info = _job_info(job_id, chosen.step, chosen.source, slurm_job, chosen.environ, dask)
+            if available:
+                allocated = holder is not None
+            else:  # only /proc: the job's own SLURM_JOB_GPUS says what it was given
+                allocated = self._env_allocates(chosen.environ, sample.index)
+            return GpuAttribution(job=info, allocated=allocated)
+        if holder is not None:
+            dask = snap.dask_by_job.get(holder.job_id)
+            info = _job_info(holder.job_id, "", "allocation", holder, None, dask)
+            return GpuAttribution(job=info, allocated=True)
+        return GpuAttribution()
+
+    def _env_allocates(self, env: EnvironFacts | None, nvml_index: int) -> bool:
+        if env is None or env.job_gpus is None:
+            return False
+        return nvml_index in {self._nvml_index(i) for i in env.job_gpus}
+
+    def _nvml_index(self, gres_index: int) -> int:
+        if self.gpu_index_map is None:
+            return gres_index
+        return self.gpu_index_map.get(gres_index, -1)
+
+    @staticmethod
+    def _sluid_job(snap: _Snapshot, sluid: str | None) -> str | None:
+        if sluid is None:
+            return None
+        job = snap.by_sluid.get(sluid)
+        return job.job_id if job is not None else None
+
+    def _snapshot(self) -> _Snapshot:
+        now = self._clock()
+        if self._snap is not None and now - self._snap.taken_at < self.cache_ttl_s:
+            return self._snap
+        snap = _Snapshot(taken_at=now)
+        argv = [self.scontrol, "-d", "-o", "show", "job"]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            snap.error = f"scontrol timed out after {self.timeout_s:g} s"
+        except OSError as exc:
+            snap.error = f"cannot run {self.scontrol}: {exc}"
+        else:
+            if proc.returncode != 0:
+                msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+                snap.error = f"scontrol rc={proc.returncode}: {msg[-1] if msg else 'no output'}"
+            else:
+                try:
+                    self._fill(snap, parse_scontrol_jobs(proc.stdout))
+                except ValueError as exc:
+                    snap.error = f"cannot parse scontrol output: {exc}"
+        if snap.error:
+            if self._snap is None or not self._snap.error:
+                log.warning("slurm unavailable: %s", snap.error)
+        elif self._snap is not None and self._snap.error:
+            log.info("slurm available again")
+        # Dask workers of this node, even those on idle GPUs (no process on the GPU).
+        snap.dask_by_job = self._scan_dask_workers(snap)
+        self._snap = snap
+        return snap
+
+    def _fill(self, snap: _Snapshot, jobs: list[SlurmJob]) -> None:
+        for job in jobs:
+            snap.jobs[job.job_id] = job
+            if job.sluid:
+                snap.by_sluid[job.sluid] = job
+            if job.state not in _HOLDING_STATES:
+                continue
+            for gres_index in job.gpu_indices(self.node):
+                nvml = self._nvml_index(gres_index)
+                if nvml >= 0:
+                    snap.by_gpu[nvml] = job
+
+    def _read_environ(self, pid: int) -> EnvironFacts | None:
+        try:
+            return parse_environ((self.proc_root / str(pid) / "environ").read_bytes())
+        except OSError:
+            return None
+
+    def _cmdline(self, pid: int) -> tuple[str, ...]:
+        try:
+            return parse_cmdline((self.proc_root / str(pid) / "cmdline").read_bytes())
+        except OSError:
+            return ()
+
+    def _ppid(self, pid: int) -> int | None:
+        try:
+            stat = (self.proc_root / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        # "pid (comm) state ppid ...": comm may hold spaces and parens, so split after the last ")"
+        fields = stat.rpartition(")")[2].split()
+        try:
+            return int(fields[1])
+        except (IndexError, ValueError):
+            return None
+
+    def _dask_of(self, pid: int, env: EnvironFacts | None) -> DaskWorkerFacts | None:
+        """The Dask worker a process belongs to: its own command line or an ancestor's (the
+        nanny starts the worker as a child), else DASK_SCHEDULER_ADDRESS in its environment."""
+        current: int | None = pid
+        for _ in range(_MAX_ANCESTORS):
+            if current is None or current <= 1:
+                break
+            facts = parse_dask_worker_cmdline(self._cmdline(current))
+            if facts is not None:
+                return facts
+            current = self._ppid(current)
+        if env is not None and env.dask_scheduler:
+            return DaskWorkerFacts(scheduler=env.dask_scheduler, name=env.dask_worker_name or "")
+        return None
+
+    def _scan_dask_workers(self, snap: _Snapshot) -> dict[str, DaskWorkerFacts]:
+        found: dict[str, DaskWorkerFacts] = {}
+        try:
+            entries = [p.name for p in self.proc_root.iterdir() if p.name.isdigit()]
+        except OSError:
+            return found
+        for name in entries:
+            facts = parse_dask_worker_cmdline(self._cmdline(int(name)))
+            if facts is None:
+                continue
+            pj = self.process_job(int(name))
+            if pj is None:
+                continue
+            job_id = pj.job_id or self._sluid_job(snap, pj.sluid)
+            if job_id and job_id not in found:
+                found[job_id] = facts
+        return found
+
+
+def _job_info(
+    job_id: str,
+    step: str,
+    source: str,
+    job: SlurmJob | None,
+    env: EnvironFacts | None,
+    dask: DaskWorkerFacts | None,
+) -> JobInfo:
+    scheduler = dask.scheduler if dask else ""
+    worker = dask.name if dask else ""
+    if job is None:  # /proc only (Slurm unavailable or job unknown to it)
+        return JobInfo(
+            job_id=job_id,
+            step=step,
+            user=(env.user or "") if env else "",
+            dask_scheduler=scheduler,
+            dask_worker=worker,
+            source=source,
+        )
+    return JobInfo(
+        job_id=job_id,
+        step=step,
+        user=job.user,
+        account=job.account,
+        partition=job.partition,
+        name=job.name,
+        qos=job.qos,
+        batch=job.batch,
+        requeue=job.requeue,
+        start_time=job.start_time or 0,
+        dask_scheduler=scheduler,
+        dask_worker=worker,
+        source=source,
+    )
