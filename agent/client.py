@@ -101,7 +101,9 @@ class ReportStreamer:
 
     def _handle_rpc_error(self, exc: grpc.aio.AioRpcError) -> bool:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            trailers = exc.trailing_metadata() or ()
+            trailers: tuple[tuple[str, str | bytes], ...] = tuple(
+                exc.trailing_metadata() or ()  # type: ignore[arg-type]
+            )
             for key, value in trailers:
                 if key == REJECTED_SEQ_KEY:
                     seq = int(value)

@@ -67,7 +67,9 @@ class AgentConfig:
 
 
 def load_agent_config(
-    path: Path | None, overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> AgentConfig:
     data: dict[str, Any] = {}
     if path is not None:

@@ -14,6 +14,7 @@ from gpuwarden.agent.config import AgentConfig
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
+from gpuwarden.common.sdnotify import notify
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +81,5 @@ async def run_agent(cfg: AgentConfig) -> None:
         len(agent.spool),
     )
     await agent.run(stop)
+    notify("STOPPING=1")
     log.info("agent stopped: %s", agent.stats())

@@ -107,7 +107,8 @@ class Agent:
         """On shutdown, give the collector a moment to ack what is spooled (it stays
         spooled either way and is sent after the next start)."""
         deadline = time.monotonic() + self.drain_timeout_s
-        while len(self.spool) and self.streamer.connected and time.monotonic() < deadline:
+        # Polling: acks arrive on the streamer's task; a short bounded wait at exit only.
+        while len(self.spool) and self.streamer.connected and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     async def _loop(self, stop: asyncio.Event) -> None:

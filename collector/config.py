@@ -44,7 +44,9 @@ class CollectorConfig:
 
 
 def load_collector_config(
-    path: Path | None, overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+    path: Path | None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> CollectorConfig:
     data: dict[str, Any] = {}
     if path is not None:

@@ -34,9 +34,15 @@ def build_collector(cfg: CollectorConfig) -> Collector:
     )
 
 
-async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
+async def _watchdog(interval_s: float = 5.0) -> None:
+    """WATCHDOG=1 while the event loop is alive (a hung loop gets the daemon restarted)."""
     while True:
         notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
+
+
+async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
+    while True:
         deleted = await asyncio.to_thread(collector.store.prune, time.time() - cfg.retention)
         if deleted:
             log.info("retention: deleted %d windows older than %.0f s", deleted, cfg.retention)
@@ -51,8 +57,9 @@ async def run_collector(cfg: CollectorConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await collector.start()
     collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
+    collector.add_background(_watchdog, "watchdog")
     notify("READY=1")
-    print(f"collector listening on port {collector.port}", flush=True)  # noqa: T201
+    print(f"collector listening on port {collector.port}", flush=True)
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: draining streams and flushing the store")

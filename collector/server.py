@@ -26,6 +26,8 @@ from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
 REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
 MAX_MESSAGE_BYTES = 4 << 20
 HISTORY_DEFAULT_LIMIT = 10_000
@@ -54,9 +56,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(self, collector: Collector) -> None:
         self.c = collector
 
-    async def Report(  # noqa: N802 (gRPC method name)
-        self, request_iterator: AsyncIterator[pb.NodeReport], context: grpc.aio.ServicerContext
-    ) -> None:
+    async def Report(self, request_iterator: AsyncIterator[pb.NodeReport], context: Ctx) -> None:
         peer_cn = self.c.peer_common_name(context)
         pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
         node_seen: str | None = None
@@ -107,14 +107,10 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     def __init__(self, collector: Collector) -> None:
         self.c = collector
 
-    async def GetSnapshot(  # noqa: N802
-        self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ClusterSnapshot:
+    async def GetSnapshot(self, request: pb.SnapshotRequest, context: Ctx) -> pb.ClusterSnapshot:
         return self.c.snapshot()
 
-    async def Watch(  # noqa: N802
-        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ClusterEvent]:
+    async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.ClusterEvent]:
         watcher = self.c.state.subscribe()
         try:
             if request.include_snapshot:
@@ -132,9 +128,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         finally:
             self.c.state.unsubscribe(watcher)
 
-    async def GetHistory(  # noqa: N802
-        self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext
-    ) -> pb.HistoryResponse:
+    async def GetHistory(self, request: pb.HistoryRequest, context: Ctx) -> pb.HistoryResponse:
         if not (request.node or request.uuid or request.job_id):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "give at least one of node, uuid, job_id"
@@ -158,9 +152,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             windows=[window_record_to_pb(r) for r in records], truncated=truncated
         )
 
-    async def GetAudit(  # noqa: N802
-        self, request: pb.AuditRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AuditResponse:
+    async def GetAudit(self, request: pb.AuditRequest, context: Ctx) -> pb.AuditResponse:
         if self.c.audit is None:
             return pb.AuditResponse()
         records = await asyncio.to_thread(
@@ -194,7 +186,7 @@ class Collector:
         self.port = 0
         self._streams: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._background: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -243,10 +235,10 @@ class Collector:
         self.store.close()
 
     # -- used by the servicers -----------------------------------------------------------
-    def peer_common_name(self, context: grpc.aio.ServicerContext) -> str | None:
+    def peer_common_name(self, context: Ctx) -> str | None:
         if self.tls is None:
             return None
-        names = context.auth_context().get("x509_common_name") or []
+        names = list(context.auth_context().get("x509_common_name") or [])
         return names[0].decode() if names else ""
 
     def stream_opened(self, node: str) -> None:

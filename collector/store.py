@@ -185,10 +185,10 @@ class Store:
             return self._r.execute(sql, tuple(params)).fetchall()
 
     def count_windows(self) -> int:
-        return int(self._query("SELECT count(*) FROM windows", ())[0][0])  # type: ignore[call-overload]
+        return int(str(self._query("SELECT count(*) FROM windows", ())[0][0]))
 
     def count_reports(self) -> int:
-        return int(self._query("SELECT count(*) FROM reports", ())[0][0])  # type: ignore[call-overload]
+        return int(str(self._query("SELECT count(*) FROM reports", ())[0][0]))
 
     def last_seqs(self) -> dict[str, int]:
         rows = self._query("SELECT node, max(seq) FROM reports GROUP BY node", ())
@@ -216,7 +216,7 @@ class Store:
                 params.append(value)
         params.append(limit + 1)
         rows = self._query(
-            "SELECT node, window_start, window_end, data FROM windows WHERE "
+            "SELECT node, window_start, window_end, data FROM windows WHERE "  # noqa: S608 (fixed column names; values are bound)
             + " AND ".join(where)
             + " ORDER BY window_end, id LIMIT ?",
             params,

@@ -63,7 +63,9 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
             f"{limits.max_window_s:.0f} s"
         )
     if len(msg.gpus) > limits.max_gpus_per_node:
-        raise ReportInvalid(f"{len(msg.gpus)} GPUs in one report (limit {limits.max_gpus_per_node})")
+        raise ReportInvalid(
+            f"{len(msg.gpus)} GPUs in one report (limit {limits.max_gpus_per_node})"
+        )
     _string("agent_id", msg.agent_id, limits.max_string_len)
     _string("agent_version", msg.agent_version, limits.max_string_len)
     _string("slurm.error", msg.slurm.error, 4 * limits.max_string_len)
@@ -111,7 +113,9 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits) -> None:
     for j, p in enumerate(g.processes):
         _string(f"{where}.processes[{j}].name", p.name, limits.max_string_len)
     if len(g.errors) > limits.max_errors_per_gpu:
-        raise ReportInvalid(f"{where} has {len(g.errors)} errors (limit {limits.max_errors_per_gpu})")
+        raise ReportInvalid(
+            f"{where} has {len(g.errors)} errors (limit {limits.max_errors_per_gpu})"
+        )
     for j, e in enumerate(g.errors):
         _string(f"{where}.errors[{j}]", e, limits.max_string_len)
     if g.HasField("job"):

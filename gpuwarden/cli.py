@@ -8,9 +8,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import gpuwarden
+from gpuwarden.agent.sampler import SamplerError
+from gpuwarden.agent.spool import SpoolError
+from gpuwarden.collector.store import StoreError
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.durations import parse_duration
 
@@ -107,13 +109,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gpuwarden.demo import format_cluster
     from gpuwarden.common.query import QueryClient
+    from gpuwarden.demo import format_cluster
 
     async def go() -> int:
         async with QueryClient(args.collector) as client:
             snap = await client.snapshot()
-        print(format_cluster(snap))  # noqa: T201
+        print(format_cluster(snap))
         return 0
 
     return asyncio.run(go())
@@ -207,12 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:
-        print(f"gpuwarden {args.command}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"gpuwarden {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(f"gpuwarden {args.command}: {exc}", file=sys.stderr)  # noqa: T201
+    except (OSError, SamplerError, SpoolError, StoreError) as exc:
+        print(f"gpuwarden {args.command}: {exc}", file=sys.stderr)
         return 1
-
-

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.agent.runtime import Agent
-from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
+from gpuwarden.agent.sim import SimAttributor, SimSampler, sim_cluster
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.query import QueryClient
@@ -98,9 +98,8 @@ async def run_demo(opts: DemoOptions) -> int:
     await collector.start()
     target = f"127.0.0.1:{collector.port}"
     agents: list[Agent] = []
-    for i in range(opts.nodes):
-        name = f"gpu{i + 1:02d}"
-        sim = SimNode(name, gpus=opts.gpus_per_node, seed=opts.seed)
+    for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
+        name = sim.node
         agents.append(
             Agent(
                 node=name,
@@ -114,7 +113,7 @@ async def run_demo(opts: DemoOptions) -> int:
         )
     stop = asyncio.Event()
     tasks = [asyncio.create_task(a.run(stop), name=f"agent-{a.node}") for a in agents]
-    print(  # noqa: T201
+    print(
         f"gpuwarden demo: collector on {target}, {opts.nodes} simulated nodes x "
         f"{opts.gpus_per_node} GPUs, state in {state_dir}"
         + ("" if opts.duration_s is None else f", running {opts.duration_s:g} s"),
@@ -144,9 +143,9 @@ async def run_demo(opts: DemoOptions) -> int:
                 snap = await client.snapshot()
         stats = [a.stats() for a in agents]
         await collector.stop()
-    print(format_cluster(snap))  # noqa: T201
+    print(format_cluster(snap))
     produced = sum(s.reports for s in stats)
-    print(  # noqa: T201
+    print(
         f"summary: nodes {len(snap.nodes)}, GPUs {sum(len(n.gpus) for n in snap.nodes)}, "
         f"reports produced {produced}, reports stored {collector.ingestor.stored}, "
         f"windows stored {snap.windows_stored}, unacknowledged {sum(s.spooled for s in stats)}"

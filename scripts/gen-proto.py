@@ -52,7 +52,9 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        stale = [n for n in OUTPUTS if (Path(tmp) / n).read_bytes() != (SRC.parent / n).read_bytes()]
+        stale = [
+            n for n in OUTPUTS if (Path(tmp) / n).read_bytes() != (SRC.parent / n).read_bytes()
+        ]
     if stale:
         print("stale generated code (run scripts/gen-proto.py): " + ", ".join(stale))
         return 1

@@ -34,10 +34,13 @@ class QueryClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def snapshot(self, timeout_s: float = 10.0) -> pb.ClusterSnapshot:
-        return await self._stub.GetSnapshot(pb.SnapshotRequest(), timeout=timeout_s)
+        resp: pb.ClusterSnapshot = await self._stub.GetSnapshot(
+            pb.SnapshotRequest(), timeout=timeout_s
+        )
+        return resp
 
     async def history(
         self,
@@ -53,13 +56,15 @@ class QueryClient:
         req = pb.HistoryRequest(
             node=node, uuid=uuid, job_id=job_id, since=since, until=until, limit=limit
         )
-        return await self._stub.GetHistory(req, timeout=timeout_s)
+        resp: pb.HistoryResponse = await self._stub.GetHistory(req, timeout=timeout_s)
+        return resp
 
     async def audit(
         self, *, job_id: str = "", since: float = 0.0, limit: int = 0, timeout_s: float = 10.0
     ) -> pb.AuditResponse:
         req = pb.AuditRequest(job_id=job_id, since=since, limit=limit)
-        return await self._stub.GetAudit(req, timeout=timeout_s)
+        resp: pb.AuditResponse = await self._stub.GetAudit(req, timeout=timeout_s)
+        return resp
 
     async def watch(self, include_snapshot: bool = True) -> AsyncIterator[pb.ClusterEvent]:
         call = self._stub.Watch(pb.WatchRequest(include_snapshot=include_snapshot))

@@ -66,9 +66,10 @@ async def test_gpu_going_from_busy_to_idle_is_stored_and_queryable(
     collector: Collector, fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
     fake_nvml.set(GPU0, util_gpu=90, mem_used_bytes=30 * GIB)
-    async with running_agent(collector, tmp_path / "spool"), QueryClient(
-        f"127.0.0.1:{collector.port}"
-    ) as client:
+    async with (
+        running_agent(collector, tmp_path / "spool"),
+        QueryClient(f"127.0.0.1:{collector.port}") as client,
+    ):
         state: dict[str, pb.GpuWindow | None] = {}
 
         async def seen(pred: object) -> None:
@@ -104,9 +105,10 @@ async def test_process_appearing_and_leaving_is_reported(
     collector: Collector, fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
     pid = os.getpid()
-    async with running_agent(collector, tmp_path / "spool"), QueryClient(
-        f"127.0.0.1:{collector.port}"
-    ) as client:
+    async with (
+        running_agent(collector, tmp_path / "spool"),
+        QueryClient(f"127.0.0.1:{collector.port}") as client,
+    ):
         await wait_for(lambda: collector.state.node("n1") is not None)
         fake_nvml.add_process(GPU1, pid, 2 * GIB)
 
@@ -268,7 +270,9 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
     assert m, out
     produced = int(m.group(1))
     with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
-        n_reports, lo, hi = db.execute("SELECT count(*), min(seq), max(seq) FROM reports").fetchone()
+        n_reports, lo, hi = db.execute(
+            "SELECT count(*), min(seq), max(seq) FROM reports"
+        ).fetchone()
         n_windows, n_distinct = db.execute(
             "SELECT count(*), count(DISTINCT node || '/' || seq || '/' || uuid) FROM windows"
         ).fetchone()

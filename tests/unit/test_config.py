@@ -1,0 +1,82 @@
+"""Config files, environment overrides and the errors a sysadmin sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuwarden.agent.config import load_agent_config
+from gpuwarden.collector.config import load_collector_config
+from gpuwarden.common.config import ConfigError
+from gpuwarden.common.durations import parse_duration
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gpuwarden.toml"
+    p.write_text(text)
+    return p
+
+
+def test_durations_accept_seconds_and_units() -> None:
+    assert parse_duration(30) == 30.0
+    assert parse_duration("90s") == 90.0
+    assert parse_duration("15m") == 900.0
+    assert parse_duration("2h") == 7200.0
+    assert parse_duration("0.5") == 0.5
+    for bad in ("10 minutes", "-5", "1d", "", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_agent_config_from_file_with_environment_override(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[agent]\nnode = "gpu07"\nreport_interval = "10s"\ninsecure = true\nsampler = "sim"\n',
+    )
+    cfg = load_agent_config(path, environ={"GPUWARDEN_AGENT_REPORT_INTERVAL": "20s"})
+    assert cfg.node_name == "gpu07"
+    assert cfg.report_interval == 20.0
+    assert cfg.sample_interval == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[agent]\nreport_intervall = 5\ninsecure = true\n", "[agent] report_intervall: unknown"),
+        ('[agent]\nreport_interval = "5 min"\ninsecure = true\n', "[agent] report_interval"),
+        ('[agent]\nsampler = "dcgm"\ninsecure = true\n', "sampler: 'dcgm' is not one of"),
+        ("[agent]\nspool_max_reports = 0\ninsecure = true\n", "spool_max_reports: 0 is below"),
+        ('[agent]\ninsecure = "yes"\n', "[agent] insecure: expected true or false"),
+        ("[agent]\n", "tls_ca, tls_cert and tls_key are required"),
+        (
+            '[agent]\ninsecure = true\nsample_interval = "10s"\nreport_interval = "5s"\n',
+            "report_interval (5 s) is shorter than sample_interval (10 s)",
+        ),
+        ("[agent\n", "is not valid TOML"),
+    ],
+)
+def test_bad_agent_config_fails_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(write(tmp_path, text), environ={})
+    assert message in str(err.value)
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="GPUWARDEN_COLLECTOR_RETENTION"):
+        load_collector_config(
+            None, {"insecure": True}, environ={"GPUWARDEN_COLLECTOR_RETENTION": "forever"}
+        )
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
+        load_collector_config(tmp_path / "nope.toml")
+
+
+def test_collector_paths_default_to_the_state_dir(tmp_path: Path) -> None:
+    cfg = load_collector_config(
+        write(tmp_path, f'[collector]\ninsecure = true\nstate_dir = "{tmp_path}"\n'), environ={}
+    )
+    assert cfg.database == tmp_path / "gpuwarden.db"
+    assert cfg.audit_path == tmp_path / "audit.jsonl"

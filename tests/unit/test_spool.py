@@ -1,0 +1,71 @@
+"""The agent's on-disk spool: atomic, ordered, bounded, survives restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuwarden.agent.spool import Spool, SpoolError
+
+
+def test_reports_survive_a_restart_in_sequence_order_and_acks_delete_them(tmp_path: Path) -> None:
+    s = Spool(tmp_path)
+    seqs = [s.next_seq() for _ in range(3)]
+    for seq in seqs:
+        s.put(seq, f"report {seq}".encode())
+    s.ack(seqs[1])
+    again = Spool(tmp_path)
+    assert again.pending() == [seqs[0], seqs[2]]
+    assert again.read(seqs[2]) == f"report {seqs[2]}".encode()
+    assert again.next_seq() == seqs[2] + 1  # the counter survives too
+
+
+def test_sequence_keeps_rising_after_everything_was_acked(tmp_path: Path) -> None:
+    s = Spool(tmp_path)
+    first = s.next_seq()
+    s.put(first, b"x")
+    s.ack(first)
+    assert Spool(tmp_path).next_seq() == first + 1
+
+
+def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_reports=3)
+    seqs = [s.next_seq() for _ in range(5)]
+    for seq in seqs:
+        s.put(seq, b"data")
+    assert s.pending() == seqs[2:]
+    assert s.dropped == 2
+    assert len(list(tmp_path.glob("*.pb"))) == 3
+
+
+def test_byte_bound_is_kept(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_bytes=10)
+    for _ in range(4):
+        seq = s.next_seq()
+        s.put(seq, b"12345")
+    assert s.size_bytes <= 10
+    assert s.dropped == 2
+
+
+def test_rejected_report_is_moved_aside_not_lost(tmp_path: Path) -> None:
+    s = Spool(tmp_path)
+    seq = s.next_seq()
+    s.put(seq, b"bad")
+    s.reject(seq)
+    assert s.pending() == []
+    assert (tmp_path / "rejected" / f"{seq:020d}.pb").read_bytes() == b"bad"
+
+
+def test_leftover_temp_file_of_an_interrupted_write_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / ".00000000000000000007.pb.tmp").write_bytes(b"half")
+    s = Spool(tmp_path)
+    assert s.pending() == []
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unwritable_spool_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SpoolError, match="cannot create spool directory"):
+        Spool(blocker / "spool")
