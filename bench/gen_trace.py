@@ -1,0 +1,282 @@
+"""Synthetic ``gpuwarden replay`` traces (JSON Lines), seeded and reproducible.
+
+Two uses:
+
+* a random cluster: ``python bench/gen_trace.py --gpus 1000 --days 1 --window-s 60 --out t.jsonl``
+  (8 GPUs per node; jobs of mixed behaviour: busy, idle, used briefly then idle, bursty, low
+  use, Dask workers, interactive sessions; job lines first, then samples sorted by ts);
+* the small scenario traces under tests/fixtures/traces/:
+  ``python bench/gen_trace.py --scenarios tests/fixtures/traces`` (exact, hand-shaped cases
+  that the replay tests assert on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+T0 = 1_700_000_000  # every scenario's job starts here
+W = 60  # scenario window length, s
+CARD_MIB = 81920
+
+
+def job_line(
+    job_id: str,
+    gpus: list[tuple[str, str, int]],
+    *,
+    start: int = T0,
+    end: int | None = None,
+    user: str = "alice",
+    batch: bool = True,
+    requeue: bool = True,
+    dask: dict[str, str] | None = None,
+    name: str = "train",
+    partition: str = "gpu",
+) -> dict[str, Any]:
+    return {
+        "type": "job",
+        "job_id": job_id,
+        "user": user,
+        "account": "a1",
+        "partition": partition,
+        "qos": "normal",
+        "name": name,
+        "start": start,
+        "end": end,
+        "batch": batch,
+        "requeue": requeue,
+        "gpus": [{"node": n, "uuid": u, "index": i} for n, u, i in gpus],
+        "dask": dask,
+    }
+
+
+def sample_line(
+    ts: int,
+    node: str,
+    uuid: str,
+    index: int,
+    util: float,
+    mem_mib: int,
+    *,
+    mean: float | None = None,
+    cpu: float | None = None,
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "type": "sample",
+        "ts": ts,
+        "node": node,
+        "uuid": uuid,
+        "index": index,
+        "util_gpu": util,
+        "util_mem": min(util, 50.0),
+        "mem_used_mib": mem_mib,
+        "mem_total_mib": CARD_MIB,
+        "power_w": 60.0 + 3.0 * util,
+    }
+    if mean is not None:
+        d["util_gpu_mean"] = mean
+    if cpu is not None:
+        d["cpu_util_pct"] = cpu
+    return d
+
+
+Gpu = tuple[str, str, int]
+G0: Gpu = ("gpu01", "GPU-aaaa", 0)
+
+
+def _series(
+    gpu: Gpu,
+    until_s: int,
+    util: Callable[[int], float | None],
+    mem: Callable[[int], int],
+    **extra: Callable[[int], float],
+) -> list[dict[str, Any]]:
+    """One sample per window end T0+60 .. T0+until_s; util None = no report (a gap)."""
+    out = []
+    for t in range(W, until_s + 1, W):
+        u = util(t)
+        if u is None:
+            continue
+        kw = {k: f(t) for k, f in extra.items()}
+        out.append(sample_line(T0 + t, gpu[0], gpu[1], gpu[2], u, mem(t), **kw))
+    return out
+
+
+def scenarios() -> dict[str, list[dict[str, Any]]]:
+    """Small traces, each with one behaviour a sysadmin knows the right answer for."""
+    s: dict[str, list[dict[str, Any]]] = {}
+    s["busy"] = [job_line("1001", [G0], end=T0 + 3 * 3600)] + _series(
+        G0, 3 * 3600, lambda t: 80.0 + (t // W) % 20, lambda t: 30000
+    )
+    s["idle_from_start"] = [job_line("1002", [G0], end=T0 + 2 * 3600)] + _series(
+        G0, 2 * 3600, lambda t: 0.0, lambda t: 500
+    )
+    s["brief_then_idle"] = [job_line("1003", [G0], end=T0 + 2 * 3600)] + _series(
+        G0, 2 * 3600, lambda t: 95.0 if t <= 1200 else 1.0, lambda t: 2000
+    )
+    # short gaps between bursts (20 min) never reach the idle window; long ones (40 min) do
+    s["bursty"] = [job_line("1004", [G0], end=T0 + 4 * 3600)] + _series(
+        G0,
+        4 * 3600,
+        lambda t: 90.0 if (t <= 7200 and t % 1200 == 0) or (t > 7200 and t % 2400 == 0) else 0.0,
+        lambda t: 4000,
+    )
+    s["memory_held_idle"] = [job_line("1005", [G0], end=T0 + 3600)] + _series(
+        G0, 3600, lambda t: 0.0, lambda t: 30000
+    )
+    s["low_use"] = [job_line("1006", [G0], end=T0 + 2 * 3600)] + _series(
+        G0,
+        2 * 3600,
+        lambda t: 12.0,
+        lambda t: 8000,
+        mean=lambda t: 8.0,
+        cpu=lambda t: 98.0,
+    )
+    gpus4 = [("gpu02", f"GPU-b{i}", i) for i in range(4)]
+    lines = [job_line("1007", gpus4, end=T0 + 3000)]
+    for t in range(W, 3000 + 1, W):
+        for g in gpus4:
+            u = 100.0 if g[2] == 0 else 0.0
+            lines.append(sample_line(T0 + t, g[0], g[1], g[2], u, 20000))
+    s["multi_gpu_partly_idle"] = lines
+    s["dask_worker_idle"] = [
+        job_line(
+            "1008",
+            [G0],
+            end=T0 + 2 * 3600,
+            requeue=False,
+            name="dask-worker",
+            dask={"scheduler": "tcp://10.0.0.5:8786", "worker": "SLURMCluster-3"},
+        )
+    ] + _series(G0, 2 * 3600, lambda t: 0.0, lambda t: 1000)
+    s["not_requeueable"] = [job_line("1009", [G0], end=T0 + 2 * 3600, requeue=False)] + _series(
+        G0, 2 * 3600, lambda t: 0.0, lambda t: 500
+    )
+    s["interactive"] = [
+        job_line("1010", [G0], end=T0 + 2 * 3600, batch=False, requeue=True, name="jupyter")
+    ] + _series(G0, 2 * 3600, lambda t: 0.0, lambda t: 500)
+
+    # agent outage: idle throughout, but no report between T0+1800 and T0+3600, and in the
+    # first half every 5th report is lost (short gaps: not counted, streak kept)
+    def gappy(t: int) -> float | None:
+        if 1800 < t < 3600:
+            return None
+        if t <= 1800 and t % 300 == 0:
+            return None
+        return 0.0
+
+    s["agent_gaps"] = [job_line("1011", [G0], end=T0 + 2 * 3600)] + _series(
+        G0, 2 * 3600, gappy, lambda t: 500
+    )
+    return s
+
+
+# ---------------------------------------------------------------------------- random cluster
+
+
+def cluster_lines(gpus: int, days: float, window_s: int, seed: int) -> Iterator[str]:
+    """Job lines (all first), then one sample per GPU per window, sorted by ts."""
+    rng = random.Random(seed)
+    horizon = int(days * 86400)
+    nodes = [(f"n{n:04d}", [f"GPU-{n:04d}-{i}" for i in range(8)]) for n in range((gpus + 7) // 8)]
+    slots = [(node, uuid, i) for node, uuids in nodes for i, uuid in enumerate(uuids)][:gpus]
+    kinds = ["busy", "busy", "busy", "idle", "brief", "bursty", "low", "dask", "interactive"]
+    # per GPU: a sequence of (start, end, job_id, kind)
+    plan: list[list[tuple[int, int, str, str]]] = []
+    jobs: list[str] = []
+    next_id = 100000
+    for node, uuid, idx in slots:
+        t = rng.randrange(0, 3600)
+        mine = []
+        while t < horizon:
+            length = rng.randrange(1800, 8 * 3600)
+            kind = rng.choice(kinds)
+            job_id = str(next_id)
+            next_id += 1
+            end = min(horizon, t + length)
+            mine.append((t, end, job_id, kind))
+            jobs.append(
+                json.dumps(
+                    job_line(
+                        job_id,
+                        [(node, uuid, idx)],
+                        start=T0 + t,
+                        end=T0 + end,
+                        user=f"u{rng.randrange(200)}",
+                        batch=kind != "interactive",
+                        requeue=kind in ("idle", "brief", "busy"),
+                        dask=(
+                            {"scheduler": "tcp://10.0.0.5:8786", "worker": f"w-{job_id}"}
+                            if kind == "dask"
+                            else None
+                        ),
+                    )
+                )
+            )
+            t = end + rng.randrange(0, 1800)
+        plan.append(mine)
+    yield from jobs
+    cursor = [0] * len(slots)
+    tmpl = (
+        '{{"type":"sample","ts":{ts},"node":"{node}","uuid":"{uuid}","index":{idx},'
+        '"util_gpu":{u:.1f},"mem_used_mib":{m},"mem_total_mib":81920,"power_w":{p:.1f}}}'
+    )
+    for t in range(window_s, horizon + 1, window_s):
+        for g, (node, uuid, idx) in enumerate(slots):
+            mine = plan[g]
+            c = cursor[g]
+            while c < len(mine) and mine[c][1] < t:
+                c += 1
+            cursor[g] = c
+            util = 0.0
+            mem = 0
+            if c < len(mine) and mine[c][0] < t:
+                start, _, _, kind = mine[c]
+                age = t - start
+                if kind == "busy":
+                    util, mem = 70.0 + rng.random() * 30.0, 40000
+                elif kind == "brief":
+                    util, mem = (90.0 if age < 1800 else 0.0), 20000
+                elif kind == "bursty":
+                    util, mem = (95.0 if age % 2700 < 300 else 0.0), 10000
+                elif kind == "low":
+                    util, mem = 10.0 + rng.random() * 5.0, 6000
+                else:  # idle, dask, interactive
+                    util, mem = 0.0, 800
+            yield tmpl.format(
+                ts=T0 + t, node=node, uuid=uuid, idx=idx, u=util, m=mem, p=60.0 + 3.0 * util
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gpus", type=int, default=64)
+    p.add_argument("--days", type=float, default=1.0)
+    p.add_argument("--window-s", type=int, default=60)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="-", help="output file, or - for stdout")
+    p.add_argument("--scenarios", type=Path, help="write the scenario traces into this folder")
+    args = p.parse_args(argv)
+    if args.scenarios is not None:
+        args.scenarios.mkdir(parents=True, exist_ok=True)
+        for name, lines in scenarios().items():
+            text = "".join(json.dumps(line) + "\n" for line in lines)
+            (args.scenarios / f"{name}.jsonl").write_text(text)
+        return 0
+    out = sys.stdout if args.out == "-" else Path(args.out).open("w")  # noqa: SIM115
+    try:
+        for line in cluster_lines(args.gpus, args.days, args.window_s, args.seed):
+            out.write(line + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

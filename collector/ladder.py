@@ -1,0 +1,257 @@
+"""The action ladder: findings -> warnings -> (when enforcement is on) actions.
+
+One implementation serves the live collector and ``gpuwarden replay``. The :class:`Ladder`
+decides; an :class:`ActionExecutor` carries out enforcing actions (Dask release, requeue,
+cancel). Warnings and reports are returned as events for the caller to deliver as alerts:
+they never go through the executor. In dry-run (``enforce = false``) the executor is never
+called; the would-be action is recorded as a ``dry_run`` event.
+
+For an idle finding (and a partly-idle one when ``enforce_partly_idle``), per job:
+``warnings`` warnings ``warn_interval`` apart; ``warn_interval`` after the last one, the first
+action the job allows (see :func:`action_chain`). A failed action is retried after
+``action_backoff`` (doubling, capped at ``action_backoff_max``); after ``action_retries``
+failed attempts the ladder falls back to the next action of the chain, and when none is left
+it keeps warning every ``warn_interval``. Right before an action, ``still_idle`` (a hook the
+caller passes) re-checks the newest data; if it is no longer idle nothing is done.
+A finding that disappears (the allocation became active, or its data went missing) resets its
+ladder; an action is never taken twice for the same idle streak. Report-only findings
+(under-used, advice, partly idle) give one ``reported`` event each time they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from gpuwarden.collector.policy import Policy
+from gpuwarden.collector.rules import Allocation, Finding, FindingKind
+
+log = logging.getLogger(__name__)
+
+
+class Action(StrEnum):
+    NONE = "none"
+    WARN = "warn"
+    RELEASE_DASK_WORKER = "release_dask_worker"
+    REQUEUE = "requeue"
+    REQUEUEHOLD = "requeuehold"
+    CANCEL = "cancel"
+
+
+ENFORCING = frozenset(
+    {Action.RELEASE_DASK_WORKER, Action.REQUEUE, Action.REQUEUEHOLD, Action.CANCEL}
+)
+
+
+class Status(StrEnum):
+    REPORTED = "reported"  # report-only finding, action none
+    WARNED = "warned"  # a warning to deliver
+    DRY_RUN = "dry_run"  # enforcement off: the action that would have been taken
+    DONE = "done"  # the executor carried the action out
+    FAILED = "failed"  # the executor failed; retry or fall back (see detail)
+    ABORTED = "aborted"  # the re-check right before acting found the allocation in use
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    ts: float
+    allocation: Allocation
+    finding: Finding
+    action: Action
+    attempt: int = 0  # warning number for warn, attempt number for an action
+    reason: str = ""
+
+    @property
+    def job_id(self) -> str:
+        return self.allocation.job.job_id
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    ok: bool
+    detail: str = ""
+
+
+class ActionExecutor(Protocol):
+    def execute(self, decision: Decision) -> ActionOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LadderEvent:
+    decision: Decision
+    status: Status
+    detail: str
+
+    @property
+    def dry_run(self) -> bool:
+        return self.status is Status.DRY_RUN
+
+
+def action_chain(allocation: Allocation, policy: Policy) -> tuple[Action, ...]:
+    """The enforcing actions a job allows, in order of preference (empty: warn only)."""
+    job = allocation.job
+    chain: list[Action] = []
+    if job.is_dask_worker and policy.dask_release:
+        chain.append(Action.RELEASE_DASK_WORKER)
+    if job.batch and job.requeue:  # interactive jobs are never requeued
+        chain.append(Action(policy.requeue_mode))
+    if policy.allow_cancel and (job.batch or policy.cancel_interactive):
+        chain.append(Action.CANCEL)
+    return tuple(chain)
+
+
+def _why_no_action(allocation: Allocation, policy: Policy) -> str:
+    job = allocation.job
+    if not job.batch:
+        return "interactive job: never requeued, and cancel is not allowed for it"
+    if not job.requeue:
+        return "job is not requeue-able and allow_cancel is off"
+    return "no action allowed by policy"
+
+
+class _State:
+    __slots__ = ("failures", "last_warn_ts", "next_try_ts", "pos", "since", "warnings_sent")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.warnings_sent = 0
+        self.last_warn_ts: float | None = None
+        self.pos = 0
+        self.failures = 0
+        self.next_try_ts: float | None = None
+
+
+class Ladder:
+    """Per-job ladder state. Call :meth:`step` after every evaluation of an allocation."""
+
+    def __init__(self, executor: ActionExecutor | None = None) -> None:
+        self._executor = executor
+        self._states: dict[str, dict[tuple[str, str], _State]] = {}
+        self._finished: dict[str, set[tuple[tuple[str, str], float]]] = {}
+
+    def forget(self, job_id: str) -> None:
+        """Drop all state of a job that has ended."""
+        self._states.pop(job_id, None)
+        self._finished.pop(job_id, None)
+
+    def step(
+        self,
+        now: float,
+        allocation: Allocation,
+        findings: Sequence[Finding],
+        policy: Policy,
+        still_idle: Callable[[Finding], bool] | None = None,
+    ) -> list[LadderEvent]:
+        job_id = allocation.job.job_id
+        states = self._states.get(job_id)
+        if not findings:
+            if states:
+                states.clear()  # active again (or data missing): the ladder resets
+            return []
+        if states is None:
+            states = self._states[job_id] = {}
+        present = {f.key for f in findings}
+        # while idle, under-use and advice are not evaluated: keep their "reported" state
+        idle_now = any(f.kind is FindingKind.IDLE for f in findings)
+        for key, st in list(states.items()):
+            if key not in present and not (idle_now and st.pos < 0):
+                del states[key]
+        events: list[LadderEvent] = []
+        for f in findings:
+            st = states.get(f.key)
+            if st is not None and st.pos < 0:
+                continue  # report-only and already reported while it lasts
+            if st is not None and st.since != f.since_ts:
+                st = None  # a new idle streak: a new finding
+            if st is None:
+                st = states[f.key] = _State(f.since_ts)
+                enforceable = f.kind is FindingKind.IDLE or (
+                    f.kind is FindingKind.PARTLY_IDLE and policy.enforce_partly_idle
+                )
+                if not enforceable:
+                    events.append(
+                        LadderEvent(
+                            Decision(now, allocation, f, Action.NONE), Status.REPORTED, f.detail
+                        )
+                    )
+                    st.pos = -1  # marks report-only
+                    continue
+            events.extend(self._idle_step(now, allocation, f, st, policy, still_idle))
+        return events
+
+    def _idle_step(
+        self,
+        now: float,
+        allocation: Allocation,
+        f: Finding,
+        st: _State,
+        policy: Policy,
+        still_idle: Callable[[Finding], bool] | None,
+    ) -> list[LadderEvent]:
+        job_id = allocation.job.job_id
+        finished = self._finished.setdefault(job_id, set())
+        if (f.key, f.since_ts) in finished:
+            return []
+        due = st.last_warn_ts is None or now - st.last_warn_ts >= policy.warn_interval
+        if st.warnings_sent < policy.warnings:
+            if not due:
+                return []
+            st.warnings_sent += 1
+            st.last_warn_ts = now
+            d = Decision(now, allocation, f, Action.WARN, attempt=st.warnings_sent)
+            return [
+                LadderEvent(
+                    d, Status.WARNED, f"warning {st.warnings_sent} of {policy.warnings}: {f.detail}"
+                )
+            ]
+        if not due:
+            return []
+        chain = action_chain(allocation, policy)
+        if st.pos >= len(chain):  # nothing (left) to do: keep warning
+            st.last_warn_ts = now
+            why = _why_no_action(allocation, policy) if not chain else "every action failed"
+            d = Decision(now, allocation, f, Action.WARN, reason=why)
+            return [LadderEvent(d, Status.WARNED, f"{why}; warning again: {f.detail}")]
+        action = chain[st.pos]
+        if not policy.enforce:
+            finished.add((f.key, f.since_ts))
+            d = Decision(now, allocation, f, action, attempt=0, reason="enforcement is off")
+            return [LadderEvent(d, Status.DRY_RUN, f"dry run: would {action.value}: {f.detail}")]
+        if st.next_try_ts is not None and now < st.next_try_ts:
+            return []
+        d = Decision(now, allocation, f, action, attempt=st.failures + 1)
+        if still_idle is not None and not still_idle(f):
+            return [LadderEvent(d, Status.ABORTED, "newest data is no longer idle: not acting")]
+        if self._executor is None:
+            raise RuntimeError("enforcement is on but the ladder has no action executor")
+        try:
+            outcome = self._executor.execute(d)
+        except Exception as exc:  # an executor bug must not stop the collector
+            log.exception("action %s for job %s raised", action.value, job_id)
+            outcome = ActionOutcome(False, f"{type(exc).__name__}: {exc}")
+        if outcome.ok:
+            finished.add((f.key, f.since_ts))
+            return [LadderEvent(d, Status.DONE, outcome.detail or f"{action.value}: {f.detail}")]
+        st.failures += 1
+        if st.failures >= policy.action_retries:
+            st.pos += 1
+            st.failures = 0
+            st.next_try_ts = None
+            nxt = chain[st.pos].value if st.pos < len(chain) else "warn"
+            detail = (
+                f"{action.value} failed ({outcome.detail}); gave up after "
+                f"{policy.action_retries} attempts, falling back to {nxt}"
+            )
+        else:
+            backoff = min(
+                policy.action_backoff * 2 ** (st.failures - 1), policy.action_backoff_max
+            )
+            st.next_try_ts = now + backoff
+            detail = (
+                f"{action.value} failed ({outcome.detail}); attempt {st.failures} of "
+                f"{policy.action_retries}, retry in {backoff:g} s"
+            )
+        return [LadderEvent(d, Status.FAILED, detail)]
