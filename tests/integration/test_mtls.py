@@ -1,0 +1,102 @@
+"""mTLS between agents and the collector: the node in a report must be the certificate's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gpuwarden.agent.client import ReportStreamer, TlsFiles, make_channel
+from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.server import Collector
+from gpuwarden.common.convert import report_to_pb
+from gpuwarden.common.types import GpuWindow, NodeReport
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+from tests.helpers import wait_for
+from tests.pki import TestCA
+
+
+def report(node: str, seq: int) -> pb.NodeReport:
+    return report_to_pb(
+        NodeReport(
+            node=node,
+            seq=seq,
+            window_start=1_700_000_000,
+            window_end=1_700_000_005,
+            gpus=(GpuWindow(uuid=f"GPU-{node}", index=0, samples=5, util_max=12.0),),
+        )
+    )
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "pki")
+
+
+@pytest.fixture
+async def tls_collector(ca: TestCA, tmp_path: Path) -> AsyncIterator[Collector]:
+    server = ca.issue("collector", server=True)
+    c = Collector(
+        db_path=tmp_path / "db",
+        listen="127.0.0.1:0",
+        tls=(ca.ca.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()),
+    )
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_agent_with_its_node_certificate_is_stored(
+    tls_collector: Collector, ca: TestCA, tmp_path: Path
+) -> None:
+    n1 = ca.issue("n1")
+    spool = Spool(tmp_path / "spool")
+    seq = spool.next_seq()
+    spool.put(seq, report("n1", seq).SerializeToString())
+    streamer = ReportStreamer(
+        f"127.0.0.1:{tls_collector.port}", spool, tls=TlsFiles(ca.ca, n1.cert, n1.key)
+    )
+    task = asyncio.create_task(streamer.run())
+    try:
+        await wait_for(lambda: len(spool) == 0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [r.node for r in tls_collector.store.history(node="n1")[0]] == ["n1"]
+
+
+async def test_report_for_another_node_is_denied_and_not_stored(
+    tls_collector: Collector, ca: TestCA
+) -> None:
+    n1 = ca.issue("n1")
+    async with make_channel(
+        f"127.0.0.1:{tls_collector.port}", TlsFiles(ca.ca, n1.cert, n1.key)
+    ) as ch:
+        call = pb_grpc.AgentServiceStub(ch).Report()
+        await call.write(report("n2", 1))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "authenticated as 'n1'" in (err.value.details() or "")
+    assert tls_collector.store.count_reports() == 0
+
+
+async def test_client_without_a_certificate_cannot_connect(
+    tls_collector: Collector, ca: TestCA
+) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca.ca.read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{tls_collector.port}", creds) as ch:
+        call = pb_grpc.AgentServiceStub(ch).Report()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.write(report("n1", 1))
+            await call.read()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert tls_collector.store.count_reports() == 0
