@@ -217,6 +217,7 @@ class SlurmAttributor:
             log.info("slurm available again")
         # Dask workers of this node, even those on idle GPUs (no process on the GPU).
         snap.dask_by_job = self._scan_dask_workers(snap)
+        snap.taken_at = self._clock()  # the TTL runs from the answer, not from the question
         self._snap = snap
         return snap
 

@@ -7,17 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_fixtures import (  # noqa: F401
-    SlurmCluster,
-    controller_stopped,
-    job_field,
-    slurm_cluster,
-    submit,
-    wait_state,
-)
 
-from gpuwarden.collector.slurm import CliSlurmClient, Outcome, make_slurm_client
+pytest.register_assert_rewrite("slurm_fixtures")
+from slurm_fixtures import SlurmCluster, controller_stopped, job_field, submit, wait_state  # noqa: E402
 
+from gpuwarden.collector.slurm import CliSlurmClient, Outcome, make_slurm_client  # noqa: E402
+
+pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
 pytestmark = pytest.mark.slurm
 
 SLEEP = "sleep 600"

@@ -1,0 +1,104 @@
+"""SlurmAttributor with the real /proc and the real local Slurm."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.register_assert_rewrite("slurm_fixtures")
+from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, wait_state  # noqa: E402
+
+from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
+from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
+from gpuwarden.common.types import GpuSample, ProcessInfo  # noqa: E402
+
+pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
+pytestmark = pytest.mark.slurm
+
+
+def _gpu(index: int, pids: tuple[int, ...] = ()) -> GpuSample:
+    return GpuSample(
+        uuid=f"GPU-fake-{index}", index=index, processes=tuple(ProcessInfo(pid=p) for p in pids)
+    )
+
+
+def _gres_indices(attributor: SlurmAttributor, job_id: str) -> tuple[int, ...]:
+    job = CliSlurmClient(timeout_s=5.0).job(job_id)  # what Slurm allocated, asked separately
+    assert job is not None
+    return job.gpu_indices(attributor.node)
+
+
+def test_real_jobs_are_attributed_by_process_and_by_allocation(slurm_cluster: SlurmCluster) -> None:
+    one = submit("sleep 600", "-J", "gw-t-attr-1gpu", "--gres=gpu:1")
+    two = submit("sleep 600", "-J", "gw-t-attr-2gpu", "--gres=gpu:2")
+    wait_state(one, "RUNNING")
+    wait_state(two, "RUNNING")
+    pids = job_pids(one)
+    attributor = SlurmAttributor(slurm_cluster.node, cache_ttl_s=0.0, timeout_s=5.0)
+    (gpu_one,) = _gres_indices(attributor, one)
+    gpus_two = _gres_indices(attributor, two)
+    assert len(gpus_two) == 2
+    free = sorted({0, 1, 2, 3} - {gpu_one, *gpus_two})
+
+    samples = [
+        _gpu(gpu_one, pids=(pids[-1],)),  # the job's sleep runs "on" its GPU
+        _gpu(gpus_two[0]),  # allocated, no process
+        _gpu(gpus_two[1]),
+        *[_gpu(i) for i in free],
+    ]
+    result = attributor.attribute(samples)
+
+    assert result.slurm.available, result.slurm
+    on_one = result.gpus[f"GPU-fake-{gpu_one}"]
+    assert on_one.allocated and on_one.job is not None
+    assert on_one.job.job_id == one
+    assert on_one.job.user == "root"
+    assert on_one.job.name == "gw-t-attr-1gpu"
+    assert on_one.job.partition == "debug"
+    assert on_one.job.source == "environ"  # proctrack/linuxproc: no Slurm cgroup path
+    assert on_one.job.step == ""
+    assert on_one.job.requeue and on_one.job.batch and on_one.job.start_time > 0
+    for idx in gpus_two:
+        idle = result.gpus[f"GPU-fake-{idx}"]
+        assert idle.allocated and idle.job is not None
+        assert idle.job.job_id == two and idle.job.source == "allocation"
+    for idx in free:
+        assert result.gpus[f"GPU-fake-{idx}"].job is None
+        assert not result.gpus[f"GPU-fake-{idx}"].allocated
+
+
+def test_controller_down_gives_proc_facts_quickly_and_full_facts_after_restart(
+    slurm_cluster: SlurmCluster,
+) -> None:
+    job_id = submit("sleep 600", "-J", "gw-t-attr-ctld", "--gres=gpu:1")
+    wait_state(job_id, "RUNNING")
+    pids = job_pids(job_id)
+    attributor = SlurmAttributor(slurm_cluster.node, cache_ttl_s=0.5, timeout_s=1.0)
+    (gpu,) = _gres_indices(attributor, job_id)
+    sample = _gpu(gpu, pids=(pids[-1],))
+    assert attributor.attribute([sample]).slurm.available
+
+    with controller_stopped():
+        time.sleep(0.6)  # past the cache TTL
+        t0 = time.monotonic()
+        down = attributor.attribute([sample])
+        elapsed = time.monotonic() - t0
+        print(f"attribute() with slurmctld down took {elapsed:.2f} s (timeout_s=1.0)")
+        assert not down.slurm.available and down.slurm.error
+        att = down.gpus[sample.uuid]
+        assert att.job is not None and att.job.job_id == job_id
+        assert att.job.user == "root"  # from SLURM_JOB_USER
+        assert att.job.name == ""  # only scontrol knows it
+        assert att.allocated  # the job's own SLURM_JOB_GPUS names this GPU
+        # the failure is cached for the TTL: the next call does not wait again
+        t1 = time.monotonic()
+        attributor.attribute([sample])
+        print(f"cached failure answered in {time.monotonic() - t1:.3f} s")
+
+    time.sleep(0.6)
+    up = attributor.attribute([sample])
+    assert up.slurm.available, up.slurm
+    att = up.gpus[sample.uuid]
+    assert att.job is not None and att.job.job_id == job_id
+    assert att.job.name == "gw-t-attr-ctld" and att.job.partition == "debug" and att.allocated
