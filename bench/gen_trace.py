@@ -110,33 +110,40 @@ def _series(
 def scenarios() -> dict[str, list[dict[str, Any]]]:
     """Small traces, each with one behaviour a sysadmin knows the right answer for."""
     s: dict[str, list[dict[str, Any]]] = {}
-    s["busy"] = [job_line("1001", [G0], end=T0 + 3 * 3600)] + _series(
-        G0, 3 * 3600, lambda t: 80.0 + (t // W) % 20, lambda t: 30000
-    )
-    s["idle_from_start"] = [job_line("1002", [G0], end=T0 + 2 * 3600)] + _series(
-        G0, 2 * 3600, lambda t: 0.0, lambda t: 500
-    )
-    s["brief_then_idle"] = [job_line("1003", [G0], end=T0 + 2 * 3600)] + _series(
-        G0, 2 * 3600, lambda t: 95.0 if t <= 1200 else 1.0, lambda t: 2000
-    )
+    s["busy"] = [
+        job_line("1001", [G0], end=T0 + 3 * 3600),
+        *_series(G0, 3 * 3600, lambda t: 80.0 + t // W % 20, lambda t: 30000),
+    ]
+    s["idle_from_start"] = [
+        job_line("1002", [G0], end=T0 + 2 * 3600),
+        *_series(G0, 2 * 3600, lambda t: 0.0, lambda t: 500),
+    ]
+    s["brief_then_idle"] = [
+        job_line("1003", [G0], end=T0 + 2 * 3600),
+        *_series(G0, 2 * 3600, lambda t: 95.0 if t <= 1200 else 1.0, lambda t: 2000),
+    ]
     # short gaps between bursts (20 min) never reach the idle window; long ones (40 min) do
-    s["bursty"] = [job_line("1004", [G0], end=T0 + 4 * 3600)] + _series(
-        G0,
-        4 * 3600,
-        lambda t: 90.0 if (t <= 7200 and t % 1200 == 0) or (t > 7200 and t % 2400 == 0) else 0.0,
-        lambda t: 4000,
-    )
-    s["memory_held_idle"] = [job_line("1005", [G0], end=T0 + 3600)] + _series(
-        G0, 3600, lambda t: 0.0, lambda t: 30000
-    )
-    s["low_use"] = [job_line("1006", [G0], end=T0 + 2 * 3600)] + _series(
-        G0,
-        2 * 3600,
-        lambda t: 12.0,
-        lambda t: 8000,
-        mean=lambda t: 8.0,
-        cpu=lambda t: 98.0,
-    )
+    s["bursty"] = [
+        job_line("1004", [G0], end=T0 + 4 * 3600),
+        *_series(
+            G0,
+            4 * 3600,
+            lambda t: (
+                90.0 if (t <= 7200 and t % 1200 == 0) or (t > 7200 and t % 2400 == 0) else 0.0
+            ),
+            lambda t: 4000,
+        ),
+    ]
+    s["memory_held_idle"] = [
+        job_line("1005", [G0], end=T0 + 3600),
+        *_series(G0, 3600, lambda t: 0.0, lambda t: 30000),
+    ]
+    s["low_use"] = [
+        job_line("1006", [G0], end=T0 + 2 * 3600),
+        *_series(
+            G0, 2 * 3600, lambda t: 12.0, lambda t: 8000, mean=lambda t: 8.0, cpu=lambda t: 98.0
+        ),
+    ]
     gpus4 = [("gpu02", f"GPU-b{i}", i) for i in range(4)]
     lines = [job_line("1007", gpus4, end=T0 + 3000)]
     for t in range(W, 3000 + 1, W):
@@ -152,14 +159,17 @@ def scenarios() -> dict[str, list[dict[str, Any]]]:
             requeue=False,
             name="dask-worker",
             dask={"scheduler": "tcp://10.0.0.5:8786", "worker": "SLURMCluster-3"},
-        )
-    ] + _series(G0, 2 * 3600, lambda t: 0.0, lambda t: 1000)
-    s["not_requeueable"] = [job_line("1009", [G0], end=T0 + 2 * 3600, requeue=False)] + _series(
-        G0, 2 * 3600, lambda t: 0.0, lambda t: 500
-    )
+        ),
+        *_series(G0, 2 * 3600, lambda t: 0.0, lambda t: 1000),
+    ]
+    s["not_requeueable"] = [
+        job_line("1009", [G0], end=T0 + 2 * 3600, requeue=False),
+        *_series(G0, 2 * 3600, lambda t: 0.0, lambda t: 500),
+    ]
     s["interactive"] = [
-        job_line("1010", [G0], end=T0 + 2 * 3600, batch=False, requeue=True, name="jupyter")
-    ] + _series(G0, 2 * 3600, lambda t: 0.0, lambda t: 500)
+        job_line("1010", [G0], end=T0 + 2 * 3600, batch=False, requeue=True, name="jupyter"),
+        *_series(G0, 2 * 3600, lambda t: 0.0, lambda t: 500),
+    ]
 
     # agent outage: idle throughout, but no report between T0+1800 and T0+3600, and in the
     # first half every 5th report is lost (short gaps: not counted, streak kept)
@@ -170,9 +180,10 @@ def scenarios() -> dict[str, list[dict[str, Any]]]:
             return None
         return 0.0
 
-    s["agent_gaps"] = [job_line("1011", [G0], end=T0 + 2 * 3600)] + _series(
-        G0, 2 * 3600, gappy, lambda t: 500
-    )
+    s["agent_gaps"] = [
+        job_line("1011", [G0], end=T0 + 2 * 3600),
+        *_series(G0, 2 * 3600, gappy, lambda t: 500),
+    ]
     return s
 
 

@@ -157,7 +157,7 @@ class AuditLog:
             where.append("ts >= ?")
             args.append(since)
         sql = (
-            "SELECT ts, job_id, kind, action, outcome, dry_run, gpus, detail, evidence, actor"
+            "SELECT ts, job_id, kind, action, outcome, dry_run, gpus, detail, evidence, actor"  # noqa: S608 (fixed clauses, values bound)
             " FROM audit"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY ts DESC, id DESC LIMIT ?"

@@ -156,12 +156,12 @@ class Ladder:
         present = {f.key for f in findings}
         # while idle, under-use and advice are not evaluated: keep their "reported" state
         idle_now = any(f.kind is FindingKind.IDLE for f in findings)
-        for key, st in list(states.items()):
-            if key not in present and not (idle_now and st.pos < 0):
+        for key, old in list(states.items()):
+            if key not in present and not (idle_now and old.pos < 0):
                 del states[key]
         events: list[LadderEvent] = []
         for f in findings:
-            st = states.get(f.key)
+            st: _State | None = states.get(f.key)
             if st is not None and st.pos < 0:
                 continue  # report-only and already reported while it lasts
             if st is not None and st.since != f.since_ts:
@@ -246,9 +246,7 @@ class Ladder:
                 f"{policy.action_retries} attempts, falling back to {nxt}"
             )
         else:
-            backoff = min(
-                policy.action_backoff * 2 ** (st.failures - 1), policy.action_backoff_max
-            )
+            backoff = min(policy.action_backoff * 2 ** (st.failures - 1), policy.action_backoff_max)
             st.next_try_ts = now + backoff
             detail = (
                 f"{action.value} failed ({outcome.detail}); attempt {st.failures} of "

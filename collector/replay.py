@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden.collector.ladder import (
-    ENFORCING,
     Action,
     ActionOutcome,
     Decision,
@@ -287,14 +286,22 @@ def _sample(d: dict[str, Any], line_no: int) -> tuple[Any, ...]:
     if "util_gpu" not in d:
         raise _where(line_no, "util_gpu", "is missing")
     util = _number(d, "util_gpu", line_no, 0.0, 100.0)
-    mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
-    if mean is not None and util is not None and mean > util + 1e-9:
-        raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
-    used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
-    total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
-    _number(d, "util_mem", line_no, 0.0, 100.0)
-    _number(d, "power_w", line_no, 0.0, 1e5)
-    cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
+    get = d.get
+    mean = used = total = cpu = None
+    if get("util_gpu_mean") is not None:
+        mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
+        if mean is not None and util is not None and mean > util + 1e-9:
+            raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
+    if get("mem_used_mib") is not None:
+        used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
+    if get("mem_total_mib") is not None:
+        total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
+    if get("util_mem") is not None:
+        _number(d, "util_mem", line_no, 0.0, 100.0)
+    if get("power_w") is not None:
+        _number(d, "power_w", line_no, 0.0, 1e5)
+    if get("cpu_util_pct") is not None:
+        cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
     return (
         float(ts),
         node,
@@ -330,6 +337,7 @@ class Replayer:
         self.samples = 0
         self.unattributed = 0
         self._n_jobs = 0
+        self._end_seq = 0
 
     def feed(self, raw: bytes, line_no: int) -> None:
         self.lines = line_no
@@ -407,7 +415,8 @@ class Replayer:
         for pos, ref in enumerate(job.refs):
             self._gpu[ref] = (job, pos)
         if alloc.end_ts is not None:
-            heapq.heappush(self._heap, (max(alloc.end_ts, self._now), _END, 0, job))
+            self._end_seq += 1  # unique, so the heap never compares two jobs
+            heapq.heappush(self._heap, (max(alloc.end_ts, self._now), _END, self._end_seq, job))
 
     def _on_end(self, job: _Job) -> None:
         if job.ended:
@@ -543,7 +552,11 @@ def format_table(events: Sequence[ReplayEvent], summary: ReplaySummary) -> str:
     rows += [
         "",
         f"Summary: {summary.jobs} jobs, {summary.samples} samples{span}"
-        + (f", {summary.unattributed_samples} samples of no job" if summary.unattributed_samples else "")
+        + (
+            f", {summary.unattributed_samples} samples of no job"
+            if summary.unattributed_samples
+            else ""
+        )
         + (f", {summary.exempt_jobs} exempt jobs" if summary.exempt_jobs else ""),
         f"  GPU-hours observed: {summary.observed_gpu_s / 3600:.1f}; idle "
         f"(>= idle_window, reported time): {summary.idle_gpu_s / 3600:.1f} ({pct:.0f} %)",
@@ -557,7 +570,9 @@ def format_table(events: Sequence[ReplayEvent], summary: ReplaySummary) -> str:
     else:
         acts = ", ".join(f"{a} {n}" for a, n in sorted(would.items())) or "none"
         rows.append(f"  dry run (enforcement off): would have taken: {acts}")
-        rows.append(f"  GPU-hours that would have been reclaimed: {summary.reclaimed_gpu_s / 3600:.1f}")
+        rows.append(
+            f"  GPU-hours that would have been reclaimed: {summary.reclaimed_gpu_s / 3600:.1f}"
+        )
     return "\n".join(rows) + "\n"
 
 

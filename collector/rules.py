@@ -28,6 +28,7 @@ from gpuwarden.common.types import JobInfo, WindowRecord
 
 MIB = 1024 * 1024
 BUCKETS = 30  # underuse_window is tracked in this many buckets
+REPORT_EVERY_BUCKETS = 5  # under-use and advice are re-checked every underuse_window / 6
 
 
 class FindingKind(StrEnum):
@@ -195,7 +196,7 @@ class _Gpu:
 
 
 def _fmt_s(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     if h:
@@ -413,7 +414,7 @@ class AllocationTracker:
         if len(idle) == n:
             return findings  # idle: under-use and other advice would only repeat it
         if now >= self._next_report_ts:
-            self._next_report_ts = now + self._bucket_s
+            self._next_report_ts = now + REPORT_EVERY_BUCKETS * self._bucket_s
             self._report_cache = self._report_findings(now)
         findings.extend(self._report_cache)
         return findings

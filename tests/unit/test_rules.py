@@ -163,9 +163,10 @@ def test_partly_idle_when_active_share_is_below_gpu_frac() -> None:
 
 def test_underused_low_mean_over_the_underuse_window_is_reported() -> None:
     t = tracker()
-    feed(t, 4260, 40.0, mean=10.0, mem=40000 * MIB)
+    feed(t, 4140, 40.0, mean=10.0, mem=40000 * MIB)
     assert kinds(t, 4140) == []  # less than underuse_window after the grace period
-    (f,) = t.evaluate(T0 + 4260)
+    feed(t, 4740, 40.0, mean=10.0, mem=40000 * MIB, from_s=4200)
+    (f,) = t.evaluate(T0 + 4740)  # re-checked every underuse_window / 6
     assert f.kind is FindingKind.UNDERUSED
     assert "mean GPU utilisation 10.0%" in f.detail
 
@@ -217,12 +218,26 @@ def test_unknown_start_time_runs_grace_from_the_first_window() -> None:
 
 def test_stored_window_maps_to_observed_window() -> None:
     job = JobInfo(job_id="42", cpu_util_pct=50.0)
-    g = GpuWindow(uuid="GPU-0", index=0, util_max=3.0, util_mean=1.0, job=job,
-                  mem_used_max_bytes=5, mem_total_bytes=10, errors=())
+    g = GpuWindow(
+        uuid="GPU-0",
+        index=0,
+        util_max=3.0,
+        util_mean=1.0,
+        job=job,
+        mem_used_max_bytes=5,
+        mem_total_bytes=10,
+        errors=(),
+    )
     w = window_from_record(WindowRecord("gpu01", T0, T0 + 5, g))
     assert w == ObservedWindow("gpu01", "GPU-0", T0 + 5, 5.0, 3.0, 1.0, 5, 10, None, 50.0)
-    lost = window_from_record(WindowRecord("gpu01", T0, T0 + 5, GpuWindow(
-        uuid="GPU-0", index=0, util_max=0.0, errors=("gpu_lost",))))
+    lost = window_from_record(
+        WindowRecord(
+            "gpu01",
+            T0,
+            T0 + 5,
+            GpuWindow(uuid="GPU-0", index=0, util_max=0.0, errors=("gpu_lost",)),
+        )
+    )
     assert lost.util_max_pct is None
     t = tracker()
     assert t.add(w) is True
