@@ -24,8 +24,17 @@ class CollectorConfig:
     shutdown_grace: float = duration_field(5.0)
     audit_jsonl: str = ""  # default: <state_dir>/audit.jsonl
     evaluate_interval: float = duration_field(15.0, minimum=0.1)
+    actor: str = "gpuwarden-collector"  # who acted, in the audit log
+    slurm_backend: str = "auto"  # auto | cli | pyslurm
+    slurm_timeout: float = duration_field(10.0, minimum=0.1)
+    dask_timeout: float = duration_field(30.0, minimum=0.1)
+    job_gone_after: float = duration_field(900.0, minimum=1.0)
 
     def __post_init__(self) -> None:
+        if self.slurm_backend not in ("auto", "cli", "pyslurm", "none"):
+            raise ValueError(
+                f"slurm_backend: {self.slurm_backend!r} is not one of auto, cli, pyslurm, none"
+            )
         if ":" not in self.listen:
             raise ValueError(f"listen: {self.listen!r} is not HOST:PORT")
         if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):

@@ -8,8 +8,12 @@ import signal
 import time
 from pathlib import Path
 
+from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.config import CollectorConfig
+from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
+from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
 from gpuwarden.common.sdnotify import notify
 
@@ -49,7 +53,15 @@ async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
         await asyncio.sleep(10.0)
 
 
-async def run_collector(cfg: CollectorConfig) -> None:
+def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
+    slurm = None
+    if cfg.slurm_backend != "none":
+        slurm = make_slurm_client(cfg.slurm_backend, timeout_s=cfg.slurm_timeout)
+    return ClusterExecutor(slurm, dask_timeout_s=cfg.dask_timeout)
+
+
+async def run_collector(cfg: CollectorConfig, policies: PolicySet | None = None) -> None:
+    policies = policies or PolicySet()
     collector = build_collector(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,6 +70,20 @@ async def run_collector(cfg: CollectorConfig) -> None:
     await collector.start()
     collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
+    attach_enforcement(
+        collector,
+        policies=policies,
+        executor=build_executor(cfg),
+        audit_jsonl=cfg.audit_path,
+        evaluate_interval_s=cfg.evaluate_interval,
+        actor=cfg.actor,
+        job_gone_after_s=cfg.job_gone_after,
+    )
+    modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
+    log.warning(
+        "enforcement: %s",
+        "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition",
+    )
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
     await stop.wait()

@@ -72,6 +72,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
+    from gpuwarden.collector.policy import load_policy
 
     cfg = load_collector_config(
         args.config,
@@ -81,7 +82,8 @@ def _collector(args: argparse.Namespace) -> int:
             "insecure": True if args.insecure else None,
         },
     )
-    asyncio.run(run_collector(cfg))
+    policies = load_policy(args.config, {"enforce": True if args.enforce else None})
+    asyncio.run(run_collector(cfg, policies))
     return 0
 
 
@@ -159,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
     c.add_argument("--state-dir", type=Path, help="database and audit log folder")
     c.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
+    c.add_argument(
+        "--enforce",
+        action="store_true",
+        help="turn enforcement on (default: dry-run; or [policy] enforce = true)",
+    )
     c.set_defaults(func=_collector)
 
     d = sub.add_parser(

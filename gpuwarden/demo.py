@@ -20,6 +20,8 @@ from pathlib import Path
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sim import SimAttributor, SimSampler, sim_cluster
 from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.query import QueryClient
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -85,6 +87,22 @@ def format_cluster(snap: pb.ClusterSnapshot, idle_jobs: set[str] | None = None) 
     return "\n".join(lines)
 
 
+def idle_job_ids(audit: list[pb.AuditRecord]) -> set[str]:
+    return {
+        r.job_id
+        for r in audit
+        if r.kind == "idle" and r.action != "none" and not r.detail.startswith("partly")
+    }
+
+
+def format_audit(records: list[pb.AuditRecord]) -> list[str]:
+    out = ["latest decisions (newest first):"] if records else []
+    for r in records:
+        when = time.strftime("%H:%M:%S", time.localtime(r.ts))
+        out.append(f"  {when} job {r.job_id:<8} {r.kind:<9} {r.action:<8} {r.detail[:90]}")
+    return out
+
+
 async def run_demo(opts: DemoOptions) -> int:
     tmp: str | None = None
     if opts.state_dir is None:
@@ -96,6 +114,26 @@ async def run_demo(opts: DemoOptions) -> int:
     interactive = opts.duration_s is None and sys.stdout.isatty()
     collector = Collector(db_path=state_dir / "gpuwarden.db", listen="127.0.0.1:0")
     await collector.start()
+    # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
+    # windows short enough to show within a minute.
+    policy = Policy(
+        idle_window=opts.idle_window_s,
+        grace_period=0.0,
+        warnings=1,
+        warn_interval=max(opts.idle_window_s, 10.0),
+        underuse_window=max(4 * opts.idle_window_s, 60.0),
+        window=opts.report_interval_s,
+        max_gap=max(3 * opts.report_interval_s, 10.0),
+        enforce=False,
+    )
+    attach_enforcement(
+        collector,
+        policies=PolicySet(default=policy),
+        executor=None,
+        audit_jsonl=state_dir / "audit.jsonl",
+        evaluate_interval_s=1.0,
+        actor="gpuwarden-demo",
+    )
     target = f"127.0.0.1:{collector.port}"
     agents: list[Agent] = []
     for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
@@ -121,16 +159,23 @@ async def run_demo(opts: DemoOptions) -> int:
     )
     started = time.monotonic()
     snap = pb.ClusterSnapshot()
+    audit: list[pb.AuditRecord] = []
     try:
         async with QueryClient(target) as client:
             while opts.duration_s is None or time.monotonic() - started < opts.duration_s:
                 await asyncio.sleep(opts.refresh_s)
                 snap = await client.snapshot()
+                audit = list((await client.audit(limit=10_000)).records)
                 if interactive:
-                    sys.stdout.write("\x1b[2J\x1b[H" + format_cluster(snap) + "\n")
+                    sys.stdout.write(
+                        "\x1b[2J\x1b[H" + format_cluster(snap, idle_job_ids(audit)) + "\n"
+                    )
+                    for line in format_audit(audit[:8]):
+                        sys.stdout.write(line + "\n")
                     sys.stdout.write("Ctrl-C to stop\n")
                     sys.stdout.flush()
             snap = await client.snapshot()
+            audit = list((await client.audit(limit=10_000)).records)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
@@ -143,12 +188,16 @@ async def run_demo(opts: DemoOptions) -> int:
                 snap = await client.snapshot()
         stats = [a.stats() for a in agents]
         await collector.stop()
-    print(format_cluster(snap))
+    idle = idle_job_ids(audit)
+    print(format_cluster(snap, idle))
+    for line in format_audit(audit[:10]):
+        print(line)
     produced = sum(s.reports for s in stats)
     print(
         f"summary: nodes {len(snap.nodes)}, GPUs {sum(len(n.gpus) for n in snap.nodes)}, "
         f"reports produced {produced}, reports stored {collector.ingestor.stored}, "
-        f"windows stored {snap.windows_stored}, unacknowledged {sum(s.spooled for s in stats)}"
+        f"windows stored {snap.windows_stored}, unacknowledged {sum(s.spooled for s in stats)}, "
+        f"idle allocations seen {len(idle)}, audit records {len(audit)} (dry-run)"
     )
     if tmp is not None and not os.environ.get("GPUWARDEN_DEMO_KEEP"):
         shutil.rmtree(tmp, ignore_errors=True)

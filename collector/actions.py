@@ -1,0 +1,75 @@
+"""Action executors: what the ladder's decisions do to Slurm and Dask.
+
+Only the collector acts (agents never do), under the Slurm operator account it runs as.
+Every executor returns an :class:`ActionOutcome`; failures are results, never exceptions,
+so the ladder can retry and fall back and the audit log can say why.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
+from gpuwarden.collector.slurm import SlurmClient
+
+log = logging.getLogger(__name__)
+
+
+def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0) -> ActionOutcome:
+    """Retire one worker through its scheduler, gracefully: its data moves to the other
+    workers and, with ``close_workers=True``, the worker process (and so its Slurm job) ends."""
+    try:
+        from distributed import Client
+    except ImportError:
+        return ActionOutcome(False, "dask distributed is not installed on the collector")
+    try:
+        with Client(  # type: ignore[no-untyped-call]
+            scheduler, timeout=timeout_s, set_as_default=False, direct_to_workers=False
+        ) as client:
+            info: dict[str, Any] = client.scheduler_info(n_workers=-1)
+            workers: dict[str, dict[str, Any]] = info.get("workers", {})
+            addresses = [a for a, w in workers.items() if str(w.get("name")) == worker_name]
+            if not addresses:
+                return ActionOutcome(
+                    False, f"no worker named {worker_name!r} is connected to {scheduler}"
+                )
+            if len(workers) == 1:
+                log.info("retiring the last worker of %s (its data cannot move)", scheduler)
+            retired = client.retire_workers(workers=addresses, close_workers=True)
+    except OSError as exc:
+        return ActionOutcome(False, f"dask scheduler {scheduler} unreachable: {exc}")
+    except Exception as exc:
+        return ActionOutcome(False, f"retire_workers on {scheduler} failed: {exc!r}")
+    if not retired:
+        return ActionOutcome(
+            False, f"scheduler {scheduler} refused to retire {worker_name!r} (no result)"
+        )
+    return ActionOutcome(
+        True, f"retired dask worker {worker_name!r} ({addresses[0]}) via {scheduler}"
+    )
+
+
+class ClusterExecutor:
+    """Carries out release_dask_worker, requeue, requeuehold and cancel."""
+
+    def __init__(self, slurm: SlurmClient | None, *, dask_timeout_s: float = 30.0) -> None:
+        self.slurm = slurm
+        self.dask_timeout_s = dask_timeout_s
+
+    def execute(self, decision: Decision) -> ActionOutcome:
+        job = decision.allocation.job
+        action = decision.action
+        if action is Action.RELEASE_DASK_WORKER:
+            if not job.is_dask_worker:
+                return ActionOutcome(False, f"job {job.job_id} is not a known Dask worker")
+            return retire_dask_worker(job.dask_scheduler, job.dask_worker, self.dask_timeout_s)
+        if self.slurm is None:
+            return ActionOutcome(False, "no Slurm client configured on the collector")
+        if action in (Action.REQUEUE, Action.REQUEUEHOLD):
+            result = self.slurm.requeue(job.job_id, hold=action is Action.REQUEUEHOLD)
+        elif action is Action.CANCEL:
+            result = self.slurm.cancel(job.job_id)
+        else:
+            return ActionOutcome(False, f"{action.value} is not an action executors carry out")
+        return ActionOutcome(result.ok, f"{result.outcome.value}: {result.message}")
