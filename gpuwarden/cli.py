@@ -208,7 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replay_passthrough(argv: Sequence[str]) -> list[str] | None:
+    """``gpuwarden [-v] replay ARGS``: ARGS (with --help) go to replay's own parser."""
+    for i, arg in enumerate(argv):
+        if arg == "replay":
+            return list(argv[i + 1 :])
+        if not (arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"})):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    replay_args = _replay_passthrough(argv)
+    if replay_args is not None:
+        from gpuwarden.collector.replay import replay_main
+
+        return replay_main(replay_args)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
