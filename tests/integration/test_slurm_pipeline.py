@@ -1,0 +1,145 @@
+"""Real Slurm jobs, fake NVML GPUs: the agent attributes each GPU to its job and the
+collector shows it; with slurmctld down the agent keeps streaming GPU data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("slurm_fixtures")
+from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, wait_state  # noqa: E402
+
+from gpuwarden.agent.nvml import NvmlSampler  # noqa: E402
+from gpuwarden.agent.runtime import Agent  # noqa: E402
+from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
+from gpuwarden.agent.spool import Spool  # noqa: E402
+from gpuwarden.collector.server import Collector  # noqa: E402
+from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
+from gpuwarden.common.query import QueryClient  # noqa: E402
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
+
+pytest_plugins = ("slurm_fixtures",)
+pytestmark = pytest.mark.slurm
+
+
+@contextlib.asynccontextmanager
+async def slurm_agent(collector: Collector, node: str, spool: Path) -> AsyncIterator[Agent]:
+    agent = Agent(
+        node=node,
+        sampler=NvmlSampler(),
+        attributor=SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=3.0),
+        spool=Spool(spool),
+        collector=f"127.0.0.1:{collector.port}",
+        sample_interval_s=0.1,
+        report_interval_s=0.3,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def gpu_index(job_id: str, node: str) -> int:
+    job = CliSlurmClient(timeout_s=5.0).job(job_id)
+    assert job is not None
+    (index,) = job.gpu_indices(node)
+    return index
+
+
+async def node_state(client: QueryClient, node: str) -> pb.NodeState | None:
+    snap = await client.snapshot()
+    return next((n for n in snap.nodes if n.node == node), None)
+
+
+async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outage(
+    slurm_cluster: SlurmCluster, collector: Collector, fake_nvml: FakeNvmlState, tmp_path: Path
+) -> None:
+    node = slurm_cluster.node
+    busy = submit("sleep 600", "-J", "gw-t-pipe-busy", "--gres=gpu:1")
+    empty = submit("sleep 600", "-J", "gw-t-pipe-empty", "--gres=gpu:1")
+    wait_state(busy, "RUNNING")
+    wait_state(empty, "RUNNING")
+    pid = job_pids(busy)[0]
+    busy_uuid = default_gpu_uuid(gpu_index(busy, node))
+    empty_uuid = default_gpu_uuid(gpu_index(empty, node))
+    fake_nvml.add_process(busy_uuid, pid, 3 * GIB)
+    fake_nvml.set(busy_uuid, util_gpu=70, mem_used_bytes=3 * GIB)
+
+    async with (
+        slurm_agent(collector, node, tmp_path / "spool"),
+        QueryClient(f"127.0.0.1:{collector.port}") as client,
+    ):
+
+        async def gpus() -> dict[str, pb.GpuWindow]:
+            n = await node_state(client, node)
+            return {} if n is None else {g.latest.uuid: g.latest for g in n.gpus}
+
+        async def attributed() -> bool:
+            g = await gpus()
+            return (
+                busy_uuid in g
+                and g[busy_uuid].job.job_id == busy
+                and g[empty_uuid].job.job_id == empty
+            )
+
+        for _ in range(150):
+            if await attributed():
+                break
+            await asyncio.sleep(0.1)
+        g = await gpus()
+        # The busy job: attributed through its process, with the job's facts.
+        assert g[busy_uuid].job.job_id == busy
+        assert g[busy_uuid].job.user == "root"
+        assert g[busy_uuid].job.name == "gw-t-pipe-busy"
+        assert g[busy_uuid].job.batch and g[busy_uuid].job.requeue
+        assert g[busy_uuid].allocated
+        assert [p.pid for p in g[busy_uuid].processes] == [pid]
+        assert g[busy_uuid].util_max == 70
+        # Allocated, but nothing runs on it: the most wasted GPU.
+        assert g[empty_uuid].job.job_id == empty and g[empty_uuid].allocated
+        assert list(g[empty_uuid].processes) == []
+        # GPUs nobody holds carry no job.
+        for uuid, w in g.items():
+            if uuid not in (busy_uuid, empty_uuid):
+                assert not w.HasField("job") and not w.allocated, uuid
+        n = await node_state(client, node)
+        assert n is not None and n.slurm.available
+
+        with controller_stopped():
+            seq_down = collector.state.node(node).last_seq  # type: ignore[union-attr]
+
+            async def slurm_down() -> bool:
+                n = await node_state(client, node)
+                return n is not None and not n.slurm.available
+
+            for _ in range(150):
+                if await slurm_down():
+                    break
+                await asyncio.sleep(0.1)
+            n = await node_state(client, node)
+            assert n is not None and not n.slurm.available and n.slurm.error
+            await wait_for(
+                lambda: collector.state.node(node).last_seq >= seq_down + 5,  # type: ignore[union-attr]
+                timeout_s=20,
+            )
+            g = await gpus()
+            assert g[busy_uuid].util_max == 70  # GPU data keeps flowing
+            assert [p.pid for p in g[busy_uuid].processes] == [pid]
+            assert g[busy_uuid].job.job_id == busy  # still known from /proc alone
+        for _ in range(200):
+            n = await node_state(client, node)
+            if n is not None and n.slurm.available:
+                break
+            await asyncio.sleep(0.1)
+        assert n is not None and n.slurm.available
+        g = await gpus()
+        assert g[busy_uuid].job.user == "root"
