@@ -94,6 +94,8 @@ class Store:
                     "this gpuwarden cannot read it"
                 )
             self._r = connect(path)
+            # Kept as a counter: count(*) walks the whole table, and snapshots ask often.
+            self._windows = int(self._w.execute("SELECT count(*) FROM windows").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         self._wlock = threading.Lock()
@@ -169,6 +171,7 @@ class Store:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            self._windows += sum(len(r.gpus) for r, ok in zip(reports, results, strict=True) if ok)
         return results
 
     def prune(self, older_than: float) -> int:
@@ -177,6 +180,7 @@ class Store:
             cur = self._w.execute("DELETE FROM windows WHERE window_end < ?", (older_than,))
             deleted = cur.rowcount
             self._w.execute("DELETE FROM reports WHERE window_end < ?", (older_than,))
+            self._windows -= deleted
         return deleted
 
     # -- reads -------------------------------------------------------------------------
@@ -185,7 +189,7 @@ class Store:
             return self._r.execute(sql, tuple(params)).fetchall()
 
     def count_windows(self) -> int:
-        return int(str(self._query("SELECT count(*) FROM windows", ())[0][0]))
+        return self._windows
 
     def count_reports(self) -> int:
         return int(str(self._query("SELECT count(*) FROM reports", ())[0][0]))
