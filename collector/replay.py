@@ -55,8 +55,8 @@ from gpuwarden.collector.rules import (
     FindingKind,
     GpuRef,
 )
+from gpuwarden.common.argtypes import duration_arg, int_arg
 from gpuwarden.common.config import ConfigError
-from gpuwarden.common.durations import parse_duration
 from gpuwarden.common.types import JobInfo
 
 _loads: Callable[[bytes], Any]
@@ -579,26 +579,6 @@ def format_table(events: Sequence[ReplayEvent], summary: ReplaySummary) -> str:
 # ---------------------------------------------------------------------------- CLI
 
 
-def _duration_arg(flag: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            return parse_duration(text, what=flag)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
-
-
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--warnings: {text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--warnings: {value} is negative")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpuwarden replay",
@@ -607,14 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trace", metavar="TRACE", help="JSON Lines trace file, or - for stdin")
     p.add_argument("--json", action="store_true", help="one JSON object per finding/action")
     p.add_argument("--policy", type=Path, metavar="FILE", help="TOML file with a [policy] table")
-    p.add_argument("--idle-window", type=_duration_arg("--idle-window"), metavar="D")
-    p.add_argument("--grace-period", type=_duration_arg("--grace-period"), metavar="D")
-    p.add_argument("--warnings", type=_count_arg, metavar="N")
-    p.add_argument("--warn-interval", type=_duration_arg("--warn-interval"), metavar="D")
+    p.add_argument("--idle-window", type=duration_arg, metavar="D")
+    p.add_argument("--grace-period", type=duration_arg, metavar="D")
+    p.add_argument("--warnings", type=int_arg(0), metavar="N")
+    p.add_argument("--warn-interval", type=duration_arg, metavar="D")
     p.add_argument("--enforce", action="store_true", default=None, help="act (recorded only)")
     p.add_argument(
         "--window-s",
-        type=_duration_arg("--window-s"),
+        type=duration_arg,
         metavar="D",
         help="length of one sample's report window (default: policy window, 60 s)",
     )

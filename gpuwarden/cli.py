@@ -13,29 +13,12 @@ import gpuwarden
 from gpuwarden.agent.sampler import SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
+from gpuwarden.common.argtypes import duration_arg, int_arg
 from gpuwarden.common.config import ConfigError
-from gpuwarden.common.durations import parse_duration
 
 log = logging.getLogger("gpuwarden")
 
 EXIT_USAGE = 2
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _setup_logging(verbose: int) -> None:
@@ -144,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
     a.add_argument("--sampler", choices=("nvml", "sim"), help="GPU source (default nvml)")
     a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
-    a.add_argument("--sample-interval", type=_duration, metavar="D", help="default 1s")
-    a.add_argument("--report-interval", type=_duration, metavar="D", help="default 5s")
+    a.add_argument("--sample-interval", type=duration_arg, metavar="D", help="default 1s")
+    a.add_argument("--report-interval", type=duration_arg, metavar="D", help="default 5s")
     a.add_argument("--nvml-library", metavar="PATH", help="libnvidia-ml.so.1 to load")
     a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
     a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
@@ -175,17 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         "streaming over real gRPC on loopback, and show the live cluster. With --duration "
         "it runs without a terminal and ends with a summary.",
     )
-    d.add_argument("--nodes", type=_positive_int, default=16, help="default 16")
-    d.add_argument("--gpus", type=_positive_int, default=4, help="GPUs per node, default 4")
-    d.add_argument("--duration", type=_duration, metavar="D", help="stop after D (e.g. 60s)")
+    d.add_argument("--nodes", type=int_arg(1), default=16, help="default 16")
+    d.add_argument("--gpus", type=int_arg(1), default=4, help="GPUs per node, default 4")
+    d.add_argument("--duration", type=duration_arg, metavar="D", help="stop after D (e.g. 60s)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--state-dir", type=Path, help="keep the database here (default: temp)")
-    d.add_argument("--sample-interval", type=_duration, default=1.0, metavar="D")
-    d.add_argument("--report-interval", type=_duration, default=2.0, metavar="D")
-    d.add_argument("--refresh", type=_duration, default=2.0, metavar="D", help="table refresh")
+    d.add_argument("--sample-interval", type=duration_arg, default=1.0, metavar="D")
+    d.add_argument("--report-interval", type=duration_arg, default=2.0, metavar="D")
+    d.add_argument("--refresh", type=duration_arg, default=2.0, metavar="D", help="table refresh")
     d.add_argument(
         "--idle-window",
-        type=_duration,
+        type=duration_arg,
         default=20.0,
         metavar="D",
         help="idle window for the demo's detection (default 20s so it shows quickly)",
