@@ -4,6 +4,7 @@ subprocesses of the real ``gpuwarden`` command)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from gpuwarden.agent.attribution import Attributor, NoAttribution
+from gpuwarden.agent.runtime import Agent
+from gpuwarden.agent.sampler import Sampler
+from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,3 +106,36 @@ def procs() -> Iterator[list[Proc]]:
         if p.p.poll() is None:
             p.p.kill()
             p.p.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    collector: Collector,
+    spool_dir: Path,
+    *,
+    node: str = "n1",
+    attributor: Attributor | None = None,
+    sampler: Sampler | None = None,
+    sample_interval_s: float = 0.05,
+    report_interval_s: float = 0.2,
+) -> AsyncIterator[Agent]:
+    """An agent in this process (NvmlSampler over the fake library by default) streaming
+    to ``collector``; stopped (last window flushed) on exit."""
+    from gpuwarden.agent.nvml import NvmlSampler
+
+    agent = Agent(
+        node=node,
+        sampler=sampler or NvmlSampler(),
+        attributor=attributor or NoAttribution(),
+        spool=Spool(spool_dir),
+        collector=f"127.0.0.1:{collector.port}",
+        sample_interval_s=sample_interval_s,
+        report_interval_s=report_interval_s,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

@@ -8,15 +8,11 @@ import math
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from gpuwarden.agent.attribution import NoAttribution
-from gpuwarden.agent.nvml import NvmlSampler
-from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
@@ -25,31 +21,9 @@ from gpuwarden.common.types import GpuWindow, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid
-from tests.helpers import Proc, free_port, wait_for, wait_for_sync
+from tests.helpers import Proc, free_port, running_agent, wait_for, wait_for_sync
 
 GPU0, GPU1, GPU2, GPU3 = (default_gpu_uuid(i) for i in range(4))
-
-
-@contextlib.asynccontextmanager
-async def running_agent(
-    collector: Collector, spool_dir: Path, node: str = "n1"
-) -> AsyncIterator[Agent]:
-    agent = Agent(
-        node=node,
-        sampler=NvmlSampler(),
-        attributor=NoAttribution(),
-        spool=Spool(spool_dir),
-        collector=f"127.0.0.1:{collector.port}",
-        sample_interval_s=0.05,
-        report_interval_s=0.2,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        yield agent
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def latest(client: QueryClient, node: str, uuid: str) -> pb.GpuWindow | None:

@@ -4,8 +4,6 @@ collector shows it; with slurmctld down the agent keeps streaming GPU data."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,39 +11,16 @@ import pytest
 pytest.register_assert_rewrite("slurm_fixtures")
 from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, wait_state  # noqa: E402
 
-from gpuwarden.agent.nvml import NvmlSampler  # noqa: E402
-from gpuwarden.agent.runtime import Agent  # noqa: E402
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
-from gpuwarden.agent.spool import Spool  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
 from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.query import QueryClient  # noqa: E402
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import running_agent, wait_for  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)
 pytestmark = pytest.mark.slurm
-
-
-@contextlib.asynccontextmanager
-async def slurm_agent(collector: Collector, node: str, spool: Path) -> AsyncIterator[Agent]:
-    agent = Agent(
-        node=node,
-        sampler=NvmlSampler(),
-        attributor=SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=3.0),
-        spool=Spool(spool),
-        collector=f"127.0.0.1:{collector.port}",
-        sample_interval_s=0.1,
-        report_interval_s=0.3,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        yield agent
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 def gpu_index(job_id: str, node: str) -> int:
@@ -74,8 +49,16 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
     fake_nvml.add_process(busy_uuid, pid, 3 * GIB)
     fake_nvml.set(busy_uuid, util_gpu=70, mem_used_bytes=3 * GIB)
 
+    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=3.0)
     async with (
-        slurm_agent(collector, node, tmp_path / "spool"),
+        running_agent(
+            collector,
+            tmp_path / "spool",
+            node=node,
+            attributor=attributor,
+            sample_interval_s=0.1,
+            report_interval_s=0.3,
+        ),
         QueryClient(f"127.0.0.1:{collector.port}") as client,
     ):
 
