@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0) -> ActionOutcome:
     """Retire one worker through its scheduler, gracefully: its data moves to the other
-    workers and, with ``close_workers=True``, the worker process (and so its Slurm job) ends."""
+    workers and, with ``close_workers=True``, the worker process (and so its Slurm job) ends.
+    ``timeout_s`` bounds both the connection and the retirement call."""
     try:
         from distributed import Client
     except ImportError:
@@ -36,7 +37,15 @@ def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0
                 )
             if len(workers) == 1:
                 log.info("retiring the last worker of %s (its data cannot move)", scheduler)
-            retired = client.retire_workers(workers=addresses, close_workers=True)
+            # Bounded: without callback_timeout a scheduler that accepts the call but never
+            # answers (event loop blocked) would hold the collector's evaluation forever.
+            retired = client.retire_workers(
+                workers=addresses, close_workers=True, callback_timeout=timeout_s
+            )
+    except TimeoutError:  # an OSError too: caught first to say what happened
+        return ActionOutcome(
+            False, f"dask scheduler {scheduler} did not answer within {timeout_s:g} s"
+        )
     except OSError as exc:
         return ActionOutcome(False, f"dask scheduler {scheduler} unreachable: {exc}")
     except Exception as exc:

@@ -22,6 +22,7 @@ from gpuwarden.agent.attribution import Attribution, GpuAttribution
 from gpuwarden.agent.nvml import NvmlSampler
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.actions import retire_dask_worker
 from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
 from gpuwarden.collector.policy import Policy, PolicySet
@@ -331,3 +332,26 @@ async def test_agent_outage_longer_than_max_gap_never_leads_to_action(
         assert evidence["finding"]["since_ts"] >= restarted - REPORT_INTERVAL_S
         assert warn.ts - restarted >= policy.idle_window
         await stop_agent(agent)
+
+
+def test_retiring_a_worker_on_a_scheduler_that_does_not_answer_in_time_fails_not_hangs() -> None:
+    """A real in-process Dask scheduler whose retire_workers handler answers only after
+    4 s: with a 1 s timeout the executor gives a failed outcome (the ladder retries or falls
+    back) instead of holding the collector's evaluation thread for as long as it takes."""
+    from distributed import LocalCluster
+
+    async def answers_late(*_args: object, **_kwargs: object) -> dict[str, object]:
+        await asyncio.sleep(4.0)
+        return {}
+
+    with LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        (worker,) = cluster.scheduler.workers.values()
+        cluster.scheduler.handlers["retire_workers"] = answers_late
+        outcome = retire_dask_worker(cluster.scheduler_address, str(worker.name), timeout_s=1.0)
+        assert len(cluster.scheduler.workers) == 1  # nothing was retired
+    assert not outcome.ok
+    assert outcome.detail == (
+        f"dask scheduler {cluster.scheduler_address} did not answer within 1 s"
+    )
