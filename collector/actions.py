@@ -81,4 +81,6 @@ class ClusterExecutor:
             result = self.slurm.cancel(job.job_id)
         else:
             return ActionOutcome(False, f"{action.value} is not an action executors carry out")
-        return ActionOutcome(result.ok, f"{result.outcome.value}: {result.message}")
+        if result.ok:
+            return ActionOutcome(True, f"slurm: {result.message}")
+        return ActionOutcome(False, f"{result.outcome.value}: {result.message}")

@@ -70,7 +70,7 @@ class Enforcer:
         self.evaluations = 0
         self._pending: collections.deque[NodeReport] = collections.deque()
         self._jobs: dict[str, _Job] = {}
-        self._lock = threading.Lock()  # one evaluation at a time
+        self.lock = threading.Lock()  # one evaluation at a time
 
     # -- called from the ingest path (event loop thread) --------------------------------
     def on_stored(self, reports: Sequence[NodeReport]) -> None:
@@ -136,7 +136,7 @@ class Enforcer:
     def evaluate(self, now: float | None = None) -> list[AuditRecord]:
         """Drain new windows, run the rules and the ladder for every job; return the audit
         records written."""
-        with self._lock:
+        with self.lock:
             now = self.clock() if now is None else now
             self._drain(now)
             out: list[AuditRecord] = []
@@ -241,7 +241,13 @@ def attach_enforcement(
                 except Exception:
                     log.exception("evaluation failed; trying again in %.0f s", evaluate_interval_s)
         finally:
-            audit.close()
+            # An evaluation may still be running in its thread (cancelled here, not there):
+            # close the audit log only when it has finished, so no record is cut off.
+            def close() -> None:
+                with enforcer.lock:
+                    audit.close()
+
+            await asyncio.to_thread(close)
 
     collector.add_background(evaluate_forever, "enforce")
     return enforcer

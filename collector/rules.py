@@ -434,8 +434,9 @@ class AllocationTracker:
         refs = tuple(g.ref for g in gpus)
         evidence = tuple(self._evidence(g) for g in gpus)
         mem_note = ""
-        if any(g.s_mem_max is not None for g in gpus):
-            mem_note = f"; memory held up to {_mib(max(g.s_mem_max or 0 for g in gpus))}"
+        peak_mem = max((g.s_mem_max or 0 for g in gpus), default=0)
+        if peak_mem > 0:
+            mem_note = f"; memory held up to {_mib(peak_mem)}"
         out = [
             Finding(
                 kind=FindingKind.IDLE,
