@@ -68,6 +68,25 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         _submitted.clear()
 
 
+@pytest.fixture(autouse=True)
+def _cancel_this_tests_jobs() -> Iterator[None]:
+    """Jobs a test submitted are cancelled when it ends, pass or fail, and their GPUs are
+    free before the next test starts (the one node has only four)."""
+    before = len(_submitted)
+    yield
+    mine = _submitted[before:]
+    if not mine:
+        return
+    subprocess.run(["scancel", *mine], capture_output=True, timeout=30, check=False)
+    del _submitted[before:]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = {job_field(j, "JobState") for j in mine}
+        if not states & {"RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "REQUEUED"}:
+            return
+        time.sleep(0.2)
+
+
 def submit(script: str, *args: str) -> str:
     """``sbatch --parsable ARGS --wrap SCRIPT`` -> job id. The job is cancelled at session end.
     ``args`` are sbatch options (e.g. ``"-J", "gw-mytest", "--gres=gpu:1"``)."""

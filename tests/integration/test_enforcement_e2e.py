@@ -324,7 +324,7 @@ def test_idle_worker_retired_idle_job_requeued_busy_worker_kept_dry_run_changes_
         assert_idle_evidence(json.loads(done.evidence_json), uuid(idle_w.gpu), node)
         assert enforcing.outcomes(batch) == [("warn", "warned"), ("requeue", "done")]
         requeued = enforcing.audit(batch)[-1]
-        assert requeued.detail.startswith("done")
+        assert requeued.detail.startswith("slurm: requeue")
         assert_idle_evidence(json.loads(requeued.evidence_json), uuid(batch_gpu), node)
         assert [r["outcome"] for r in enforcing.audit_jsonl(batch)] == ["warned", "done"]
         assert enforcing.audit(busy_w.job_id) == []  # never a finding for the busy worker
