@@ -78,5 +78,4 @@ def load_agent_config(
         if not isinstance(table, dict):
             raise ConfigError("[agent] must be a table")
         data.update(table)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return build_section(AgentConfig, "agent", data, environ)
+    return build_section(AgentConfig, "agent", data, environ, flags=overrides)

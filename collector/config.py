@@ -63,5 +63,4 @@ def load_collector_config(
         if not isinstance(table, dict):
             raise ConfigError("[collector] must be a table")
         data.update(table)
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return build_section(CollectorConfig, "collector", data, environ)
+    return build_section(CollectorConfig, "collector", data, environ, flags=overrides)

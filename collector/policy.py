@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpuwarden.common.config import (
-    ENV_PREFIX,
     ConfigError,
     build_section,
     duration_field,
@@ -158,10 +156,7 @@ def load_policy(
     if not isinstance(parts, dict) or not all(isinstance(v, dict) for v in parts.values()):
         raise ConfigError("[policy.partition]: expected tables such as [policy.partition.gpu]")
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    env = dict(os.environ if environ is None else environ)
-    for key in flags:  # a flag wins over the environment
-        env.pop(f"{ENV_PREFIX}POLICY_{key.upper()}", None)
-    default = build_section(Policy, "policy", {**table, **flags}, env)
+    default = build_section(Policy, "policy", table, environ, flags=flags)
     base = default.as_dict()
     partitions: dict[str, Policy] = {}
     for name, part in parts.items():

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import grpc
+
 import gpuwarden
 from gpuwarden.agent.sampler import SamplerError
 from gpuwarden.agent.spool import SpoolError
@@ -106,6 +108,41 @@ def _status(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _audit(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from gpuwarden.common.query import QueryClient
+
+    async def go() -> int:
+        async with QueryClient(args.collector) as client:
+            resp = await client.audit(job_id=args.job or "", since=args.since, limit=args.limit)
+        for r in reversed(resp.records):  # oldest first, like a log
+            if args.json:
+                row = {
+                    "ts": r.ts,
+                    "job_id": r.job_id,
+                    "kind": r.kind,
+                    "action": r.action,
+                    "outcome": r.outcome,
+                    "dry_run": r.dry_run,
+                    "gpus": list(r.gpus),
+                    "detail": r.detail,
+                    "actor": r.actor,
+                    "evidence": json.loads(r.evidence_json or "{}"),
+                }
+                print(json.dumps(row, sort_keys=True))
+            else:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.ts))
+                print(
+                    f"{when} job {r.job_id} {r.kind} {r.action} [{r.outcome}] "
+                    f"{r.detail} (by {r.actor})"
+                )
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
@@ -185,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("replay_args", nargs=argparse.REMAINDER)
     r.set_defaults(func=_replay)
 
+    au = sub.add_parser(
+        "audit",
+        help="print the collector's audit log (findings, warnings, actions, evidence)",
+        description="Every decision the collector took or would have taken (dry-run), with "
+        "its evidence, oldest first.",
+    )
+    au.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")
+    au.add_argument("--job", metavar="JOBID", help="only this job")
+    au.add_argument("--since", type=float, default=0.0, metavar="UNIX_S")
+    au.add_argument("--limit", type=int_arg(1), default=1000)
+    au.add_argument("--json", action="store_true", help="one JSON object per line")
+    au.set_defaults(func=_audit)
+
     s = sub.add_parser("status", help="print the live cluster from a collector")
     s.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")
     s.set_defaults(func=_status)
@@ -219,6 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except grpc.aio.AioRpcError as exc:
+        target = getattr(args, "collector", "the collector")
+        print(
+            f"gpuwarden {args.command}: collector {target}: {exc.code().name}: {exc.details()}",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, SamplerError, SpoolError, StoreError) as exc:
         print(f"gpuwarden {args.command}: {exc}", file=sys.stderr)
         return 1

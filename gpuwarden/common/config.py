@@ -134,9 +134,12 @@ def build_section(
     section: str,
     data: Mapping[str, Any] | None,
     environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> T:
-    """Build dataclass ``cls`` from a TOML table plus environment overrides."""
-    data = dict(data or {})
+    """Build dataclass ``cls`` from a TOML table, then environment overrides, then command
+    line ``flags`` (None values ignored): each later source wins."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    data = {**dict(data or {}), **flags}
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
@@ -147,7 +150,7 @@ def build_section(
     kwargs: dict[str, Any] = {}
     env = env_overrides(section, cls, os.environ if environ is None else environ)
     for name, f in known.items():
-        if name in env:
+        if name in env and name not in flags:
             kwargs[name] = _coerce(
                 f"{ENV_PREFIX}{section.upper()}_{name.upper()}", f, hints[name], env[name], True
             )

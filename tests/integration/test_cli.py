@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import Proc, free_port, wait_for_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +43,7 @@ def test_demo_runs_a_simulated_cluster_over_grpc_and_ends_with_a_summary() -> No
 
 
 def test_every_subcommand_has_help() -> None:
-    for cmd in ("agent", "collector", "demo", "status", "replay"):
+    for cmd in ("agent", "collector", "demo", "status", "audit", "replay"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and f"usage: gpuwarden {cmd}" in r.stdout, (cmd, r.stderr)
 
@@ -80,3 +83,73 @@ def test_agent_without_nvml_driver_says_so(tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert "gpuwarden agent:" in r.stderr and "nope.so" in r.stderr
+
+
+def test_status_and_audit_read_a_running_collector(tmp_path: Path, procs: list[Proc]) -> None:
+    port = free_port()
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        '[collector]\ninsecure = true\nevaluate_interval = "0.5s"\n'
+        '[policy]\nidle_window = "3s"\ngrace_period = 0\nwarnings = 1\n'
+        'window = "1s"\nmax_gap = "5s"\n'
+    )
+    collector = Proc(
+        [
+            "collector",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        tmp_path / "collector.log",
+    )
+    procs.append(collector)
+    wait_for_sync(lambda: "listening" in collector.output(), 30)
+    agent = Proc(
+        [
+            "agent",
+            "--insecure",
+            "--sampler",
+            "sim",
+            "--node",
+            "gpu04",
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--collector",
+            f"127.0.0.1:{port}",
+            "--report-interval",
+            "1s",
+        ],
+        tmp_path / "agent.log",
+    )
+    procs.append(agent)
+    for _ in range(100):
+        r = run("status", "--collector", f"127.0.0.1:{port}", timeout=30)
+        if "gpu04" in r.stdout:
+            break
+    assert r.returncode == 0 and re.search(r"gpu04\s+yes\s+ok", r.stdout), r.stdout + r.stderr
+    assert "nodes 1  GPUs 4" in r.stdout
+    records: list[dict[str, object]] = []
+    for _ in range(60):
+        r = run("audit", "--collector", f"127.0.0.1:{port}", "--json", timeout=30)
+        assert r.returncode == 0, r.stderr
+        records = [json.loads(line) for line in r.stdout.splitlines()]
+        if any(rec["kind"] == "idle" for rec in records):
+            break
+    idle = [rec for rec in records if rec["kind"] == "idle"]
+    assert idle, records
+    # gpu04 of the simulated cluster has idle jobs: warned, with the idle windows as evidence.
+    first = idle[0]
+    assert first["action"] == "warn" and first["actor"] == "gpuwarden-collector"
+    assert first["evidence"]["windows"][0]["util_max_pct"] < 5  # type: ignore[index]
+    assert (tmp_path / "audit.jsonl").read_text().count("\n") >= len(records)
+    assert agent.terminate() == 0
+    assert collector.terminate() == 0
+
+
+def test_status_without_a_collector_is_a_clear_error() -> None:
+    r = run("status", "--collector", f"127.0.0.1:{free_port()}", timeout=60)
+    assert r.returncode == 1
+    assert "gpuwarden status: collector 127.0.0.1:" in r.stderr and "UNAVAILABLE" in r.stderr

@@ -80,3 +80,11 @@ def test_collector_paths_default_to_the_state_dir(tmp_path: Path) -> None:
     )
     assert cfg.database == tmp_path / "gpuwarden.db"
     assert cfg.audit_path == tmp_path / "audit.jsonl"
+
+
+def test_command_line_flags_win_over_environment_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[agent]\ninsecure = true\nreport_interval = "10s"\n')
+    env = {"GPUWARDEN_AGENT_REPORT_INTERVAL": "20s", "GPUWARDEN_AGENT_NODE": "envnode"}
+    cfg = load_agent_config(path, {"report_interval": 30.0, "node": None}, environ=env)
+    assert cfg.report_interval == 30.0  # flag
+    assert cfg.node_name == "envnode"  # no flag given: the environment wins over the file
