@@ -8,12 +8,18 @@ job. Dask workers are found from the job's processes (command line, environment)
 ``scontrol`` runs as an argv list, bounded by ``timeout_s`` and cached for ``cache_ttl_s``
 (a failure is cached too, so a controller outage costs at most one timeout per TTL). While it
 fails, ``slurm.available`` is False and only what ``/proc`` tells is reported.
+
+Each job's CPU use (all its processes on this node, data loaders included, not only those on
+a GPU) is measured between two calls from ``/proc/PID/stat`` and reported as a percentage
+of the CPUs Slurm gave the job on this node, for the input-bound advice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -99,6 +105,10 @@ class SlurmAttributor:
         self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
         self._clock = clock
         self._snap: _Snapshot | None = None
+        self._clk_tck = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._pid_jobs: dict[tuple[int, int], str | None] = {}  # (pid, starttime) -> job
+        self._cpu_prev: tuple[float, dict[str, int]] | None = None  # (clock, ticks by job)
+        self._cpu_pct: dict[str, float] = {}
 
     # ---------------------------------------------------------------------------- public
 
@@ -135,11 +145,67 @@ class SlurmAttributor:
     def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
         snap = self._snapshot()
         available = not snap.error
+        self._measure_job_cpu(snap)
         out: dict[str, GpuAttribution] = {}
         for sample in samples:
-            out[sample.uuid] = self._attribute_gpu(sample, snap, available)
+            attr = self._attribute_gpu(sample, snap, available)
+            if attr.job is not None and attr.job.job_id in self._cpu_pct:
+                job = dataclasses.replace(attr.job, cpu_util_pct=self._cpu_pct[attr.job.job_id])
+                attr = GpuAttribution(job=job, allocated=attr.allocated)
+            out[sample.uuid] = attr
         status = SlurmStatus(available=available, error=snap.error)
         return Attribution(gpus=out, slurm=status)
+
+    def _stat_fields(self, pid: int) -> list[str] | None:
+        try:
+            stat = (self.proc_root / str(pid) / "stat").read_text()
+        except OSError:
+            return None
+        # "pid (comm) state ppid ...": comm may hold spaces and parens
+        return stat.rpartition(")")[2].split()
+
+    def _measure_job_cpu(self, snap: _Snapshot) -> None:
+        """CPU ticks of every job's processes on this node; percent since the last call."""
+        try:
+            pids = [int(p.name) for p in self.proc_root.iterdir() if p.name.isdigit()]
+        except OSError:
+            return
+        ticks: dict[str, int] = {}
+        seen: set[tuple[int, int]] = set()
+        for pid in pids:
+            fields = self._stat_fields(pid)
+            if fields is None or len(fields) < 20:
+                continue
+            try:
+                key = (pid, int(fields[19]))  # starttime: a reused PID is another process
+                used = int(fields[11]) + int(fields[12])  # utime + stime
+            except ValueError:
+                continue
+            seen.add(key)
+            if key not in self._pid_jobs:
+                pj = self.process_job(pid)
+                self._pid_jobs[key] = (
+                    None if pj is None else pj.job_id or self._sluid_job(snap, pj.sluid)
+                )
+            job_id = self._pid_jobs[key]
+            if job_id is not None:
+                ticks[job_id] = ticks.get(job_id, 0) + used
+        for key in [k for k in self._pid_jobs if k not in seen]:
+            del self._pid_jobs[key]  # exited
+        now = self._clock()
+        prev = self._cpu_prev
+        self._cpu_prev = (now, ticks)
+        self._cpu_pct = {}
+        if prev is None or now <= prev[0]:
+            return
+        wall_s = now - prev[0]
+        for job_id, total in ticks.items():
+            if job_id not in prev[1]:
+                continue
+            delta = max(0, total - prev[1][job_id])  # an exited process takes its ticks along
+            job = snap.jobs.get(job_id)
+            cpus = (job.cpus_by_node.get(self.node) or job.num_cpus) if job else None
+            self._cpu_pct[job_id] = round(100.0 * delta / self._clk_tck / wall_s / (cpus or 1), 1)
 
     def _attribute_gpu(self, sample: GpuSample, snap: _Snapshot, available: bool) -> GpuAttribution:
         holder = snap.by_gpu.get(sample.index)
@@ -246,14 +312,9 @@ class SlurmAttributor:
             return ()
 
     def _ppid(self, pid: int) -> int | None:
+        fields = self._stat_fields(pid)
         try:
-            stat = (self.proc_root / str(pid) / "stat").read_text()
-        except OSError:
-            return None
-        # "pid (comm) state ppid ...": comm may hold spaces and parens, so split after the last ")"
-        fields = stat.rpartition(")")[2].split()
-        try:
-            return int(fields[1])
+            return int(fields[1]) if fields is not None else None
         except (IndexError, ValueError):
             return None
 

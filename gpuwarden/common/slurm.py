@@ -8,6 +8,7 @@ No I/O here: the agent (``gpuwarden.agent.slurm_attr``) and the collector
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,6 +210,8 @@ class SlurmJob:
     nodes: tuple[str, ...] = ()
     batch_host: str = ""
     gpus_by_node: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    cpus_by_node: Mapping[str, int] = field(default_factory=dict)  # scontrol -d CPU_IDs
+    num_cpus: int | None = None
     array_job_id: str | None = None
     array_task_id: str | None = None  # "3", or "1-5%2" for a pending array record
     het_job_id: str | None = None
@@ -275,10 +278,17 @@ def _parse_scontrol_record(line: str) -> SlurmJob:
     pairs = _scontrol_fields(line)
     f: dict[str, str] = {}
     gpus_by_node: dict[str, tuple[int, ...]] = {}
+    cpus_by_node: dict[str, int] = {}
     current_nodes: tuple[str, ...] = ()
     for key, value in pairs:
         if key == "Nodes":  # start of one per-node detail group (scontrol -d)
             current_nodes = expand_hostlist(value)
+            continue
+        if key == "CPU_IDs" and current_nodes:
+            with contextlib.suppress(ValueError):
+                count = len(parse_index_list(value))
+                for node in current_nodes:
+                    cpus_by_node[node] = count
             continue
         if key == "GRES" and current_nodes:
             idx = parse_gres_indices(value)
@@ -311,6 +321,8 @@ def _parse_scontrol_record(line: str) -> SlurmJob:
         nodes=expand_hostlist(_null(f.get("NodeList"))),
         batch_host=_null(f.get("BatchHost")),
         gpus_by_node=gpus_by_node,
+        cpus_by_node=cpus_by_node,
+        num_cpus=_int_or_none(f.get("NumCPUs")),
         array_job_id=array_job or None,
         array_task_id=_null(f.get("ArrayTaskId")) or None,
         het_job_id=het_job or None,

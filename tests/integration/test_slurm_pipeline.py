@@ -4,6 +4,7 @@ collector shows it; with slurmctld down the agent keeps streaming GPU data."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
 from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.query import QueryClient  # noqa: E402
+from gpuwarden.common.types import GpuSample  # noqa: E402
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 from tests.helpers import running_agent, wait_for  # noqa: E402
@@ -126,3 +128,26 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
         assert n is not None and n.slurm.available
         g = await gpus()
         assert g[busy_uuid].job.user == "root"
+
+
+def test_job_cpu_use_is_measured_for_input_bound_advice(slurm_cluster: SlurmCluster) -> None:
+    node = slurm_cluster.node
+    burner = submit("python3 -c 'while True: pass'", "-J", "gw-t-cpu-burn", "--gres=gpu:1")
+    sleeper = submit("sleep 600", "-J", "gw-t-cpu-sleep", "--gres=gpu:1")
+    wait_state(burner, "RUNNING")
+    wait_state(sleeper, "RUNNING")
+    job_pids(burner)
+    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=5.0)
+    gpus = [
+        GpuSample(uuid=default_gpu_uuid(gpu_index(j, node)), index=gpu_index(j, node))
+        for j in (burner, sleeper)
+    ]
+    attributor.attribute(gpus)
+    time.sleep(2.0)
+    result = attributor.attribute(gpus)
+    burn, sleep = (result.gpus[g.uuid].job for g in gpus)
+    assert burn is not None and sleep is not None
+    assert burn.job_id == burner and sleep.job_id == sleeper
+    print(f"job CPU: busy loop {burn.cpu_util_pct}%, sleep {sleep.cpu_util_pct}%")
+    assert burn.cpu_util_pct is not None and burn.cpu_util_pct > 50  # one CPU allocated
+    assert sleep.cpu_util_pct is not None and sleep.cpu_util_pct < 5
