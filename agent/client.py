@@ -19,13 +19,11 @@ from pathlib import Path
 import grpc
 
 from gpuwarden.agent.spool import Spool
+from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
-MAX_MESSAGE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +35,7 @@ class TlsFiles:
 
 def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
     options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_REPORT_BYTES),
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
     ]

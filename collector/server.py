@@ -21,6 +21,7 @@ from gpuwarden.collector.state import ClusterState, NodeLive
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
 from gpuwarden.common.convert import gpu_to_pb, window_record_to_pb
+from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
-MAX_MESSAGE_BYTES = 4 << 20
 HISTORY_DEFAULT_LIMIT = 10_000
 HISTORY_MAX_LIMIT = 100_000
 
@@ -194,7 +193,7 @@ class Collector:
         self.ingestor.start()
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
             ]
         )

@@ -1,0 +1,9 @@
+"""Wire-level constants both ends of the agent stream must agree on."""
+
+from __future__ import annotations
+
+# Trailing-metadata key the collector sets when it refuses a report as invalid: the agent
+# moves that report aside instead of resending it forever.
+REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
+# Largest NodeReport either side accepts (64 GPUs with processes fit in far less).
+MAX_REPORT_BYTES = 4 << 20
