@@ -14,6 +14,7 @@ from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}$")
 JOB_ID_RE = re.compile(r"^\d{1,12}(?:[_+]\d{1,9})?$")
+CONTROL_RE = re.compile(r"[\x00-\x1f]")
 
 
 class ReportInvalid(ValueError):
@@ -41,7 +42,7 @@ def _finite(where: str, value: float, lo: float, hi: float) -> None:
 def _string(where: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise ReportInvalid(f"{where} is {len(value)} characters long (limit {limit})")
-    if any(ord(c) < 32 for c in value):
+    if CONTROL_RE.search(value):
         raise ReportInvalid(f"{where} contains control characters")
 
 

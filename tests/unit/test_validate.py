@@ -42,6 +42,7 @@ def test_a_good_report_comes_back_as_the_domain_report() -> None:
         ({"power_mean_w": math.nan}, "gpus[0].power_mean_w=nan is not a finite number"),
         ({"uuid": "GPU a;rm"}, "gpus[0].uuid='GPU a;rm' is not a valid GPU UUID"),
         ({"name": "x" * 300}, "gpus[0].name is 300 characters long"),
+        ({"name": "A100\x1b[2J"}, "gpus[0].name contains control characters"),
         ({"mem_used_max_bytes": 10, "mem_total_bytes": 5}, "exceeds mem_total_bytes=5"),
         ({"job": pb.JobInfo(job_id="12; scancel")}, "gpus[0].job.job_id='12; scancel'"),
         ({"util_min": 60.0}, "util_min=60.0 is above util_max=50.0"),
