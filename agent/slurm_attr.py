@@ -70,7 +70,6 @@ class _Snapshot:
     jobs: dict[str, SlurmJob] = field(default_factory=dict)  # every job, by job id
     by_sluid: dict[str, SlurmJob] = field(default_factory=dict)
     by_gpu: dict[int, SlurmJob] = field(default_factory=dict)  # NVML index -> holding job
-    dask_by_job: dict[str, DaskWorkerFacts] = field(default_factory=dict)
     error: str = ""
 
 
@@ -106,7 +105,9 @@ class SlurmAttributor:
         self._clock = clock
         self._snap: _Snapshot | None = None
         self._clk_tck = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._pid_jobs: dict[tuple[int, int], str | None] = {}  # (pid, starttime) -> job
+        # (pid, starttime) -> (job id, Dask worker facts), read once per process
+        self._pid_jobs: dict[tuple[int, int], tuple[str | None, DaskWorkerFacts | None]] = {}
+        self._dask_by_job: dict[str, DaskWorkerFacts] = {}
         self._cpu_prev: tuple[float, dict[str, int]] | None = None  # (clock, ticks by job)
         self._cpu_pct: dict[str, float] = {}
 
@@ -145,7 +146,7 @@ class SlurmAttributor:
     def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
         snap = self._snapshot()
         available = not snap.error
-        self._measure_job_cpu(snap)
+        self._scan_processes(snap)
         out: dict[str, GpuAttribution] = {}
         for sample in samples:
             attr = self._attribute_gpu(sample, snap, available)
@@ -164,34 +165,43 @@ class SlurmAttributor:
         # "pid (comm) state ppid ...": comm may hold spaces and parens
         return stat.rpartition(")")[2].split()
 
-    def _measure_job_cpu(self, snap: _Snapshot) -> None:
-        """CPU ticks of every job's processes on this node; percent since the last call."""
+    def _scan_processes(self, snap: _Snapshot) -> None:
+        """One pass over /proc per report: each process's job and Dask worker (read once per
+        process and cached), and the CPU ticks of every job; percent since the last call.
+        Dask workers are found this way even on idle GPUs (no process on the GPU)."""
         try:
             pids = [int(p.name) for p in self.proc_root.iterdir() if p.name.isdigit()]
         except OSError:
             return
         ticks: dict[str, int] = {}
+        dask_by_job: dict[str, DaskWorkerFacts] = {}
         seen: set[tuple[int, int]] = set()
         for pid in pids:
             fields = self._stat_fields(pid)
-            if fields is None or len(fields) < 20:
-                continue
-            try:
-                key = (pid, int(fields[19]))  # starttime: a reused PID is another process
-                used = int(fields[11]) + int(fields[12])  # utime + stime
-            except ValueError:
-                continue
+            start, used = 0, None
+            if fields is not None and len(fields) >= 20:
+                with contextlib.suppress(ValueError):
+                    start = int(fields[19])  # starttime: a reused PID is another process
+                    used = int(fields[11]) + int(fields[12])  # utime + stime
+            key = (pid, start)
             seen.add(key)
-            if key not in self._pid_jobs:
+            cached = self._pid_jobs.get(key)
+            if cached is None:
                 pj = self.process_job(pid)
-                self._pid_jobs[key] = (
-                    None if pj is None else pj.job_id or self._sluid_job(snap, pj.sluid)
-                )
-            job_id = self._pid_jobs[key]
-            if job_id is not None:
+                job_id = None if pj is None else pj.job_id or self._sluid_job(snap, pj.sluid)
+                cached = (job_id, pj.dask if pj is not None else None)
+                if pj is None or job_id is not None or pj.sluid is None:
+                    self._pid_jobs[key] = cached  # an unresolved SLUID is asked again
+            job_id, dask = cached
+            if job_id is None:
+                continue
+            if used is not None:
                 ticks[job_id] = ticks.get(job_id, 0) + used
+            if dask is not None:
+                dask_by_job.setdefault(job_id, dask)
         for key in [k for k in self._pid_jobs if k not in seen]:
             del self._pid_jobs[key]  # exited
+        self._dask_by_job = dask_by_job
         now = self._clock()
         prev = self._cpu_prev
         self._cpu_prev = (now, ticks)
@@ -223,7 +233,7 @@ class SlurmAttributor:
         if chosen is not None:
             job_id = chosen.job_id or self._sluid_job(snap, chosen.sluid) or ""
             slurm_job = snap.jobs.get(job_id)
-            dask = chosen.dask or snap.dask_by_job.get(job_id)
+            dask = chosen.dask or self._dask_by_job.get(job_id)
             info = _job_info(job_id, chosen.step, chosen.source, slurm_job, chosen.environ, dask)
             if available:
                 allocated = holder is not None
@@ -231,7 +241,7 @@ class SlurmAttributor:
                 allocated = self._env_allocates(chosen.environ, sample.index)
             return GpuAttribution(job=info, allocated=allocated)
         if holder is not None:
-            dask = snap.dask_by_job.get(holder.job_id)
+            dask = self._dask_by_job.get(holder.job_id)
             info = _job_info(holder.job_id, "", "allocation", holder, None, dask)
             return GpuAttribution(job=info, allocated=True)
         return GpuAttribution()
@@ -281,8 +291,6 @@ class SlurmAttributor:
                 log.warning("slurm unavailable: %s", snap.error)
         elif self._snap is not None and self._snap.error:
             log.info("slurm available again")
-        # Dask workers of this node, even those on idle GPUs (no process on the GPU).
-        snap.dask_by_job = self._scan_dask_workers(snap)
         snap.taken_at = self._clock()  # the TTL runs from the answer, not from the question
         self._snap = snap
         return snap
@@ -332,24 +340,6 @@ class SlurmAttributor:
         if env is not None and env.dask_scheduler:
             return DaskWorkerFacts(scheduler=env.dask_scheduler, name=env.dask_worker_name or "")
         return None
-
-    def _scan_dask_workers(self, snap: _Snapshot) -> dict[str, DaskWorkerFacts]:
-        found: dict[str, DaskWorkerFacts] = {}
-        try:
-            entries = [p.name for p in self.proc_root.iterdir() if p.name.isdigit()]
-        except OSError:
-            return found
-        for name in entries:
-            facts = parse_dask_worker_cmdline(self._cmdline(int(name)))
-            if facts is None:
-                continue
-            pj = self.process_job(int(name))
-            if pj is None:
-                continue
-            job_id = pj.job_id or self._sluid_job(snap, pj.sluid)
-            if job_id and job_id not in found:
-                found[job_id] = facts
-        return found
 
 
 def _job_info(
