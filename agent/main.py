@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]:
     node = cfg.node_name
     if cfg.sampler == "sim":
-        from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
+        from gpuwarden.sim import SimAttributor, SimNode, SimSampler
 
         sim = SimNode(node, gpus=cfg.sim_gpus, seed=cfg.sim_seed)
         return SimSampler(sim), SimAttributor(sim)
