@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 import gpuwarden
-from gpuwarden.agent.sampler import SamplerError
+from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import duration_arg, int_arg
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
     a.add_argument("--node", help="node name (default: short host name)")
     a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
-    a.add_argument("--sampler", choices=("nvml", "sim"), help="GPU source (default nvml)")
+    a.add_argument("--sampler", choices=sorted(SAMPLERS), help="GPU source (default nvml)")
     a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
     a.add_argument("--sample-interval", type=duration_arg, metavar="D", help="default 1s")
     a.add_argument("--report-interval", type=duration_arg, metavar="D", help="default 5s")
