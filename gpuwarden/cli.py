@@ -57,6 +57,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
+    from gpuwarden.collector.outputs.config import load_outputs
     from gpuwarden.collector.policy import load_policy
 
     cfg = load_collector_config(
@@ -68,7 +69,8 @@ def _collector(args: argparse.Namespace) -> int:
         },
     )
     policies = load_policy(args.config, {"enforce": True if args.enforce else None})
-    asyncio.run(run_collector(cfg, policies))
+    outputs = load_outputs(args.config, cfg.state_dir)
+    asyncio.run(run_collector(cfg, policies, outputs))
     return 0
 
 
