@@ -12,6 +12,7 @@ import orjson
 
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.collector.outputs.config import load_outputs
+from gpuwarden.collector.outputs.exporter import Exporter, LiveView
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store
@@ -95,3 +96,27 @@ async def test_a_hanging_sink_does_not_hold_up_ingest_or_acks(tmp_path: Path) ->
         hanging.release.set()
         await collector.stop()
     assert hanging.got == collector.ingestor.stored * 2  # two GPUs per report, all delivered
+
+
+class GpuCountExporter:
+    """A minimal exporter over the seam: what a scrape would read, rendered when asked."""
+
+    content_type = "text/plain"
+
+    def render(self, view: LiveView) -> bytes:
+        gpus = sum(len(n.gpus) for n in view.state.nodes())
+        backlog = sum(s.backlog for s in view.sinks)
+        return f"gpus {gpus}\nsink_backlog {backlog}\n".encode()
+
+
+async def test_an_exporter_renders_the_live_state_at_scrape_time(tmp_path: Path) -> None:
+    collector = Collector(db_path=tmp_path / "db.sqlite", listen="127.0.0.1:0")
+    await collector.start()
+    exporter: Exporter = GpuCountExporter()
+    try:
+        assert exporter.render(collector.live_view()) == b"gpus 0\nsink_backlog 0\n"
+        async with sim_agent(collector, tmp_path, "gpu01"), sim_agent(collector, tmp_path, "gpu02"):
+            await wait_for(lambda: len(collector.state.nodes()) == 2)
+        assert exporter.render(collector.live_view()) == b"gpus 4\nsink_backlog 0\n"
+    finally:
+        await collector.stop()
