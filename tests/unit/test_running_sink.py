@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,13 +109,7 @@ def test_outage_then_recovery_drains_the_backlog_nothing_lost_nothing_twice(
 def test_beyond_the_bound_the_oldest_windows_are_dropped_and_counted(
     sink: FlakySink, tmp_path: Path
 ) -> None:
-    settings = SinkSettings(
-        batch_max=10,
-        flush_interval=0.01,
-        retry_initial=0.01,
-        retry_max_backoff=0.02,
-        backlog_max_windows=50,
-    )
+    settings = replace(FAST, backlog_max_windows=50)
     sink.down.set()
     rs = RunningSink("bounded", sink, settings, tmp_path / "backlog")
     rs.start()
