@@ -60,11 +60,23 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
         node_seen: str | None = None
 
+        refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
+
         async def write_acks() -> None:
             while (item := await pending.get()) is not None:
                 msg, fut = item
-                duplicate = not await fut
+                try:
+                    duplicate = not await fut
+                except ReportInvalid as exc:  # valid on the wire, but the store refused it
+                    refused.append((msg.seq, exc))
+                    return
                 await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
+
+        async def refuse(seq: int, node: str | None, exc: ReportInvalid) -> None:
+            self.c.rejected += 1
+            log.warning("rejected report seq=%d from %r: %s", seq, node, exc)
+            context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(seq)),))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"report seq={seq}: {exc}")
 
         acker = asyncio.create_task(write_acks())
         try:
@@ -80,12 +92,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 try:
                     report = validate_report(msg, now=time.time(), limits=self.c.limits)
                 except ReportInvalid as exc:
-                    self.c.rejected += 1
-                    log.warning("rejected report seq=%d from %r: %s", msg.seq, msg.node[:64], exc)
-                    context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(msg.seq)),))
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, f"report seq={msg.seq}: {exc}"
-                    )
+                    await refuse(msg.seq, msg.node[:64], exc)
                 if node_seen != report.node:
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
@@ -94,6 +101,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 pending.put_nowait((msg, self.c.ingestor.submit(report)))
             pending.put_nowait(None)
             await acker
+            if refused:
+                await refuse(refused[0][0], node_seen, refused[0][1])
         finally:
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
