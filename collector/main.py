@@ -12,6 +12,7 @@ from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import PolicySet
+from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
@@ -35,6 +36,7 @@ def build_collector(cfg: CollectorConfig) -> Collector:
         limits=Limits(max_gpus_per_node=cfg.max_gpus_per_node),
         write_batch_max=cfg.write_batch_max,
         shutdown_grace_s=cfg.shutdown_grace,
+        rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
     )
 
 

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.ingest import Ingestor
+from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.state import ClusterState, NodeLive
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
@@ -93,6 +94,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     report = validate_report(msg, now=time.time(), limits=self.c.limits)
                 except ReportInvalid as exc:
                     await refuse(msg.seq, msg.node[:64], exc)
+                wait_s = self.c.rate_limiter.delay(report.node)
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)  # back-pressure: this node's stream waits
                 if node_seen != report.node:
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
@@ -181,6 +185,7 @@ class Collector:
         limits: Limits | None = None,
         write_batch_max: int = 512,
         shutdown_grace_s: float = 5.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.listen = listen
         self.tls = tls
@@ -190,6 +195,7 @@ class Collector:
         self.state = ClusterState()
         self.ingestor = Ingestor(self.store, self.state, batch_max=write_batch_max)
         self.audit: AuditSource | None = None
+        self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
         self.port = 0
         self._streams: dict[str, int] = {}
