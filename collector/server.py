@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.ingest import Ingestor
@@ -52,6 +54,29 @@ def node_to_pb(n: NodeLive) -> pb.NodeState:
     )
 
 
+async def _decoded(
+    messages: AsyncIterator[pb.NodeReport], collector: Collector, context: Ctx
+) -> AsyncIterator[pb.NodeReport]:
+    """The stream's messages; bytes that are no NodeReport end the stream with
+    INVALID_ARGUMENT (not UNKNOWN with a traceback in the log for each one)."""
+    try:
+        async for msg in messages:
+            yield msg
+    except DecodeError as exc:
+        collector.undecodable += 1
+        now = time.monotonic()
+        if now - collector.undecodable_logged >= 60.0:  # a flood is one line a minute
+            collector.undecodable_logged = now
+            log.warning(
+                "a stream sent bytes that are no NodeReport (%s); %d so far",
+                exc,
+                collector.undecodable,
+            )
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"message is not a gpuwarden.v1.NodeReport: {exc}"
+        )
+
+
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(self, collector: Collector) -> None:
         self.c = collector
@@ -81,7 +106,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
         acker = asyncio.create_task(write_acks())
         try:
-            async for msg in request_iterator:
+            async for msg in _decoded(request_iterator, self.c, context):
                 if acker.done():
                     break
                 if peer_cn is not None and msg.node != peer_cn:
@@ -197,6 +222,8 @@ class Collector:
         self.audit: AuditSource | None = None
         self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
+        self.undecodable = 0
+        self.undecodable_logged = -math.inf
         self.port = 0
         self._streams: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
