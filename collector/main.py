@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
@@ -40,6 +39,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
+        retention=cfg.retention_policy,
     )
 
 
@@ -50,12 +50,17 @@ async def _watchdog(interval_s: float = 5.0) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
+async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
+    """Retention, one small DELETE transaction at a time off the event loop; ingest gets
+    the write lock between batches."""
     while True:
-        deleted = await asyncio.to_thread(collector.store.prune, time.time() - cfg.retention)
+        deleted = 0
+        while n := await asyncio.to_thread(collector.store.prune_step):
+            deleted += n
+            await asyncio.sleep(0.01)
         if deleted:
-            log.info("retention: deleted %d windows older than %.0f s", deleted, cfg.retention)
-        await asyncio.sleep(10.0)
+            log.info("retention: deleted %d rows past their retention", deleted)
+        await asyncio.sleep(interval_s)
 
 
 def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
@@ -75,7 +80,7 @@ async def run_collector(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await collector.start()
-    collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
+    collector.add_background(lambda: _housekeeping(collector), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
     attach_enforcement(
         collector,

@@ -23,6 +23,7 @@ from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.ratelimit import RateLimiter
+from gpuwarden.collector.retention import Retention
 from gpuwarden.collector.state import ClusterState, NodeLive
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
@@ -216,12 +217,14 @@ class Collector:
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
         rate_limiter: RateLimiter | None = None,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.listen = listen
         self.tls = tls
         self.limits = limits or Limits()
         self.shutdown_grace_s = shutdown_grace_s
-        self.store = Store(db_path)
+        self.store = Store(db_path, retention=retention, clock=clock)
         self.state = ClusterState()
         self.sinks = sinks or SinkSet()
         self.notifiers = notifiers or NotifierHub()  # fed ladder events through submit()
