@@ -96,9 +96,13 @@ async def run_collector(
         "enforcement: %s",
         "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition",
     )
+    for endpoint in outputs.exporters if outputs else ():
+        endpoint.start(collector.live_view)
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: draining streams and flushing the store")
+    for endpoint in outputs.exporters if outputs else ():
+        endpoint.stop()
     await collector.stop()

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
 from gpuwarden.collector.ingest import Ingestor
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
@@ -232,6 +233,9 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
+        self.ingestor.listeners.append(self.idle_accounting.on_stored)
+        self.audit_counts = AuditCounts(db_path)
         self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
         self.undecodable = 0
@@ -289,6 +293,7 @@ class Collector:
         await self.ingestor.stop()
         await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
         await asyncio.to_thread(self.notifiers.stop)
+        self.audit_counts.close()
         self.store.close()
 
     # -- used by the servicers -----------------------------------------------------------
@@ -326,6 +331,11 @@ class Collector:
             sinks=tuple(self.sinks.stats()),
             notifiers=tuple(self.notifiers.stats()),
             alerts_dropped=self.notifiers.dropped,
+            reports_stored=self.ingestor.stored,
+            reports_duplicate=self.ingestor.duplicates,
+            reports_rejected=self.rejected,
+            idle_gpu_seconds=self.idle_accounting.idle_gpu_seconds(),
+            audit_counts=self.audit_counts.counts(),
         )
 
     def add_stored_listener(self, listener: Callable[[Sequence[Any]], None]) -> None:

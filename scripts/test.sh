@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, lint, type-check, start the real services
-# the tests need (a one-node Slurm; victoria-metrics and prometheus installed), run every test, stop the services.
+# the tests need (a one-node Slurm; victoria-metrics and prometheus installed), run every
+# test, stop the services.
 # Arguments go to pytest (e.g. -k slurm, -x).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

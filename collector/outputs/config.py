@@ -1,10 +1,12 @@
-"""``[sinks.NAME]`` and ``[notifiers.NAME]`` tables of the collector's config file.
+"""``[sinks.NAME]``, ``[notifiers.NAME]`` and ``[exporters.NAME]`` tables of the
+collector's config file.
 
 Each table names one instance; ``type`` picks the factory from the registry (default: the
 instance name, so ``[sinks.jsonl]`` is a ``jsonl`` sink). The sink wrapper's keys
-(:class:`~gpuwarden.collector.outputs.running.SinkSettings`) and the plug-in's own options
-share the table; anything else is an error naming the key. These tables are not overridden
-by environment variables.
+(:class:`~gpuwarden.collector.outputs.running.SinkSettings`), or an exporter's HTTP
+endpoint keys (:class:`~gpuwarden.collector.outputs.http.EndpointSettings`), and the
+plug-in's own options share the table; anything else is an error naming the key. These
+tables are not overridden by environment variables.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpuwarden.collector.outputs.exporter import EXPORTERS
+from gpuwarden.collector.outputs.http import EndpointSettings, ExporterEndpoint
 from gpuwarden.collector.outputs.notify import NOTIFIERS, Notifier, NotifierHub
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.outputs.sink import SINKS, SinkContext
@@ -28,6 +32,7 @@ _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 class Outputs:
     sinks: SinkSet = field(default_factory=SinkSet)
     notifiers: NotifierHub = field(default_factory=NotifierHub)
+    exporters: list[ExporterEndpoint] = field(default_factory=list)
 
 
 def plugin_tables(doc: Mapping[str, Any], section: str) -> list[tuple[str, dict[str, Any]]]:
@@ -92,9 +97,27 @@ def load_notifiers(doc: Mapping[str, Any]) -> NotifierHub:
     return NotifierHub(built)
 
 
+def load_exporters(doc: Mapping[str, Any]) -> list[ExporterEndpoint]:
+    endpoint_keys = {f.name for f in dataclasses.fields(EndpointSettings)}
+    out: list[ExporterEndpoint] = []
+    for name, table in plugin_tables(doc, "exporters"):
+        mine = {k: v for k, v in table.items() if k in endpoint_keys}
+        settings = build_section(EndpointSettings, f"exporters.{name}", mine, environ={})
+        factory = _pick("exporters", name, "exporter", EXPORTERS, settings.type or name)
+        options = {k: v for k, v in table.items() if k not in endpoint_keys}
+        exporter = _build("exporters", name, factory, name, options)
+        out.append(_build("exporters", name, ExporterEndpoint, name, exporter, settings))
+    return out
+
+
 def load_outputs(path: Path | None, state_dir: Path) -> Outputs:
-    """Sinks and notifiers configured in the collector's config file (none without one)."""
+    """Sinks, notifiers and exporters configured in the collector's config file (none
+    without one)."""
     if path is None:
         return Outputs()
     doc = read_toml(path)
-    return Outputs(sinks=load_sinks(doc, state_dir), notifiers=load_notifiers(doc))
+    return Outputs(
+        sinks=load_sinks(doc, state_dir),
+        notifiers=load_notifiers(doc),
+        exporters=load_exporters(doc),
+    )
