@@ -30,13 +30,7 @@ def test_idle_seconds_count_allocated_inactive_windows_only() -> None:
                     GpuWindow("G3", 3, util_max=0.0),  # no job
                 ),
             ),
-            NodeReport(
-                "n1",
-                2,
-                110.0,
-                115.0,
-                (GpuWindow("G0", 0, util_max=4.9, job=alice, allocated=True),),
-            ),
+            NodeReport("n1", 2, 110.0, 115.0, (late,)),  # 4.9 % < 5 %: idle, 5 s
         ]
     )
     assert acc.idle_gpu_seconds() == {("alice", "phys"): 15.0}
