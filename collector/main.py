@@ -16,6 +16,7 @@ from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
+from gpuwarden.common.config import ConfigError
 from gpuwarden.common.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,21 @@ async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
         await asyncio.sleep(interval_s)
 
 
+def check_retention(cfg: CollectorConfig, policies: PolicySet) -> None:
+    """Raw windows must outlive the longest look-back of the detection rules, or a
+    restarted collector could not rebuild what they need."""
+    need = max(
+        max(p.idle_window + p.grace_period, p.underuse_window) + p.max_gap
+        for p in (policies.default, *policies.partitions.values())
+    )
+    if cfg.retention < need:
+        raise ConfigError(
+            f"[collector] retention: {cfg.retention:.0f} s is shorter than the detection "
+            f"rules look back ({need:.0f} s: idle_window + grace_period or underuse_window, "
+            "plus max_gap)"
+        )
+
+
 def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
     slurm = None
     if cfg.slurm_backend != "none":
@@ -74,6 +90,7 @@ async def run_collector(
     cfg: CollectorConfig, policies: PolicySet | None = None, outputs: Outputs | None = None
 ) -> None:
     policies = policies or PolicySet()
+    check_retention(cfg, policies)
     collector = build_collector(cfg, outputs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -173,3 +173,15 @@ def test_without_rollups_history_is_raw_only(tmp_path: Path) -> None:
     assert store.history(job_id="7", resolution=3600)[0] == []
     assert len(store.history(job_id="7")[0]) == 1
     assert store.prune_step(now=T0 + 7200) == 2  # the window and its report key
+
+
+def test_a_raw_retention_shorter_than_the_rules_look_back_is_refused() -> None:
+    from gpuwarden.collector.config import CollectorConfig
+    from gpuwarden.collector.main import check_retention
+    from gpuwarden.collector.policy import Policy, PolicySet
+    from gpuwarden.common.config import ConfigError
+
+    policies = PolicySet(partitions={"long": Policy(idle_window=7200.0)})
+    check_retention(CollectorConfig(insecure=True, retention=3 * 3600.0), policies)
+    with pytest.raises(ConfigError, match=r"\[collector\] retention: 3600 s is shorter"):
+        check_retention(CollectorConfig(insecure=True, retention=3600.0), policies)
