@@ -25,7 +25,8 @@ def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]
         from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
 
         sim = SimNode(node, gpus=cfg.sim_gpus, seed=cfg.sim_seed)
-        return SimSampler(sim), SimAttributor(sim)
+        # --slurm off: the simulated GPUs are sampled but attributed to no job.
+        return SimSampler(sim), NoAttribution() if cfg.slurm == "off" else SimAttributor(sim)
     from gpuwarden.agent.nvml import NvmlSampler
 
     sampler = NvmlSampler(library_path=cfg.nvml_library or None)

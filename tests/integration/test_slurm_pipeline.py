@@ -15,9 +15,8 @@ from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, w
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
 from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
-from gpuwarden.common.query import QueryClient  # noqa: E402
-from gpuwarden.common.types import GpuSample  # noqa: E402
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from gpuwarden.common.types import GpuSample, GpuWindow, NodeState  # noqa: E402
+from gpuwarden.query import QueryClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 from tests.helpers import running_agent, wait_for  # noqa: E402
 
@@ -32,7 +31,7 @@ def gpu_index(job_id: str, node: str) -> int:
     return index
 
 
-async def node_state(client: QueryClient, node: str) -> pb.NodeState | None:
+async def node_state(client: QueryClient, node: str) -> NodeState | None:
     snap = await client.snapshot()
     return next((n for n in snap.nodes if n.node == node), None)
 
@@ -64,7 +63,7 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
         QueryClient(f"127.0.0.1:{collector.port}") as client,
     ):
 
-        async def gpus() -> dict[str, pb.GpuWindow]:
+        async def gpus() -> dict[str, GpuWindow]:
             n = await node_state(client, node)
             return {} if n is None else {g.latest.uuid: g.latest for g in n.gpus}
 
@@ -95,7 +94,7 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
         # GPUs nobody holds carry no job.
         for uuid, w in g.items():
             if uuid not in (busy_uuid, empty_uuid):
-                assert not w.HasField("job") and not w.allocated, uuid
+                assert w.job is None and not w.allocated, uuid
         n = await node_state(client, node)
         assert n is not None and n.slurm.available
 
