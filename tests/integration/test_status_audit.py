@@ -31,7 +31,7 @@ from gpuwarden.common.types import (
     SlurmStatus,
 )
 from tests.helpers import REPO, free_port, gpuwarden_cmd
-from tests.pki import TestCA
+from tests.pki import TestCA, server_tls
 
 GIB = 1 << 30
 USERS = ("alexandrina", "bartholomew", "constantinople", "dmitri")
@@ -208,12 +208,7 @@ async def test_audit_job_json_and_a_job_without_records(filled: Collector) -> No
 @pytest.fixture
 async def mtls(tmp_path: Path) -> AsyncIterator[tuple[Collector, TestCA]]:
     ca = TestCA(tmp_path / "pki")
-    server = ca.issue("collector", server=True)
-    c = Collector(
-        db_path=tmp_path / "db",
-        listen="127.0.0.1:0",
-        tls=(ca.ca.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()),
-    )
+    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=server_tls(ca))
     await c.start()
     try:
         await fill(c)

@@ -246,3 +246,17 @@ def test_gpu_use_boundaries(
     node = NodeState(node="n", gpus=(gpu(0, util, job, procs),))
     (g,) = cluster_view(ClusterSnapshot(now=NOW, nodes=(node,))).nodes[0].gpus
     assert g.use is use
+
+
+def test_the_query_package_imports_no_agent_collector_or_demo_code() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpuwarden.query, gpuwarden.query.commands, gpuwarden.query.format\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['gpuwarden', 'agent'], ['gpuwarden', 'collector'], ['gpuwarden', 'demo']))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
