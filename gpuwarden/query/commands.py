@@ -118,7 +118,8 @@ def status_main(args: argparse.Namespace) -> int:
 
 
 async def _watch(cfg: ClientConfig, interval_s: float, as_json: bool) -> None:
-    """Print the cluster every ``interval_s``; a lost collector is said and retried."""
+    """Print the cluster every ``interval_s`` (a screen on a terminal, else one table or
+    JSON object after the other); a lost collector is said and retried."""
     tty = sys.stdout.isatty() and not as_json
     async with QueryClient.from_config(cfg) as client:
         while True:
@@ -127,16 +128,16 @@ async def _watch(cfg: ClientConfig, interval_s: float, as_json: bool) -> None:
                 text = _render(cluster_view(await client.snapshot()), as_json)
             except grpc.aio.AioRpcError as exc:
                 text = f"{stamp} {rpc_error_message(exc, cfg)}; retrying every {interval_s:g} s"
-                if as_json:
+                if not tty:
                     print(f"gpuwarden status: {text}", file=sys.stderr, flush=True)
-                    text = ""
+                    await asyncio.sleep(interval_s)
+                    continue
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J")
                 text += f"\n{stamp}, every {interval_s:g} s; Ctrl-C to stop"
-            elif not as_json and text:
-                text += "\n"
-            if text:
-                print(text, flush=True)
+            elif not as_json:
+                text += "\n"  # a blank line between tables
+            print(text, flush=True)
             await asyncio.sleep(interval_s)
 
 

@@ -69,11 +69,8 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
 
         async def attributed() -> bool:
             g = await gpus()
-            return (
-                busy_uuid in g
-                and g[busy_uuid].job.job_id == busy
-                and g[empty_uuid].job.job_id == empty
-            )
+            jobs = {uuid: w.job.job_id if w.job else "" for uuid, w in g.items()}
+            return jobs.get(busy_uuid) == busy and jobs.get(empty_uuid) == empty
 
         for _ in range(150):
             if await attributed():

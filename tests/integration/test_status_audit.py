@@ -272,6 +272,20 @@ async def test_unreachable_collector_and_bad_settings_are_one_line_errors() -> N
     assert r.returncode == 2 and "[client] tls_ca: not set" in r.stderr
     r = await cli("status", "--insecure", "--watch", "0")
     assert r.returncode == 2 and "--watch: '0' is shorter than 0.1 s" in r.stderr
+    # --watch keeps trying, one line each time, until Ctrl-C
+    proc = await asyncio.create_subprocess_exec(
+        *gpuwarden_cmd("status", "--watch", "0.2", "--insecure", "--collector", target),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stderr is not None
+    for _ in range(2):
+        line = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b"UNAVAILABLE" in line and line.endswith(b"retrying every 0.2 s\n"), line
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0 and out == b"" and b"Traceback" not in err
 
 
 def test_an_agent_with_slurm_off_reports_slurm_off_even_when_simulated(tmp_path: Path) -> None:
