@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.agent.runtime import Agent
-from gpuwarden.agent.sim import SimAttributor, SimSampler, sim_cluster
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
@@ -27,8 +26,7 @@ from gpuwarden.common.types import AuditRecord, ClusterSnapshot
 from gpuwarden.query import QueryClient, cluster_view
 from gpuwarden.query.format import fit_width, format_decisions, format_status
 from gpuwarden.query.views import idle_job_ids
-
-GIB = 1 << 30
+from gpuwarden.sim import SimAttributor, SimSampler, sim_cluster
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class GpuSample:
     temperature_c: float | None = None
     processes: tuple[ProcessInfo, ...] = ()
     errors: tuple[str, ...] = ()  # e.g. ("gpu_lost",) when the sample failed
+    # Further measurements by name (e.g. "sm_active_pct"); a name that could not be read is
+    # left out, never 0. Names follow ``gpuwarden.common.extra``; they travel to the store.
+    extra: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,10 @@ class GpuWindow:
     errors: tuple[str, ...] = ()
     job: JobInfo | None = None
     allocated: bool = False
+    # Window mean and max of each ``GpuSample.extra`` field seen in the window (absent when
+    # no sample of the window had it).
+    extra_mean: Mapping[str, float] = field(default_factory=dict, hash=False)
+    extra_max: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 # What an agent reports as its Slurm error when it does not attribute GPUs to Slurm at all.

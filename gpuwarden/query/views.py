@@ -7,7 +7,7 @@ right now, the jobs on each node, the cluster's totals and Slurm's state in word
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gpuwarden.common.types import AuditRecord, ClusterSnapshot, GpuState, NodeState
@@ -57,6 +57,7 @@ class GpuView:
     partition: str = ""
     errors: tuple[str, ...] = ()
     window_end: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)  # window means of extra fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ def gpu_view(state: GpuState) -> GpuView:
         partition=job.partition if job else "",
         errors=w.errors,
         window_end=state.window_end,
+        extra=dict(w.extra_mean),
     )
 
 
