@@ -136,7 +136,7 @@ class _Families(PromCollector):
                 continue
             devices.add_metric([instance], float(len(node.gpus)))
             for live in fresh:
-                w = live.gpu
+                w = live.latest
                 labels = [instance, str(w.index), w.uuid, w.name, w.job.job_id if w.job else ""]
                 values = {
                     "util": w.util_mean,
@@ -180,9 +180,9 @@ class _Families(PromCollector):
                 if live.window_end < fresh_after:
                     continue
                 total += 1
-                if live.gpu.allocated:
+                if live.latest.allocated:
                     allocated += 1
-                    util = live.gpu.util_max
+                    util = live.latest.util_max
                     if util is not None and util >= threshold:
                         active += 1
                     elif util is not None:
