@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuwarden.collector.outputs.exporter import EXPORTERS
 from gpuwarden.collector.outputs.http import EndpointSettings, ExporterEndpoint
@@ -24,6 +24,8 @@ from gpuwarden.collector.outputs.notify import NOTIFIERS, Notifier, NotifierHub
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.outputs.sink import SINKS, SinkContext
 from gpuwarden.common.config import ConfigError, build_section, read_toml
+
+T = TypeVar("T")
 
 _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -71,14 +73,21 @@ def _build(section: str, name: str, build: Any, *args: Any) -> Any:
         raise ConfigError(f"[{section}.{name}] {exc}") from None
 
 
+def _split(
+    section: str, name: str, table: Mapping[str, Any], cls: type[T]
+) -> tuple[T, dict[str, Any]]:
+    """The wrapper's settings (``cls``) from a plug-in table, and the plug-in's own options."""
+    keys = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    mine = {k: v for k, v in table.items() if k in keys}
+    settings = build_section(cls, f"{section}.{name}", mine, environ={})
+    return settings, {k: v for k, v in table.items() if k not in keys}
+
+
 def load_sinks(doc: Mapping[str, Any], state_dir: Path) -> SinkSet:
-    wrapper_keys = {f.name for f in dataclasses.fields(SinkSettings)}
     running: list[RunningSink] = []
     for name, table in plugin_tables(doc, "sinks"):
-        mine = {k: v for k, v in table.items() if k in wrapper_keys}
-        settings = build_section(SinkSettings, f"sinks.{name}", mine, environ={})
+        settings, options = _split("sinks", name, table, SinkSettings)
         factory = _pick("sinks", name, "sink", SINKS, settings.type or name)
-        options = {k: v for k, v in table.items() if k not in wrapper_keys}
         sink = _build("sinks", name, factory, SinkContext(name, state_dir), options)
         backlog = state_dir / "sinks" / name / "backlog"
         running.append(_build("sinks", name, RunningSink, name, sink, settings, backlog))
@@ -98,13 +107,10 @@ def load_notifiers(doc: Mapping[str, Any]) -> NotifierHub:
 
 
 def load_exporters(doc: Mapping[str, Any]) -> list[ExporterEndpoint]:
-    endpoint_keys = {f.name for f in dataclasses.fields(EndpointSettings)}
     out: list[ExporterEndpoint] = []
     for name, table in plugin_tables(doc, "exporters"):
-        mine = {k: v for k, v in table.items() if k in endpoint_keys}
-        settings = build_section(EndpointSettings, f"exporters.{name}", mine, environ={})
+        settings, options = _split("exporters", name, table, EndpointSettings)
         factory = _pick("exporters", name, "exporter", EXPORTERS, settings.type or name)
-        options = {k: v for k, v in table.items() if k not in endpoint_keys}
         exporter = _build("exporters", name, factory, name, options)
         out.append(_build("exporters", name, ExporterEndpoint, name, exporter, settings))
     return out

@@ -4,31 +4,15 @@ and an outage of the server mid-run with nothing lost and the backlog drained.""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from gpuwarden.agent.runtime import Agent
 from gpuwarden.collector.outputs.config import load_outputs
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store
-from gpuwarden.sim import SimAttributor, SimNode, SimSampler
 from tests.exportsvc import VictoriaMetrics
-from tests.helpers import running_agent, wait_for, wait_for_sync
+from tests.helpers import sim_agent, wait_for, wait_for_sync
 
 Key = tuple[str, str, int]  # node, uuid, window end in ms
-
-
-def sim_agent(
-    collector: Collector, tmp_path: Path, node: str
-) -> AbstractAsyncContextManager[Agent]:
-    sim = SimNode(node, gpus=2, seed=3)
-    return running_agent(
-        collector,
-        tmp_path / f"spool-{node}",
-        node=node,
-        sampler=SimSampler(sim),
-        attributor=SimAttributor(sim),
-    )
 
 
 def influx_collector(tmp_path: Path, vm: VictoriaMetrics) -> Collector:
