@@ -15,7 +15,11 @@ import gpuwarden
 from gpuwarden.agent.sampler import SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
-from gpuwarden.common.argtypes import duration_arg, int_arg
+from gpuwarden.common.argtypes import (
+    attach_negative_values,
+    int_arg,
+    positive_duration_arg,
+)
 from gpuwarden.common.config import ConfigError
 
 log = logging.getLogger("gpuwarden")
@@ -164,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
     a.add_argument("--sampler", choices=("nvml", "sim"), help="GPU source (default nvml)")
     a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
-    a.add_argument("--sample-interval", type=duration_arg, metavar="D", help="default 1s")
-    a.add_argument("--report-interval", type=duration_arg, metavar="D", help="default 5s")
+    a.add_argument("--sample-interval", type=positive_duration_arg, metavar="D", help="default 1s")
+    a.add_argument("--report-interval", type=positive_duration_arg, metavar="D", help="default 5s")
     a.add_argument("--nvml-library", metavar="PATH", help="libnvidia-ml.so.1 to load")
     a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
     a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
@@ -197,15 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--nodes", type=int_arg(1), default=16, help="default 16")
     d.add_argument("--gpus", type=int_arg(1), default=4, help="GPUs per node, default 4")
-    d.add_argument("--duration", type=duration_arg, metavar="D", help="stop after D (e.g. 60s)")
+    d.add_argument(
+        "--duration", type=positive_duration_arg, metavar="D", help="stop after D (e.g. 60s)"
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--state-dir", type=Path, help="keep the database here (default: temp)")
-    d.add_argument("--sample-interval", type=duration_arg, default=1.0, metavar="D")
-    d.add_argument("--report-interval", type=duration_arg, default=2.0, metavar="D")
-    d.add_argument("--refresh", type=duration_arg, default=2.0, metavar="D", help="table refresh")
+    d.add_argument("--sample-interval", type=positive_duration_arg, default=1.0, metavar="D")
+    d.add_argument("--report-interval", type=positive_duration_arg, default=2.0, metavar="D")
+    d.add_argument(
+        "--refresh", type=positive_duration_arg, default=2.0, metavar="D", help="table refresh"
+    )
     d.add_argument(
         "--idle-window",
-        type=duration_arg,
+        type=positive_duration_arg,
         default=20.0,
         metavar="D",
         help="idle window for the demo's detection (default 20s so it shows quickly)",
@@ -259,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return replay_main(replay_args)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(argv))
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
