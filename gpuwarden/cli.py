@@ -16,6 +16,7 @@ from gpuwarden.agent.sampler import SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import (
+    address_arg,
     attach_negative_values,
     int_arg,
     positive_duration_arg,
@@ -89,6 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
         report_interval_s=args.report_interval,
         refresh_s=args.refresh,
         idle_window_s=args.idle_window,
+        listen=args.listen,
     )
     return asyncio.run(run_demo(opts))
 
@@ -206,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--state-dir", type=Path, help="keep the database here (default: temp)")
+    d.add_argument(
+        "--listen",
+        type=address_arg,
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="the demo collector's gRPC address, e.g. to point `gpuwarden status` at it "
+        "(default: a free port on 127.0.0.1)",
+    )
     d.add_argument("--sample-interval", type=positive_duration_arg, default=1.0, metavar="D")
     d.add_argument("--report-interval", type=positive_duration_arg, default=2.0, metavar="D")
     d.add_argument(

@@ -23,6 +23,7 @@ from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
+from gpuwarden.common.address import connect_address
 from gpuwarden.common.query import QueryClient
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
@@ -40,6 +41,7 @@ class DemoOptions:
     report_interval_s: float = 2.0
     refresh_s: float = 2.0
     idle_window_s: float = 20.0
+    listen: str = "127.0.0.1:0"
 
 
 def _gpu_cell(g: pb.GpuState) -> str:
@@ -112,7 +114,7 @@ async def run_demo(opts: DemoOptions) -> int:
         state_dir = opts.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
     interactive = opts.duration_s is None and sys.stdout.isatty()
-    collector = Collector(db_path=state_dir / "gpuwarden.db", listen="127.0.0.1:0")
+    collector = Collector(db_path=state_dir / "gpuwarden.db", listen=opts.listen)
     await collector.start()
     # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
     # windows short enough to show within a minute.
@@ -134,7 +136,7 @@ async def run_demo(opts: DemoOptions) -> int:
         evaluate_interval_s=1.0,
         actor="gpuwarden-demo",
     )
-    target = f"127.0.0.1:{collector.port}"
+    target = connect_address(opts.listen, collector.port)
     agents: list[Agent] = []
     for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
         name = sim.node

@@ -7,6 +7,7 @@ import argparse
 import re
 from collections.abc import Callable, Sequence
 
+from gpuwarden.common.address import split_host_port
 from gpuwarden.common.durations import DurationError, parse_duration
 
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
@@ -41,6 +42,15 @@ def int_arg(minimum: int = 0) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def address_arg(text: str) -> str:
+    """``HOST:PORT`` (IPv6 hosts in brackets)."""
+    try:
+        split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def attach_negative_values(argv: Sequence[str]) -> list[str]:

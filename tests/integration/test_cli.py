@@ -153,3 +153,43 @@ def test_status_without_a_collector_is_a_clear_error() -> None:
     r = run("status", "--collector", f"127.0.0.1:{free_port()}", timeout=60)
     assert r.returncode == 1
     assert "gpuwarden status: collector 127.0.0.1:" in r.stderr and "UNAVAILABLE" in r.stderr
+
+
+def test_misspelt_policy_section_stops_the_collector_naming_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[collector]\ninsecure = true\n[polcy]\nenforce = true\nidle_window = "1h"\n')
+    r = run("collector", "--config", str(cfg), "--state-dir", str(tmp_path), timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "[polcy]: unknown section, did you mean [policy]?" in r.stderr
+    assert "listening" not in r.stdout
+
+
+def test_demo_listens_where_it_is_told(tmp_path: Path) -> None:
+    port = free_port()
+    r = run(
+        "demo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--nodes",
+        "2",
+        "--duration",
+        "4s",
+        "--report-interval",
+        "1s",
+        "--state-dir",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"collector on 127.0.0.1:{port}" in r.stdout
+    assert re.search(r"summary: nodes 2, GPUs 8, reports produced [1-9]", r.stdout), r.stdout
+
+
+def test_demo_refuses_a_listen_address_that_is_not_host_port() -> None:
+    for bad, why in [
+        ("localhost", "'localhost' is not HOST:PORT"),
+        ("127.0.0.1:99999", "port 99999 is not in 0-65535"),
+        (":50051", "':50051' has no host"),
+    ]:
+        r = run("demo", "--listen", bad, "--duration", "1s", timeout=30)
+        assert r.returncode == 2, (bad, r.stdout)
+        assert f"argument --listen: {why}" in r.stderr, r.stderr
