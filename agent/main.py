@@ -14,6 +14,9 @@ from gpuwarden.agent.config import AgentConfig
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.validate import NODE_RE
+from gpuwarden.common.config import ConfigError
+from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,24 @@ def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]
     )
 
 
+def preflight(cfg: AgentConfig) -> None:
+    """Check at start what does not heal by retrying: the node name, the spool folder and
+    the TLS files. Raises ConfigError naming the setting (exit 2)."""
+    node = cfg.node_name
+    if not NODE_RE.fullmatch(node):
+        what = repr(node) if cfg.node else f"not set, and the host name {node!r}"
+        raise ConfigError(
+            f"[agent] node: {what} is not a valid node name (a letter or digit, then "
+            "letters, digits, '.', '_' or '-'; at most 64 characters)"
+        )
+    writable_dir("[agent] spool_dir", cfg.spool_dir)
+    if not cfg.insecure:
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            readable_pem(f"[agent] {key}", getattr(cfg, key))
+
+
 def build_agent(cfg: AgentConfig, *, systemd: bool = True) -> Agent:
+    preflight(cfg)
     sampler, attributor = build_sampler_and_attributor(cfg)
     tls = (
         None
