@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool import Spool, SpoolCorrupt
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
@@ -117,6 +118,16 @@ class ReportStreamer:
         log.warning("collector %s: %s %s", self.target, exc.code().name, exc.details())
         return False
 
+    def _read_spooled(self, seq: int) -> pb.NodeReport:
+        data = self.spool.read(seq)
+        try:
+            report = pb.NodeReport.FromString(data)
+        except DecodeError as exc:
+            raise SpoolCorrupt(f"not a report: {exc}") from None
+        if report.seq != seq:
+            raise SpoolCorrupt(f"holds seq={report.seq}, not the seq of its file name")
+        return report
+
     async def _session(self) -> bool:
         got_ack = False
         async with make_channel(self.target, self.tls) as channel:
@@ -143,10 +154,13 @@ class ReportStreamer:
                         if len(in_flight) >= self.max_in_flight:
                             break
                         try:
-                            data = self.spool.read(seq)
+                            report = self._read_spooled(seq)
                         except FileNotFoundError:
                             continue  # acked or dropped meanwhile
-                        await call.write(pb.NodeReport.FromString(data))
+                        except SpoolCorrupt as exc:
+                            self.spool.set_aside(seq, str(exc))
+                            continue
+                        await call.write(report)
                         in_flight.add(seq)
                         last_sent = seq
                         self.sent += 1
