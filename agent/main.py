@@ -14,8 +14,8 @@ from gpuwarden.agent.config import AgentConfig
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
-from gpuwarden.collector.validate import NODE_RE
 from gpuwarden.common.config import ConfigError
+from gpuwarden.common.names import check_node
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
 
@@ -49,13 +49,11 @@ def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]
 def preflight(cfg: AgentConfig) -> None:
     """Check at start what does not heal by retrying: the node name, the spool folder and
     the TLS files. Raises ConfigError naming the setting (exit 2)."""
-    node = cfg.node_name
-    if not NODE_RE.fullmatch(node):
-        what = repr(node) if cfg.node else f"not set, and the host name {node!r}"
-        raise ConfigError(
-            f"[agent] node: {what} is not a valid node name (a letter or digit, then "
-            "letters, digits, '.', '_' or '-'; at most 64 characters)"
-        )
+    try:
+        check_node(cfg.node_name)
+    except ValueError as exc:
+        what = "" if cfg.node else "not set, and the host name "
+        raise ConfigError(f"[agent] node: {what}{exc}") from None
     writable_dir("[agent] spool_dir", cfg.spool_dir)
     if not cfg.insecure:
         for key in ("tls_ca", "tls_cert", "tls_key"):

@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass
 
 from gpuwarden.common.convert import report_from_pb
+from gpuwarden.common.names import NODE_RE
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
-NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}$")
 JOB_ID_RE = re.compile(r"^\d{1,12}(?:[_+]\d{1,9})?$")
 CONTROL_RE = re.compile(r"[\x00-\x1f]")

@@ -18,10 +18,12 @@ from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import (
     address_arg,
     attach_negative_values,
+    checked,
     int_arg,
     positive_duration_arg,
 )
 from gpuwarden.common.config import ConfigError
+from gpuwarden.common.names import check_host, check_node, check_person
 
 log = logging.getLogger("gpuwarden")
 
@@ -149,6 +151,54 @@ def _audit(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _certs(args: argparse.Namespace) -> int:
+    try:
+        from gpuwarden.certs import CertsError, Issued, SiteCA
+    except ImportError as exc:
+        print(
+            f"gpuwarden certs: needs the 'cryptography' package "
+            f"(pip install 'gpuwarden[certs]'): {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    wanted: list[tuple[str, str, list[str]]] = []
+    if args.collector_host:
+        wanted.append(("collector", args.collector_host[0], args.collector_host))
+    wanted += [("node", n, []) for n in args.node]
+    wanted += [("admin", n, []) for n in args.admin]
+    wanted += [("reader", n, []) for n in args.reader]
+    try:
+        ca, made = SiteCA.open_or_create(
+            args.dir, org=args.org, name=args.ca_name, days=args.ca_days
+        )
+        print(f"{'made' if made else 'using'} site CA {ca.directory / 'ca.pem'}")
+        issued: list[Issued] = []
+        for role, name, hosts in wanted:
+            issued.append(ca.issue(role, name, hosts=hosts, days=args.days, force=args.force))
+    except (CertsError, OSError) as exc:
+        print(f"gpuwarden certs: {exc}", file=sys.stderr)
+        return 1
+    for i in issued:
+        print(f"  {i.role:<9} {i.name:<24} {i.cert}  (key {i.key.name})")
+    return 0
+
+
+CERTS_HELP = """\
+Files written to DIR: ca.pem, ca.key (the site CA, reused when it exists);
+collector.pem/.key; node-NAME.pem/.key; admin-NAME.pem/.key; reader-NAME.pem/.key.
+Keys are ECDSA P-256, mode 0600; copy each node's files to that node only.
+
+Roles: every certificate names its role as the subject alternative name URI
+gpuwarden:role:ROLE (collector, node, admin or reader), which the collector reads from the
+TLS peer, and as OU=ROLE in its subject. The collector's certificate is for TLS servers
+(extended key usage serverAuth) with the given hosts as DNS/IP names; the others are for
+TLS clients (clientAuth) with CN = the node or person.
+
+Example: gpuwarden certs /etc/gpuwarden/pki --collector-host gpu-mgmt \\
+           --collector-host 10.0.0.5 --node gpu01 --node gpu02 --admin alice --reader grafana
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
@@ -252,6 +302,47 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--limit", type=int_arg(1), default=1000)
     au.add_argument("--json", action="store_true", help="one JSON object per line")
     au.set_defaults(func=_audit)
+
+    ce = sub.add_parser(
+        "certs",
+        help="make a site CA and the collector, node, admin and reader certificates",
+        description="Make (or reuse) a site certificate authority in DIR and issue the "
+        "mTLS certificates gpuwarden uses. Existing certificates are not overwritten "
+        "unless --force.",
+        epilog=CERTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ce.add_argument("dir", type=Path, metavar="DIR", help="where the files are written")
+    ce.add_argument(
+        "--collector-host",
+        action="append",
+        default=[],
+        type=checked(check_host),
+        metavar="HOST",
+        help="issue collector.pem for this DNS name or IP (repeat for each; the first is "
+        "its CN); agents must connect to one of them",
+    )
+    for role, what in (
+        ("node", "a GPU node (CN = node name)"),
+        ("admin", "an administrator"),
+        ("reader", "a read-only user or tool"),
+    ):
+        ce.add_argument(
+            f"--{role}",
+            action="append",
+            default=[],
+            type=checked(check_node if role == "node" else check_person),
+            metavar="NAME",
+            help=f"issue {role}-NAME.pem for {what} (repeatable)",
+        )
+    ce.add_argument("--days", type=int_arg(1), default=825, help="validity (default 825)")
+    ce.add_argument(
+        "--ca-days", type=int_arg(1), default=3650, help="CA validity when made (default 3650)"
+    )
+    ce.add_argument("--ca-name", default="gpuwarden site CA", help="the CA's common name")
+    ce.add_argument("--org", default="gpuwarden", help="organisation (O=) in new subjects")
+    ce.add_argument("--force", action="store_true", help="overwrite existing certificates")
+    ce.set_defaults(func=_certs)
 
     s = sub.add_parser("status", help="print the live cluster from a collector")
     s.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")

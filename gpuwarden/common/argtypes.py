@@ -44,13 +44,21 @@ def int_arg(minimum: int = 0) -> Callable[[str], int]:
     return parse
 
 
-def address_arg(text: str) -> str:
-    """``HOST:PORT`` (IPv6 hosts in brackets)."""
-    try:
-        split_host_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+def checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse ``type=`` that keeps the text when ``check`` accepts it and turns the
+    check's ValueError into argparse's message."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+address_arg = checked(split_host_port)  # HOST:PORT, IPv6 hosts in brackets
 
 
 def attach_negative_values(argv: Sequence[str]) -> list[str]:

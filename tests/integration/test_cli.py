@@ -43,7 +43,7 @@ def test_demo_runs_a_simulated_cluster_over_grpc_and_ends_with_a_summary() -> No
 
 
 def test_every_subcommand_has_help() -> None:
-    for cmd in ("agent", "collector", "demo", "status", "audit", "replay"):
+    for cmd in ("agent", "collector", "demo", "status", "audit", "replay", "certs"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and f"usage: gpuwarden {cmd}" in r.stdout, (cmd, r.stderr)
 
