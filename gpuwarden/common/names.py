@@ -15,24 +15,23 @@ _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DNS_RE = re.compile(rf"(?=.{{1,253}}$){_DNS_LABEL}(?:\.{_DNS_LABEL})*", re.ASCII)
 
 
-def check_node(name: str) -> str:
-    """A node name as the collector accepts it in reports (and as a node's certificate CN)."""
-    if not NODE_RE.fullmatch(name):
+def _full_match(name: str, rule: re.Pattern[str], what: str, allowed: str) -> str:
+    if not rule.fullmatch(name):
         raise ValueError(
-            f"{name!r} is not a valid node name (a letter or digit, then letters, digits, "
-            "'.', '_' or '-'; at most 64 characters)"
+            f"{name!r} is not a valid {what} (a letter or digit, then letters, digits, "
+            f"{allowed}; at most 64 characters)"
         )
     return name
+
+
+def check_node(name: str) -> str:
+    """A node name as the collector accepts it in reports (and as a node's certificate CN)."""
+    return _full_match(name, NODE_RE, "node name", "'.', '_' or '-'")
 
 
 def check_person(name: str) -> str:
     """An admin's or reader's name (a certificate CN)."""
-    if not PERSON_RE.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid name (a letter or digit, then letters, digits, "
-            "'.', '_', '@' or '-'; at most 64 characters)"
-        )
-    return name
+    return _full_match(name, PERSON_RE, "name", "'.', '_', '@' or '-'")
 
 
 def check_host(host: str) -> str:

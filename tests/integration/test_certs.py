@@ -7,7 +7,6 @@ import asyncio
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -17,19 +16,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gpuwarden.common.query import QueryClient
 from gpuwarden.common.roles import role_from_uris
-from tests.helpers import REPO, Proc, free_port, wait_for_sync
+from tests.helpers import Proc, free_port, run_gpuwarden, wait_for_sync
 from tests.pki import TestCA
 
 
 def certs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwarden", "certs", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
-    )
+    return run_gpuwarden("certs", *args, timeout=60)
 
 
 def load(path: Path) -> x509.Certificate:

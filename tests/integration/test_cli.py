@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.helpers import Proc, free_port, wait_for_sync
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
+from tests.helpers import run_gpuwarden as run
 
 
 def test_demo_runs_a_simulated_cluster_over_grpc_and_ends_with_a_summary() -> None:

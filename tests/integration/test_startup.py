@@ -3,25 +3,13 @@ instead of running on and logging tracebacks."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gpuwarden.collector.server import Collector
-from tests.helpers import REPO, Proc, free_port, wait_for_sync
-
-
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
+from tests.helpers import Proc, free_port, wait_for_sync
+from tests.helpers import run_gpuwarden as run
 
 
 async def test_second_collector_on_the_same_port_fails_to_start(tmp_path: Path) -> None:
