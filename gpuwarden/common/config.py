@@ -22,8 +22,9 @@ from gpuwarden.common.durations import parse_duration
 
 ENV_PREFIX = "GPUWARDEN_"
 # Every top-level table a gpuwarden config file may hold: one file can serve the agent, the
-# collector and its policy, and any other name is a mistake worth stopping for.
-CONFIG_SECTIONS = ("agent", "collector", "policy")
+# collector, its policy and outputs; any other name is a mistake worth stopping for. A new
+# section is added here.
+CONFIG_SECTIONS = ("agent", "collector", "policy", "sinks", "notifiers")
 T = TypeVar("T")
 
 

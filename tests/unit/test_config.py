@@ -47,7 +47,10 @@ def test_agent_config_from_file_with_environment_override(tmp_path: Path) -> Non
     [
         ("[agent]\nreport_intervall = 5\ninsecure = true\n", "[agent] report_intervall: unknown"),
         ('[agent]\nreport_interval = "5 min"\ninsecure = true\n', "[agent] report_interval"),
-        ('[agent]\nsampler = "dcgm"\ninsecure = true\n', "sampler: 'dcgm' is not one of"),
+        (
+            '[agent]\nsampler = "dcgm"\ninsecure = true\n',
+            "sampler: 'dcgm' is not a known sampler (known: nvml, sim)",
+        ),
         ("[agent]\nspool_max_reports = 0\ninsecure = true\n", "spool_max_reports: 0 is below"),
         ('[agent]\ninsecure = "yes"\n', "[agent] insecure: expected true or false"),
         ("[agent]\n", "tls_ca, tls_cert and tls_key are required"),
@@ -158,3 +161,15 @@ def test_addresses_are_checked_at_start(tmp_path: Path, text: str, message: str)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(write(tmp_path, text), environ={})
     assert load_collector_config(None, {"insecure": True, "listen": "[::1]:0"}, environ={})
+
+
+def test_output_tables_share_the_file_and_a_misspelt_one_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[collector]\ninsecure = true\n[sinks.archive]\ntype = "jsonl"\npath = "w.jsonl"\n'
+        '[notifiers.journal]\ntype = "log"\n',
+    )
+    assert load_collector_config(path, environ={}).insecure
+    path = write(tmp_path, '[collector]\ninsecure = true\n[sink.archive]\ntype = "jsonl"\n')
+    with pytest.raises(ConfigError, match=r"\[sink\]: unknown section, did you mean \[sinks\]\?"):
+        load_collector_config(path, environ={})
