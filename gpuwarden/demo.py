@@ -115,7 +115,13 @@ async def run_demo(opts: DemoOptions) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
     interactive = opts.duration_s is None and sys.stdout.isatty()
     collector = Collector(db_path=state_dir / "gpuwarden.db", listen=opts.listen)
-    await collector.start()
+    try:
+        await collector.start()
+    except OSError:  # e.g. --listen on a port in use: leave no temporary folder behind
+        await collector.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
     # windows short enough to show within a minute.
     policy = Policy(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers import Proc, free_port, wait_for_sync
@@ -168,6 +172,25 @@ def test_demo_listens_where_it_is_told(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert f"collector on 127.0.0.1:{port}" in r.stdout
     assert re.search(r"summary: nodes 2, GPUs 8, reports produced [1-9]", r.stdout), r.stdout
+
+
+def test_demo_on_a_port_in_use_says_so_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        r = subprocess.run(
+            [sys.executable, "-m", "gpuwarden", "demo", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    assert r.returncode == 1
+    assert f"gpuwarden demo: cannot listen on 127.0.0.1:{port}: the address is in use" in (r.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_demo_refuses_a_listen_address_that_is_not_host_port() -> None:
