@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuwarden.common.config import ConfigError, build_section, duration_field, ranged, read_toml
+from gpuwarden.common.address import split_host_port
+from gpuwarden.common.config import (
+    ConfigError,
+    build_section,
+    check_sections,
+    duration_field,
+    ranged,
+    read_toml,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +47,10 @@ class CollectorConfig:
             raise ValueError(
                 f"slurm_backend: {self.slurm_backend!r} is not one of auto, cli, pyslurm, none"
             )
-        if ":" not in self.listen:
-            raise ValueError(f"listen: {self.listen!r} is not HOST:PORT")
+        try:
+            split_host_port(self.listen)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
         if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):
             raise ValueError(
                 "tls_ca, tls_cert and tls_key are required (agents connect with mTLS); "
@@ -63,7 +73,9 @@ def load_collector_config(
 ) -> CollectorConfig:
     data: dict[str, Any] = {}
     if path is not None:
-        table = read_toml(path).get("collector", {})
+        doc = read_toml(path)
+        check_sections(doc, path)
+        table = doc.get("collector", {})
         if not isinstance(table, dict):
             raise ConfigError("[collector] must be a table")
         data.update(table)

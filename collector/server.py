@@ -240,21 +240,31 @@ class Collector:
             options=[
                 ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
+                # The port is ours alone: with SO_REUSEPORT a second collector would start
+                # on it and the kernel would split the agents between the two databases.
+                ("grpc.so_reuseport", 0),
             ]
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if self.tls is None:
-            self.port = server.add_insecure_port(self.listen)
-        else:
-            ca, cert, key = self.tls
-            creds = grpc.ssl_server_credentials(
-                [(key, cert)], root_certificates=ca, require_client_auth=True
-            )
-            self.port = server.add_secure_port(self.listen, creds)
+        try:
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                ca, cert, key = self.tls
+                creds = grpc.ssl_server_credentials(
+                    [(key, cert)], root_certificates=ca, require_client_auth=True
+                )
+                self.port = server.add_secure_port(self.listen, creds)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
+            await server.stop(None)
+            raise OSError(
+                f"cannot listen on {self.listen}: the address is in use (another collector?) "
+                "or not available on this machine"
+            )
         await server.start()
         self._server = server
         for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
