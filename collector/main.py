@@ -54,6 +54,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
+        min_free_bytes=cfg.min_free_space,
     )
 
 
