@@ -20,25 +20,27 @@ import contextlib
 import dataclasses
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuwarden.agent.attribution import Attribution, GpuAttribution
-from gpuwarden.common.slurm import (
+from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
+from gpuwarden.slurm import (
     CgroupJob,
     DaskWorkerFacts,
     EnvironFacts,
+    SlurmError,
     SlurmJob,
+    SlurmRunner,
     parse_cmdline,
     parse_dask_worker_cmdline,
     parse_environ,
     parse_proc_cgroup,
     parse_scontrol_jobs,
+    validate_node_name,
 )
-from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +92,15 @@ class SlurmAttributor:
         gpu_index_map: Mapping[int, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not node:
-            raise ValueError("SlurmAttributor: node name is empty")
+        validate_node_name(node)
         if cache_ttl_s < 0:
             raise ValueError(f"SlurmAttributor: cache_ttl_s must be >= 0, not {cache_ttl_s}")
         if timeout_s <= 0:
             raise ValueError(f"SlurmAttributor: timeout_s must be > 0, not {timeout_s}")
         self.node = node
         self.proc_root = Path(proc_root)
-        self.scontrol = scontrol
         self.cache_ttl_s = cache_ttl_s
-        self.timeout_s = timeout_s
+        self.runner = SlurmRunner(timeout_s=timeout_s, paths={"scontrol": scontrol})
         self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
         self._clock = clock
         self._snap: _Snapshot | None = None
@@ -268,24 +268,14 @@ class SlurmAttributor:
         if self._snap is not None and now - self._snap.taken_at < self.cache_ttl_s:
             return self._snap
         snap = _Snapshot(taken_at=now)
-        argv = [self.scontrol, "-d", "-o", "show", "job"]
         try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            self._fill(
+                snap, parse_scontrol_jobs(self.runner.output("scontrol", "-d", "-o", "show", "job"))
             )
-        except subprocess.TimeoutExpired:
-            snap.error = f"scontrol timed out after {self.timeout_s:g} s"
-        except OSError as exc:
-            snap.error = f"cannot run {self.scontrol}: {exc}"
-        else:
-            if proc.returncode != 0:
-                msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-                snap.error = f"scontrol rc={proc.returncode}: {msg[-1] if msg else 'no output'}"
-            else:
-                try:
-                    self._fill(snap, parse_scontrol_jobs(proc.stdout))
-                except ValueError as exc:
-                    snap.error = f"cannot parse scontrol output: {exc}"
+        except SlurmError as exc:
+            snap.error = str(exc)
+        except ValueError as exc:
+            snap.error = f"cannot parse scontrol output: {exc}"
         if snap.error:
             if self._snap is None or not self._snap.error:
                 log.warning("slurm unavailable: %s", snap.error)

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
-from gpuwarden.collector.slurm import SlurmClient
+from gpuwarden.slurm import SlurmClient
 
 log = logging.getLogger(__name__)
 

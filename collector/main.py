@@ -13,9 +13,9 @@ from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
 from gpuwarden.common.sdnotify import notify
+from gpuwarden.slurm import make_slurm_client
 
 log = logging.getLogger(__name__)
 

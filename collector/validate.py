@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from gpuwarden.common.convert import report_from_pb
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.slurm import is_job_id, is_node_name
 
-NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}$")
-JOB_ID_RE = re.compile(r"^\d{1,12}(?:[_+]\d{1,9})?$")
+UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}", re.ASCII)
 CONTROL_RE = re.compile(r"[\x00-\x1f]")
 
 
@@ -48,7 +47,7 @@ def _string(where: str, value: str, limit: int) -> None:
 
 def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()) -> NodeReport:
     """Check ``msg`` against every bound and return the domain report."""
-    if not NODE_RE.match(msg.node):
+    if not is_node_name(msg.node):
         raise ReportInvalid(f"node={msg.node[:80]!r} is not a valid node name")
     if msg.seq == 0:
         raise ReportInvalid("seq must be > 0")
@@ -80,9 +79,9 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
 
 
 def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits) -> None:
-    if not UUID_RE.match(g.uuid):
+    if UUID_RE.fullmatch(g.uuid) is None:
         raise ReportInvalid(f"{where}.uuid={g.uuid[:100]!r} is not a valid GPU UUID")
-    if g.parent_uuid and not UUID_RE.match(g.parent_uuid):
+    if g.parent_uuid and UUID_RE.fullmatch(g.parent_uuid) is None:
         raise ReportInvalid(f"{where}.parent_uuid={g.parent_uuid[:100]!r} is not a valid GPU UUID")
     if g.index > 4096:
         raise ReportInvalid(f"{where}.index={g.index} is out of range")
@@ -121,7 +120,7 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits) -> None:
         _string(f"{where}.errors[{j}]", e, limits.max_string_len)
     if g.HasField("job"):
         job = g.job
-        if not JOB_ID_RE.match(job.job_id):
+        if not is_job_id(job.job_id):
             raise ReportInvalid(f"{where}.job.job_id={job.job_id[:40]!r} is not a Slurm job id")
         for field in (
             "step",

@@ -46,8 +46,8 @@ from gpuwarden.collector.enforce import Enforcer, attach_enforcement  # noqa: E4
 from gpuwarden.collector.ladder import Action, ActionExecutor, ActionOutcome, Decision  # noqa: E402
 from gpuwarden.collector.policy import Policy, PolicySet  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture

@@ -10,8 +10,8 @@ pytest.register_assert_rewrite("slurm_fixtures")
 from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, wait_state  # noqa: E402
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.types import GpuSample, ProcessInfo  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
 pytestmark = pytest.mark.slurm

@@ -14,10 +14,10 @@ from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, w
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.query import QueryClient  # noqa: E402
 from gpuwarden.common.types import GpuSample  # noqa: E402
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 from tests.helpers import running_agent, wait_for  # noqa: E402
 

@@ -90,3 +90,24 @@ def test_process_and_error_counts_are_bounded() -> None:
     assert ok.gpus[0].processes == ()
     assert ProcessInfo(1).used_mem_bytes is None
     assert JobInfo(job_id="1").is_dask_worker is False
+
+
+@pytest.mark.parametrize("node", ["gpu01\n", "gpu01\r", "gpu\u0661", "gpu01 ", "-gpu01", ""])
+def test_node_names_with_a_trailing_newline_or_non_ascii_are_refused(node: str) -> None:
+    m = msg()
+    m.node = node
+    with pytest.raises(ReportInvalid, match="not a valid node name"):
+        validate_report(m, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "job_id", ["123\n", "\uff11\uff12\uff13", "12_\u0663", "123 ", "-1", "1_2_3"]
+)
+def test_job_ids_with_a_trailing_newline_or_non_ascii_digits_are_refused(job_id: str) -> None:
+    with pytest.raises(ReportInvalid, match="is not a Slurm job id"):
+        validate_report(msg(job=pb.JobInfo(job_id=job_id)), now=NOW)
+
+
+def test_gpu_uuid_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ReportInvalid, match="is not a valid GPU UUID"):
+        validate_report(msg(uuid="GPU-a\n"), now=NOW)
