@@ -1,7 +1,9 @@
 """Asking Slurm about jobs and acting on them: ``SlurmClient`` and its CLI implementation.
 
 Every action first checks that the job is RUNNING: Slurm accepts ``scontrol requeue`` of a
-COMPLETED or CANCELLED job and runs it again, which must never happen by our hand.
+COMPLETED or CANCELLED job and runs it again, which must never happen by our hand. Job facts
+come from ``squeue --json`` (structured: a job named ``x JobState=RUNNING Requeue=1`` cannot
+pass that guard, as it could through scontrol's unescaped text).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from gpuwarden.common.types import SlurmStatus
 from gpuwarden.slurm.ids import validate_job_id
 from gpuwarden.slurm.job import SlurmJob
 from gpuwarden.slurm.runner import Outcome, SlurmError, SlurmRunner, classify_error, last_line
-from gpuwarden.slurm.scontrol import parse_scontrol_jobs
+from gpuwarden.slurm.squeue import parse_squeue_json
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class SlurmClient(Protocol):
 
 
 class CliSlurmClient:
-    """SlurmClient over scontrol / scancel (Slurm's CLI: works with any version)."""
+    """SlurmClient over squeue / scontrol / scancel (Slurm's CLI: works with any version)."""
 
     def __init__(
         self,
@@ -67,20 +69,22 @@ class CliSlurmClient:
 
     def job(self, job_id: str) -> SlurmJob | None:
         validate_job_id(job_id)
+        # 22.05 ignores -j and --states with --json (and answers with every job); later
+        # versions filter. Either way the answer is filtered here.
         try:
-            text = self.runner.output("scontrol", "-d", "-o", "show", "job", job_id)
+            text = self.runner.output("squeue", "--json", "--states=all", "-j", job_id)
         except SlurmError as e:
             if e.outcome is Outcome.UNKNOWN_JOB:
                 return None
             raise
-        jobs = parse_scontrol_jobs(text)
-        for job in jobs:  # "123_4" shows that task; "123" of an array shows every task
+        jobs = parse_squeue_json(text, job_ids=[job_id])
+        for job in jobs:  # "123_4" names that task; "123" of an array names every task
             if job.job_id == job_id or job.display_id == job_id:
                 return job
         return jobs[0] if len(jobs) == 1 else None
 
     def jobs(self) -> list[SlurmJob]:
-        return parse_scontrol_jobs(self.runner.output("scontrol", "-d", "-o", "show", "job"))
+        return parse_squeue_json(self.runner.output("squeue", "--json", "--states=all"))
 
     def ping(self) -> SlurmStatus:
         try:

@@ -159,7 +159,9 @@ class Harness:
             agent = Agent(
                 node=self.node,
                 sampler=NvmlSampler(),
-                attributor=SlurmAttributor(self.node, cache_ttl_s=0.5, timeout_s=5.0),
+                attributor=SlurmAttributor(
+                    self.node, cache_ttl_s=0.5, timeout_s=5.0, refresh_s=0.5
+                ),
                 spool=Spool(self.workdir / "spool"),
                 collector=f"127.0.0.1:{collector.port}",
                 sample_interval_s=0.1,
