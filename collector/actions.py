@@ -20,17 +20,28 @@ log = logging.getLogger(__name__)
 def worker_processes(names: Mapping[str, str], worker_name: str) -> list[str]:
     """Addresses of the worker processes that ``worker_name`` stands for. A Slurm job of
     dask-jobqueue runs ``--name NAME --nworkers N``; with N > 1 its processes are named
-    ``NAME-0``, ``NAME-1``... (the name the agent sees on the command line is NAME). An exact
-    match wins; else every ``NAME-<digits>``."""
+    ``NAME-0`` ... ``NAME-<N-1>`` (the name the agent sees on the command line is NAME). An
+    exact match wins. Otherwise the ``NAME-<digits>`` workers are taken only when they look
+    like one such job: at least two, numbered 0 to N-1 without a gap, all on one host; anything
+    else names nothing (a release must never reach another job's workers)."""
     exact = [a for a, n in names.items() if n == worker_name]
     if exact:
         return sorted(exact)
     prefix = worker_name + "-"
-    return sorted(
-        a
+    numbered = {
+        int(n[len(prefix) :]): a
         for a, n in names.items()
         if n.startswith(prefix) and n[len(prefix) :].isascii() and n[len(prefix) :].isdigit()
-    )
+    }
+    hosts = {_host(a) for a in numbered.values()}
+    if len(numbered) < 2 or sorted(numbered) != list(range(len(numbered))) or len(hosts) != 1:
+        return []
+    return [numbered[i] for i in range(len(numbered))]
+
+
+def _host(address: str) -> str:
+    """``tcp://10.0.0.5:40123`` -> ``10.0.0.5`` (``[::1]`` forms keep their brackets)."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
 
 
 def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0) -> ActionOutcome:
