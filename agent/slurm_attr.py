@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ProcessJob", "SlurmAttributor"]
 
 # States in which a job still holds its GPUs on the node.
+_DEFAULT_REFRESH_S = 60.0  # age at which a good answer is asked again with nothing new
 _HOLDING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "CONFIGURING"})
 
 
@@ -81,13 +82,15 @@ class SlurmAttributor:
         clock: Callable[[], float] = time.monotonic,
         *,
         squeue: str | None = None,
-        refresh_s: float = 60.0,
+        refresh_s: float | None = None,
     ) -> None:
         validate_node_name(node)
         if cache_ttl_s < 0:
             raise ValueError(f"SlurmAttributor: cache_ttl_s must be >= 0, not {cache_ttl_s}")
         if timeout_s <= 0:
             raise ValueError(f"SlurmAttributor: timeout_s must be > 0, not {timeout_s}")
+        if refresh_s is None:
+            refresh_s = max(_DEFAULT_REFRESH_S, cache_ttl_s)
         if refresh_s < cache_ttl_s:
             raise ValueError(
                 f"SlurmAttributor: refresh_s ({refresh_s}) must be >= cache_ttl_s ({cache_ttl_s})"
