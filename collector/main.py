@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.config import CollectorConfig
@@ -14,22 +13,37 @@ from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
 from gpuwarden.common.config import ConfigError
+from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
+from gpuwarden.slurm import make_slurm_client
 
 log = logging.getLogger(__name__)
 
 
+def preflight(cfg: CollectorConfig) -> tuple[bytes, bytes, bytes] | None:
+    """Check at start what the config names on disk; return the TLS files' bytes.
+
+    Raises ConfigError naming the setting (exit 2) for a missing certificate or a state
+    folder the collector cannot write in.
+    """
+    writable_dir("[collector] state_dir", cfg.state_dir)
+    if cfg.db_path:
+        writable_dir("[collector] db_path", cfg.database.parent)
+    if cfg.audit_jsonl:
+        writable_dir("[collector] audit_jsonl", cfg.audit_path.parent)
+    if cfg.insecure:
+        return None
+    return (
+        readable_pem("[collector] tls_ca", cfg.tls_ca),
+        readable_pem("[collector] tls_cert", cfg.tls_cert),
+        readable_pem("[collector] tls_key", cfg.tls_key),
+    )
+
+
 def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Collector:
-    tls = None
-    if not cfg.insecure:
-        tls = (
-            Path(cfg.tls_ca).read_bytes(),
-            Path(cfg.tls_cert).read_bytes(),
-            Path(cfg.tls_key).read_bytes(),
-        )
+    tls = preflight(cfg)
     return Collector(
         db_path=cfg.database,
         listen=cfg.listen,
@@ -41,6 +55,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
         retention=cfg.retention_policy,
+        min_free_bytes=cfg.min_free_space,
     )
 
 
@@ -56,9 +71,12 @@ async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
     the write lock between batches."""
     while True:
         deleted = 0
-        while n := await asyncio.to_thread(collector.store.prune_step):
-            deleted += n
-            await asyncio.sleep(0.01)
+        try:
+            while n := await asyncio.to_thread(collector.store.prune_step):
+                deleted += n
+                await asyncio.sleep(0.01)
+        except Exception as exc:  # a store fault (full disk...): try again next round
+            log.warning("retention: %s; trying again in %.0f s", exc, interval_s)
         if deleted:
             log.info("retention: deleted %d rows past their retention", deleted)
         await asyncio.sleep(interval_s)

@@ -14,11 +14,13 @@ resolution that fits its range (:mod:`gpuwarden.collector.retention`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from gpuwarden.collector import rollup
@@ -76,6 +78,28 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot write now (disk full, I/O error, read-only): nobody's report is at
+    fault; agents keep theirs in their spools and send them again later."""
+
+
+_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN = 13, 10, 8, 14
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The store-wide fault behind ``exc``, or None when it is not one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and code is not None:
+        primary = code & 0xFF
+        if primary == _SQLITE_FULL:
+            return StoreUnavailable(f"the disk under the store is full ({exc})")
+        if primary in (_SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return StoreUnavailable(f"the store cannot write ({exc})")
+    if isinstance(exc, OSError):
+        return StoreUnavailable(f"the store cannot write ({exc})")
+    return None
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -95,12 +119,20 @@ class Store:
         *,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        min_free_bytes: int = 0,
     ) -> None:
         self.path = path
         self.retention = retention or Retention()
         self.clock = clock
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            st = os.statvfs(path.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < min_free_bytes:
+                raise StoreUnavailable(
+                    f"cannot start on {path.parent}: the disk is full ({free} bytes free, "
+                    f"min_free_space is {min_free_bytes}); free some space and start again"
+                )
             self._w = connect(path)
             self._w.executescript(_SCHEMA)
             self._w.executescript(rollup.SCHEMA)
@@ -201,8 +233,15 @@ class Store:
                         cur, (r for r, ok in zip(reports, results, strict=True) if ok)
                     )
                 cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite has already rolled back after some errors (SQLITE_FULL): a second
+                # ROLLBACK would only hide the cause behind "no transaction is active".
+                if self._w.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        cur.execute("ROLLBACK")
+                fault = unavailable(exc)
+                if fault is not None:
+                    raise fault from exc
                 raise
             self._windows += sum(len(r.gpus) for r, ok in zip(reports, results, strict=True) if ok)
         return results
@@ -227,23 +266,15 @@ class Store:
             if res == RAW:
                 n = sum(self._prune_raw_step(horizon, batch))
             else:
-                with self._wlock:
-                    self._w.execute("BEGIN IMMEDIATE")
-                    try:
-                        n = rollup.prune_step(self._w, res, horizon, batch)
-                        self._set_pruned(res, horizon)
-                        self._w.execute("COMMIT")
-                    except BaseException:
-                        self._w.execute("ROLLBACK")
-                        raise
+                with self._wlock, self._pruning(res, horizon):
+                    n = rollup.prune_step(self._w, res, horizon, batch)
             if n:
                 return n
         return 0
 
     def _prune_raw_step(self, older_than: float, batch: int) -> tuple[int, int]:
         with self._wlock:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
+            with self._pruning(RAW, older_than):
                 n = self._w.execute(
                     "DELETE FROM windows WHERE id IN"
                     " (SELECT id FROM windows WHERE window_end < ? LIMIT ?)",
@@ -254,20 +285,30 @@ class Store:
                     " (SELECT node, seq FROM reports WHERE window_end < ? LIMIT ?)",
                     (older_than, batch),
                 ).rowcount
-                self._set_pruned(RAW, older_than)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
             self._windows -= n
         return n, n_reports
 
-    def _set_pruned(self, res: int, before: float) -> None:
-        if before > self._pruned_before[res]:
-            self._w.execute(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
-            )
-            self._pruned_before[res] = before
+    @contextlib.contextmanager
+    def _pruning(self, res: int, before: float) -> Iterator[None]:
+        """One retention transaction (the caller holds the write lock); on success the
+        store remembers that ``res`` holds nothing older than ``before``."""
+        self._w.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if before > self._pruned_before[res]:
+                self._w.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
+                )
+            self._w.execute("COMMIT")
+        except BaseException as exc:
+            if self._w.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    self._w.execute("ROLLBACK")
+            fault = unavailable(exc)
+            if fault is not None:
+                raise fault from exc
+            raise
+        self._pruned_before[res] = max(self._pruned_before[res], before)
 
     # -- reads -------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[object]) -> list[tuple[object, ...]]:
