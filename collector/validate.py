@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from gpuwarden.common.convert import report_from_pb
 from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
-from gpuwarden.common.names import NODE_RE
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.slurm import is_job_id, is_node_name
