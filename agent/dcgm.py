@@ -4,25 +4,7 @@ GPM (``agent/gpm.py``) gives profiling counters on Hopper and later GPUs through
 On older data-centre GPUs (V100, A100, ...) the same counters come from DCGM's profiling
 fields, read from a running DCGM host engine (``nv-hostengine``). This sampler is the NVML
 sampler (every value, process, MIG instance and GPM field as usual) with, for each whole GPU,
-the DCGM fields that GPM did not give:
-
-=================================  ==========================  ===================
-DCGM field                         ``extra`` name              scale
-=================================  ==========================  ===================
-DCGM_FI_PROF_GR_ENGINE_ACTIVE      ``gr_active_pct``           ratio x 100
-DCGM_FI_PROF_SM_ACTIVE             ``sm_active_pct``           ratio x 100
-DCGM_FI_PROF_SM_OCCUPANCY          ``sm_occupancy_pct``        ratio x 100
-DCGM_FI_PROF_PIPE_TENSOR_ACTIVE    ``tensor_active_pct``       ratio x 100
-DCGM_FI_PROF_PIPE_TENSOR_HMMA_...  ``tensor_hmma_active_pct``  ratio x 100
-DCGM_FI_PROF_DRAM_ACTIVE           ``dram_active_pct``         ratio x 100
-DCGM_FI_PROF_PIPE_FP16_ACTIVE      ``fp16_active_pct``         ratio x 100
-DCGM_FI_PROF_PIPE_FP32_ACTIVE      ``fp32_active_pct``         ratio x 100
-DCGM_FI_PROF_PIPE_FP64_ACTIVE      ``fp64_active_pct``         ratio x 100
-DCGM_FI_PROF_PCIE_TX_BYTES         ``pcie_tx_bytes_per_s``     bytes/s
-DCGM_FI_PROF_PCIE_RX_BYTES         ``pcie_rx_bytes_per_s``     bytes/s
-DCGM_FI_PROF_NVLINK_TX_BYTES       ``nvlink_tx_bytes_per_s``   bytes/s
-DCGM_FI_PROF_NVLINK_RX_BYTES       ``nvlink_rx_bytes_per_s``   bytes/s
-=================================  ==========================  ===================
+the DCGM fields that GPM did not give (``DCGM_FIELDS``; ``docs/profiling.md`` lists them).
 
 DCGM is not a dependency: its Python bindings (``pydcgm``, ``dcgm_structs``, ``dcgm_fields``,
 shipped with the ``datacenter-gpu-manager`` package, usually in

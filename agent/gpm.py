@@ -11,28 +11,7 @@ later tick gives the activity since the tick before. Support is probed once per 
 that is not supported, or a metric the card does not have, is left out of ``extra`` (missing,
 never 0). Two sample buffers per source are allocated once and reused.
 
-The fields (``GpuSample.extra`` names, window mean and max at the collector):
-
-============================  =====================================  =======================
-field                         NVML GPM metric                        DCGM field
-============================  =====================================  =======================
-``gr_active_pct``             GRAPHICS_UTIL                          PROF_GR_ENGINE_ACTIVE
-``sm_active_pct``             SM_UTIL                                PROF_SM_ACTIVE
-``sm_occupancy_pct``          SM_OCCUPANCY                           PROF_SM_OCCUPANCY
-``tensor_active_pct``         ANY_TENSOR_UTIL                        PROF_PIPE_TENSOR_ACTIVE
-``tensor_hmma_active_pct``    HMMA_TENSOR_UTIL (fp16/bf16 tensor)    PROF_PIPE_TENSOR_HMMA_ACTIVE
-``dram_active_pct``           DRAM_BW_UTIL                           PROF_DRAM_ACTIVE
-``fp16_active_pct``           FP16_UTIL                              PROF_PIPE_FP16_ACTIVE
-``fp32_active_pct``           FP32_UTIL                              PROF_PIPE_FP32_ACTIVE
-``fp64_active_pct``           FP64_UTIL                              PROF_PIPE_FP64_ACTIVE
-``pcie_tx_bytes_per_s``       PCIE_TX_PER_SEC (MiB/s, converted)     PROF_PCIE_TX_BYTES
-``pcie_rx_bytes_per_s``       PCIE_RX_PER_SEC                        PROF_PCIE_RX_BYTES
-``nvlink_tx_bytes_per_s``     NVLINK_TOTAL_TX_PER_SEC                PROF_NVLINK_TX_BYTES
-``nvlink_rx_bytes_per_s``     NVLINK_TOTAL_RX_PER_SEC                PROF_NVLINK_RX_BYTES
-============================  =====================================  =======================
-
-Percentages are 0-100 of the interval (the FP and tensor pipes: of the time the SMs spent on
-that pipe); rates are bytes per second.
+The fields, their units and their DCGM equivalents are listed in ``docs/profiling.md``.
 """
 
 from __future__ import annotations
