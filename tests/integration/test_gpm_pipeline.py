@@ -9,7 +9,7 @@ from pathlib import Path
 import pynvml
 
 from gpuwarden.collector.server import Collector
-from gpuwarden.common.query import QueryClient
+from gpuwarden.query import QueryClient
 from tests.fakenvml import FakeNvmlState, default_gpu_uuid
 from tests.helpers import running_agent, wait_for
 
@@ -53,13 +53,7 @@ async def test_profiling_fields_and_identity_are_stored_and_queryable(
         assert windows[uuid].util_max == 0.0  # and its NVML values arrive as before
 
     identity = {
-        u: (
-            w.index,
-            w.minor_number if w.HasField("minor_number") else None,
-            w.gpu_instance_id if w.HasField("gpu_instance_id") else None,
-            w.parent_uuid,
-        )
-        for u, w in windows.items()
+        u: (w.index, w.minor_number, w.gpu_instance_id, w.parent_uuid) for u, w in windows.items()
     }
     assert identity == {
         GPU0: (0, 3, None, ""),
