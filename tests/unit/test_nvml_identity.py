@@ -1,11 +1,13 @@
-"""GPU identity for attribution: minor numbers (not NVML's index order) and MIG instances
-(GPU instance id, /dev/nvidia-caps minor), read through nvidia-ml-py against the fake library."""
+"""GPU identity for attribution: minor numbers (not NVML's index order), the Slurm GRES index
+map made from them, and MIG instances (GPU instance id, /dev/nvidia-caps minor), read through
+nvidia-ml-py against the fake library."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from gpuwarden.agent.gpu_order import gres_index_map
 from gpuwarden.agent.nvidia_caps import MIG_MINORS, parse_mig_minors, read_mig_minors
 from gpuwarden.agent.nvml import NvmlSampler
 from gpuwarden.agent.window import WindowAggregator
@@ -16,13 +18,17 @@ GPU0, GPU1, GPU2, GPU3 = (default_gpu_uuid(i) for i in range(4))
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-caps" / "mig-minors"
 
 
-def sample_once(proc_root: Path) -> dict[str, GpuSample]:
+def read(proc_root: Path) -> list[GpuSample]:
     s = NvmlSampler(proc_root=proc_root)
     s.open()
     try:
-        return {x.uuid: x for x in s.sample(1.0)}
+        return s.sample(1.0)
     finally:
         s.close()
+
+
+def sample_once(proc_root: Path) -> dict[str, GpuSample]:
+    return {x.uuid: x for x in read(proc_root)}
 
 
 def with_caps(tmp_path: Path) -> Path:
@@ -32,19 +38,24 @@ def with_caps(tmp_path: Path) -> Path:
     return root
 
 
-def test_minor_numbers_that_differ_from_the_index_order_stay_with_their_uuid(
+def test_shuffled_minor_numbers_stay_with_their_uuid_and_map_gres_indices_to_them(
     fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
-    # The driver probed the cards in another order than the PCI bus order NVML indexes by.
+    # NVML's PCI order 0..3; the driver numbered the device files 2, 3, 0, 1.
     for uuid, minor in ((GPU0, 2), (GPU1, 3), (GPU2, 0), (GPU3, 1)):
         fake_nvml.set(uuid, minor_number=minor)
-    samples = sample_once(tmp_path)
-    assert {u: (s.index, s.minor_number) for u, s in samples.items()} == {
+    samples = read(tmp_path)
+    assert {s.uuid: (s.index, s.minor_number) for s in samples} == {
         GPU0: (0, 2),
         GPU1: (1, 3),
         GPU2: (2, 0),
         GPU3: (3, 1),
     }
+    index_map = gres_index_map(samples)
+    assert index_map == {0: 2, 1: 3, 2: 0, 3: 1}
+    uuid_of = {s.index: s.uuid for s in samples}
+    # A job given GRES IDX 0 (/dev/nvidia0) holds GPU2's UUID, not GPU0's.
+    assert uuid_of[index_map[0]] == GPU2
 
 
 def test_a_mig_instance_carries_its_gpu_minor_instance_id_and_caps_minor(
@@ -127,3 +138,33 @@ def test_the_caps_fixture_parses_to_one_minor_per_gpu_instance() -> None:
 
 def test_a_missing_caps_table_reads_as_empty(tmp_path: Path) -> None:
     assert read_mig_minors(tmp_path) == {}
+
+
+def test_in_order_minors_map_each_index_to_itself(fake_nvml: FakeNvmlState, tmp_path: Path) -> None:
+    assert gres_index_map(read(tmp_path)) == {0: 0, 1: 1, 2: 2, 3: 3}
+
+
+def test_gaps_in_the_minor_numbers_are_ranked(fake_nvml: FakeNvmlState, tmp_path: Path) -> None:
+    for uuid, minor in ((GPU0, 7), (GPU1, 5), (GPU2, 1), (GPU3, 6)):
+        fake_nvml.set(uuid, minor_number=minor)
+    assert gres_index_map(read(tmp_path)) == {0: 2, 1: 1, 2: 3, 3: 0}
+
+
+def test_a_mig_gpu_counts_once_through_its_instances(
+    fake_nvml: FakeNvmlState, tmp_path: Path
+) -> None:
+    fake_nvml.set(GPU1, minor_number=0)
+    fake_nvml.set(GPU0, minor_number=1)
+    fake_nvml.enable_mig(GPU1, instances=3)
+    assert gres_index_map(read(tmp_path)) == {0: 1, 1: 0, 2: 2, 3: 3}
+
+
+def test_unknown_or_clashing_minor_numbers_give_no_map() -> None:
+    a = GpuSample(uuid="GPU-a", index=0, minor_number=0)
+    lost = GpuSample(uuid="nvml-index-1", index=1, errors=("gpu_lost",))
+    clash = GpuSample(uuid="GPU-c", index=1, minor_number=0)
+    two_minors = GpuSample(uuid="MIG-x", index=0, parent_uuid="GPU-a", minor_number=4)
+    assert gres_index_map([a, lost]) is None
+    assert gres_index_map([a, clash]) is None
+    assert gres_index_map([a, two_minors]) is None
+    assert gres_index_map([]) == {}
