@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from gpuwarden.common.convert import report_from_pb
 from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
+from gpuwarden.common.names import NODE_RE
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
-NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}", re.ASCII)
 JOB_ID_RE = re.compile(r"[0-9]{1,12}(?:[_+][0-9]{1,9})?", re.ASCII)
 # user, account, partition, QOS: POSIX/LDAP-like names (sssd users may carry '@domain')
