@@ -84,6 +84,15 @@ def systemd_analyze() -> str:
     return found
 
 
+def python(*argv: str) -> str:
+    """Run a setup step (pip, venv, a probe) outside the repository; its stdout."""
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, check=False, cwd=Path(argv[0]).parent
+    )
+    assert r.returncode == 0, f"{shlex.join(argv)}:\n{r.stdout}{r.stderr}"
+    return r.stdout
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     """Step 1 of the walkthrough: a wheel built from the sources, installed into a venv."""
@@ -91,50 +100,42 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     src = copy_of_the_repository(tmp / "src")
     dist = tmp / "dist"
     # `pip wheel --no-deps -w dist .`, offline: setuptools comes from the test venv.
-    built = subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
-            *("--no-index", "-w", str(dist), str(src)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    python(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(dist),
+        str(src),
     )
-    assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = dist.glob("gpuwarden-*.whl")
 
     prefix = tmp / "gpuwarden-venv"
-    subprocess.run(
-        [sys._base_executable, "-m", "venv", "--without-pip", str(prefix)], check=True, timeout=120
-    )
+    python(sys._base_executable, "-m", "venv", "--without-pip", str(prefix))
+    venv_python = str(prefix / "bin" / "python")
     # The venv gets its dependencies (and pip) from the test venv, so nothing is downloaded;
     # gpuwarden itself comes from the wheel, installed into the venv's own site-packages,
     # which comes first on sys.path.
     purelib = Path(
-        subprocess.run(
-            [
-                str(prefix / "bin" / "python"),
-                "-c",
-                "import sysconfig; print(sysconfig.get_path('purelib'))",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        python(venv_python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip()
     )
     (purelib / "gpuwarden-test-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    installed = subprocess.run(
-        [
-            *(str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"),
-            *("--no-index", "--ignore-installed", f"{wheel}[certs]"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    python(
+        venv_python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--ignore-installed",
+        f"{wheel}[certs]",
     )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
 
     etc, units = tmp / "etc" / "gpuwarden", tmp / "etc" / "systemd" / "system"
     etc.mkdir(parents=True)
@@ -142,13 +143,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     s = Site(prefix=prefix, etc=etc, units=units)
     where = s.run("--version")
     assert where.returncode == 0, where.stderr
-    origin = subprocess.run(
-        [str(prefix / "bin" / "python"), "-c", "import gpuwarden.deploy as d; print(d.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=etc,
-    ).stdout
+    origin = python(venv_python, "-c", "import gpuwarden.deploy as d; print(d.__file__)")
     assert origin.startswith(str(purelib)), f"gpuwarden imported from {origin}, not the venv"
     return s
 
