@@ -4,7 +4,8 @@ with ``prometheus_client`` at scrape time.
 Per GPU, the series of Princeton Jobstats' GPU exporter, so a site's ``jobstats`` command
 and Grafana panels keep working (scrape with ``honor_labels: true``; ``cluster`` comes from
 the scrape config). Labels: ``instance`` = ``<node>:<instance_port>`` (Jobstats takes the
-node from the text before the colon), ``minor_number`` (GPU index), ``uuid``, ``name``,
+node from the text before the colon), ``minor_number`` (the N of /dev/nvidiaN, as NVML
+gives it; the GPU index where the agent did not report it), ``uuid``, ``name``,
 ``jobid`` (empty when no job holds the GPU). Values are those of the GPU's newest report
 window; a value that was not measured is left out, and a GPU whose newest window is older
 than ``stale_after`` is not exported at all.
@@ -137,7 +138,8 @@ class _Families(PromCollector):
             devices.add_metric([instance], float(len(node.gpus)))
             for live in fresh:
                 w = live.latest
-                labels = [instance, str(w.index), w.uuid, w.name, w.job.job_id if w.job else ""]
+                minor = w.minor_number if w.minor_number is not None else w.index
+                labels = [instance, str(minor), w.uuid, w.name, w.job.job_id if w.job else ""]
                 values = {
                     "util": w.util_mean,
                     "mem": w.mem_used_max_bytes,
