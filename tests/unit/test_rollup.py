@@ -4,6 +4,7 @@ history answering from the resolution that fits, pruning in small batches."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -149,10 +150,11 @@ def test_pruning_a_large_backlog_lets_writes_through_between_batches(tmp_path: P
     events: list[str] = []
     pruning = threading.Event()
 
-    def prune() -> None:
-        pruning.set()
+    def prune() -> None:  # as the collector's housekeeping: a short pause between steps
         while store.prune_step(now=T0 + 30 * DAY):
             events.append("prune")
+            pruning.set()
+            time.sleep(0.01)
         events.append("pruned")
 
     t = threading.Thread(target=prune)
