@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
@@ -37,7 +37,7 @@ from gpuwarden.common.wire import MUNGE_KEY
 log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 REPORT = "/gpuwarden.v1.AgentService/Report"
 QUERY_PREFIX = "/gpuwarden.v1.QueryService/"

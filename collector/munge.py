@@ -16,9 +16,10 @@ import pwd
 import re
 from dataclasses import dataclass
 
-# What the client puts in the payload; an empty payload is accepted too, anything else
-# (a credential minted for another service) is not.
-MUNGE_PURPOSE = "gpuwarden-query"
+from gpuwarden.common.wire import MUNGE_PURPOSE
+
+# The payload may be MUNGE_PURPOSE or empty; anything else (a credential minted for another
+# service) is refused.
 MAX_CREDENTIAL_CHARS = 4096
 _CREDENTIAL = re.compile(r"MUNGE:[A-Za-z0-9+/=:._-]+")
 _UID = re.compile(r"^\S*\s*\((\d+)\)$|^(\d+)$")

@@ -9,3 +9,5 @@ REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
 MAX_REPORT_BYTES = 4 << 20
 # Request-metadata key of a researcher's MUNGE credential (``munge -n -s gpuwarden-query``).
 MUNGE_KEY = "gpuwarden-munge"
+# The payload of that credential: the collector refuses one made for another purpose.
+MUNGE_PURPOSE = "gpuwarden-query"
