@@ -11,11 +11,11 @@ user name on the collector's host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import pwd
 import re
 from dataclasses import dataclass
 
+from gpuwarden.common.process import CommandFailed, run_bounded
 from gpuwarden.common.wire import MUNGE_PURPOSE
 
 # The payload may be MUNGE_PURPOSE or empty; anything else (a credential minted for another
@@ -90,27 +90,13 @@ class MungeVerifier:
             raise MungeError("gpuwarden-munge metadata is not a MUNGE credential")
         async with self._slots:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
+                rc, out, err = await run_bounded(
+                    self.argv, stdin=credential.encode(), timeout_s=self.timeout_s
                 )
-            except OSError as exc:
-                raise MungeError(f"the collector cannot run unmunge: {exc.strerror}") from None
-            try:
-                out, err = await asyncio.wait_for(
-                    proc.communicate(credential.encode()), self.timeout_s
-                )
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise MungeError(f"unmunge gave no answer within {self.timeout_s:g} s") from None
+            except CommandFailed as exc:
+                raise MungeError(f"the collector cannot verify MUNGE credentials: {exc}") from None
         text = out.decode(errors="replace")
-        if proc.returncode != 0 and "STATUS:" not in text:
+        if rc != 0 and "STATUS:" not in text:
             reason = err.decode(errors="replace").strip().splitlines()
-            raise MungeError(
-                "MUNGE credential refused: " + (reason[-1] if reason else f"rc={proc.returncode}")
-            )
+            raise MungeError("MUNGE credential refused: " + (reason[-1] if reason else f"rc={rc}"))
         return identity_from_unmunge(text)

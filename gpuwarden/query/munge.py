@@ -7,10 +7,9 @@ a credential twice, so each call gets its own.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 
+from gpuwarden.common.process import CommandFailed, run_bounded
 from gpuwarden.common.wire import MUNGE_KEY, MUNGE_PURPOSE
 
 
@@ -29,26 +28,12 @@ async def munge_credential(
     if socket:
         argv.append(f"--socket={socket}")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise MungeUnavailable(f"cannot run {command}: {exc.strerror or exc}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise MungeUnavailable(f"{command} gave no credential within {timeout_s:g} s") from None
-    if proc.returncode != 0:
+        rc, out, err = await run_bounded(argv, timeout_s=timeout_s)
+    except CommandFailed as exc:
+        raise MungeUnavailable(str(exc)) from None
+    if rc != 0:
         lines = err.decode(errors="replace").strip().splitlines()
-        raise MungeUnavailable(
-            f"{command} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}"
-        )
+        raise MungeUnavailable(f"{command} failed: {lines[-1] if lines else f'exit status {rc}'}")
     return out.decode().strip()
 
 

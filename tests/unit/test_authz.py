@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from gpuwarden.collector.authz import allowed, load_roles_file
 from gpuwarden.collector.config import load_collector_config
-from gpuwarden.collector.munge import MungeError, identity_from_unmunge
+from gpuwarden.collector.munge import MungeError, MungeVerifier, identity_from_unmunge
 from gpuwarden.common.config import ConfigError
+from gpuwarden.query.munge import MungeUnavailable, munge_credential
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "munge"
 
@@ -89,3 +91,21 @@ def test_munge_listen_is_checked(tmp_path: Path) -> None:
         load_collector_config(None, {**base, "munge_listen": "nohost"}, environ={})
     with pytest.raises(ConfigError, match="munge_listen: must differ from listen"):
         load_collector_config(None, {**base, "munge_listen": "127.0.0.1:50051"}, environ={})
+
+
+async def test_unmunge_missing_or_hung_is_a_clear_refusal(tmp_path: Path) -> None:
+    cred = "MUNGE:AwQFAAB=:"
+    with pytest.raises(MungeError, match="cannot run /nonexistent/unmunge"):
+        await MungeVerifier(unmunge="/nonexistent/unmunge").verify(cred)
+    hung = tmp_path / "unmunge"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(MungeError, match=r"gave no answer within 0\.3 s"):
+        await MungeVerifier(unmunge=str(hung), timeout_s=0.3).verify(cred)
+    assert time.monotonic() - started < 10  # killed, not waited for
+
+
+async def test_the_client_says_why_it_has_no_credential() -> None:
+    with pytest.raises(MungeUnavailable, match="cannot run /nonexistent/munge"):
+        await munge_credential(command="/nonexistent/munge")
