@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
+from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
@@ -44,6 +47,7 @@ def preflight(cfg: CollectorConfig) -> tuple[bytes, bytes, bytes] | None:
 
 def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Collector:
     tls = preflight(cfg)
+    roles = load_roles_file(Path(cfg.roles_file)) if cfg.roles_file else None
     return Collector(
         db_path=cfg.database,
         listen=cfg.listen,
@@ -56,6 +60,10 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
         retention=cfg.retention_policy,
         min_free_bytes=cfg.min_free_space,
+        roles=roles,
+        munge=MungeVerifier(socket=cfg.munge_socket),
+        munge_listen=cfg.munge_listen,
+        audit_jsonl=cfg.audit_path,
     )
 
 
@@ -117,7 +125,7 @@ async def run_collector(
     await collector.start()
     collector.add_background(lambda: _housekeeping(collector), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
-    attach_enforcement(
+    enforcer = attach_enforcement(
         collector,
         policies=policies,
         executor=build_executor(cfg),
@@ -126,6 +134,7 @@ async def run_collector(
         actor=cfg.actor,
         job_gone_after_s=cfg.job_gone_after,
     )
+    collector.policy_source = lambda: enforcer.policies  # AdminService.GetPolicy
     modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
     log.warning(
         "enforcement: %s",
@@ -135,6 +144,8 @@ async def run_collector(
         endpoint.start(collector.live_view)
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
+    if collector.munge_port:
+        print(f"collector: MUNGE (researchers) on port {collector.munge_port}", flush=True)
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: draining streams and flushing the store")
