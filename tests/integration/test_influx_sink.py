@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gpuwarden.collector.outputs.config import load_outputs
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store
@@ -94,7 +96,9 @@ async def test_the_same_windows_are_in_sqlite_and_in_victoriametrics(
     util = exported(victoria_metrics, "util_mean")
     mem = exported(victoria_metrics, "mem_used_max_bytes")
     for key, (util_mean, mem_used) in in_sqlite.items():
-        assert util.get(key) == ([util_mean] if util_mean is not None else None)
+        # VictoriaMetrics keeps about 12 significant digits
+        expected = [pytest.approx(util_mean, rel=1e-9)] if util_mean is not None else None
+        assert util.get(key) == expected
         assert mem.get(key) == ([float(mem_used)] if mem_used is not None else None)
     # tags: job identity as labels, queryable with PromQL
     series = victoria_metrics.export('{__name__="gpuwarden_gpu_util_mean"}')
