@@ -18,8 +18,10 @@ whose newest window ended at most ``max_gap`` before ``now`` (fresh data).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -348,9 +350,29 @@ class AllocationTracker:
         ends = [g.last_end for g in self._gpus if g.last_end is not None]
         return max(ends) if ends else None
 
-    def still_idle(self, now: float) -> bool:
-        """True when the newest data of every GPU still shows an idle streak long enough."""
-        return len(self._idle_positions(now)) == len(self._gpus) > 0
+    def still_idle(self, now: float, gpus: Sequence[GpuRef] | None = None) -> bool:
+        """True when the newest data of every GPU (or of ``gpus``, e.g. a partly idle
+        finding's) still shows an idle streak long enough."""
+        idle = self._idle_positions(now)
+        if gpus is None:
+            return len(idle) == len(self._gpus) > 0
+        wanted = [self._pos.get((g.node, g.uuid)) for g in gpus]
+        return bool(wanted) and all(p is not None and p in idle for p in wanted)
+
+    def idle_since(self, node: str, uuid: str) -> float | None:
+        """Start of the GPU's current idle streak (None: no streak, or not one of its GPUs)."""
+        pos = self._pos.get((node, uuid))
+        return None if pos is None else self._gpus[pos].streak_start
+
+    def add_gpu(self, ref: GpuRef) -> int:
+        """Add a GPU the allocation turned out to hold (live: learnt from its windows)."""
+        pos = self._pos.get((ref.node, ref.uuid))
+        if pos is not None:
+            return pos
+        self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
+        self._gpus.append(_Gpu(ref))
+        pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
+        return pos
 
     def _idle_positions(self, now: float) -> list[int]:
         p = self.policy

@@ -90,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from gpuwarden.collector.replay import replay_main
+    from gpuwarden.collector.replay_cli import replay_main
 
     return replay_main(args.replay_args)
 
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     replay_args = _replay_passthrough(argv)
     if replay_args is not None:
-        from gpuwarden.collector.replay import replay_main
+        from gpuwarden.collector.replay_cli import replay_main
 
         return replay_main(replay_args)
     parser = build_parser()

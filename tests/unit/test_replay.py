@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.collector.replay import replay_main
+from gpuwarden.collector.replay_cli import replay_main
 
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,7 +222,7 @@ def test_module_runs_as_a_command() -> None:
         [
             sys.executable,
             "-m",
-            "gpuwarden.collector.replay",
+            "gpuwarden.collector.replay_cli",
             "--json",
             "--enforce",
             str(TRACES / "dask_worker_idle.jsonl"),
