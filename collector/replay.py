@@ -28,7 +28,6 @@ leaves open (see docs/policy.md):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,8 +37,13 @@ from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision, LadderEvent, Status
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, FindingKind
-from gpuwarden.collector.trace import Sample, TraceError, loads, parse_job, parse_sample
-from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
+from gpuwarden.collector.trace import (
+    TraceAttribution,
+    TraceError,
+    loads,
+    parse_job,
+    parse_sample,
+)
 
 _KIND = {
     FindingKind.IDLE: "idle",
@@ -100,16 +104,6 @@ class RecordingExecutor:
         return ActionOutcome(True, "")
 
 
-@dataclass(slots=True)
-class _Holding:
-    """A job line's claim on one GPU: from ``start`` to ``end`` (None: still running)."""
-
-    start: float
-    end: float | None
-    job: JobInfo
-    window_s: float
-
-
 class Replayer:
     """Feed raw lines with :meth:`feed`, then :meth:`finish`; events are in :attr:`events`
     (contract form) and :attr:`ladder_events` (as the live collector audits them)."""
@@ -126,7 +120,7 @@ class Replayer:
         )
         self.events: list[ReplayEvent] = []
         self.ladder_events: list[LadderEvent] = []
-        self._holdings: dict[tuple[str, str], list[_Holding]] = {}
+        self.attribution = TraceAttribution(policies)
         self._allocations: list[Allocation] = []
         self._max_ts = -math.inf
         self._first_ts: float | None = None
@@ -156,7 +150,11 @@ class Replayer:
                 )
             if self._first_ts is None:
                 self._first_ts = ts
-            self.engine.on_window(self._record(s))
+            self.samples += 1
+            rec = self.attribution.record(s, self._max_ts)
+            if rec.gpu.job is None:
+                self.unattributed += 1
+            self.engine.on_window(rec)
             if ts >= self._max_ts:
                 self._max_ts = ts
                 # strictly older than the tolerance: a later line may still have that time
@@ -165,61 +163,12 @@ class Replayer:
         elif kind == "job":
             alloc, start = parse_job(d, line_no)
             self._allocations.append(alloc)
-            window_s = self.policies.for_job(alloc.job).window
-            for g in alloc.gpus:
-                self._holdings.setdefault((g.node, g.uuid), []).append(
-                    _Holding(start, alloc.end_ts, alloc.job, window_s)
-                )
+            self.attribution.add_job(alloc, start)
             self.engine.on_job(alloc)
         elif kind is None:
             raise TraceError(line_no, "'type' is missing")
         else:
             raise TraceError(line_no, f"'type' must be 'job' or 'sample', got {kind!r}")
-
-    def _holder(self, s: Sample) -> _Holding | None:
-        """The job holding the sample's GPU at its time (the newest job line that does)."""
-        holdings = self._holdings.get((s.node, s.uuid))
-        if not holdings:
-            return None
-        ts = s.ts
-        found = None
-        for h in holdings:
-            covers = h.start <= ts and (h.end is None or ts <= h.end)
-            if covers and (found is None or h.start >= found.start):
-                found = h
-        if len(holdings) > 4:  # keep the list short: drop claims that ended long ago
-            horizon = self._max_ts - 2 * self.tolerance_s
-            holdings[:] = [h for h in holdings if h.end is None or h.end >= horizon]
-        return found
-
-    def _record(self, s: Sample) -> WindowRecord:
-        """A sample line as the stored window the live collector would have."""
-        self.samples += 1
-        h = self._holder(s)
-        job = None
-        window_s = s.window_s
-        if h is None:
-            self.unattributed += 1
-            if window_s is None:
-                window_s = self.tolerance_s
-        else:
-            job = h.job
-            if s.cpu_util_pct is not None:
-                job = dataclasses.replace(job, cpu_util_pct=s.cpu_util_pct)
-            if window_s is None:
-                window_s = h.window_s
-        gpu = GpuWindow(
-            uuid=s.uuid,
-            index=s.index,
-            util_mean=s.util_mean_pct,
-            util_max=s.util_max_pct,
-            mem_used_max_bytes=s.mem_used_bytes,
-            mem_total_bytes=s.mem_total_bytes,
-            power_mean_w=s.power_w,
-            job=job,
-            allocated=job is not None,
-        )
-        return WindowRecord(s.node, s.ts - window_s, s.ts, gpu)
 
     def _collect(self) -> None:
         for e in self.engine.take_events():

@@ -10,14 +10,16 @@ policy's ``window``). ``util_gpu: null`` means unknown (a gap, never idle).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import MIB, Allocation, GpuRef
-from gpuwarden.common.types import JobInfo
+from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
 
 loads: Callable[[bytes], Any]
 dumps: Callable[[Any], bytes]
@@ -210,3 +212,72 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
         cpu,
         window,
     )
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A job line's claim on one GPU: from ``start`` to ``end`` (None: still running)."""
+
+    start: float
+    end: float | None
+    job: JobInfo
+    window_s: float
+
+
+class TraceAttribution:
+    """Turns sample lines into the stored windows a collector would have: each attributed
+    to the job that holds its GPU at its time (the newest job line whose start..end covers
+    it), as the node agent attributes GPUs; a GPU of no job is reported free."""
+
+    def __init__(self, policies: PolicySet) -> None:
+        self.policies = policies
+        self.default_window_s = policies.default.window
+        self._claims: dict[tuple[str, str], list[_Claim]] = {}
+
+    def add_job(self, allocation: Allocation, start: float) -> None:
+        window_s = self.policies.for_job(allocation.job).window
+        for g in allocation.gpus:
+            claim = _Claim(start, allocation.end_ts, allocation.job, window_s)
+            self._claims.setdefault((g.node, g.uuid), []).append(claim)
+
+    def holder(self, s: Sample, horizon: float = -math.inf) -> _Claim | None:
+        """The claim on the sample's GPU at its time; claims that ended before ``horizon``
+        are forgotten (a replay passes its newest time less twice the reorder window)."""
+        claims = self._claims.get((s.node, s.uuid))
+        if not claims:
+            return None
+        ts = s.ts
+        found = None
+        for c in claims:
+            covers = c.start <= ts and (c.end is None or ts <= c.end)
+            if covers and (found is None or c.start >= found.start):
+                found = c
+        if len(claims) > 4:
+            claims[:] = [c for c in claims if c.end is None or c.end >= horizon]
+        return found
+
+    def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:
+        claim = self.holder(s, newest_ts - 2 * self.default_window_s)
+        job = None
+        window_s = s.window_s
+        if claim is None:
+            if window_s is None:
+                window_s = self.default_window_s
+        else:
+            job = claim.job
+            if s.cpu_util_pct is not None:
+                job = dataclasses.replace(job, cpu_util_pct=s.cpu_util_pct)
+            if window_s is None:
+                window_s = claim.window_s
+        gpu = GpuWindow(
+            uuid=s.uuid,
+            index=s.index,
+            util_mean=s.util_mean_pct,
+            util_max=s.util_max_pct,
+            mem_used_max_bytes=s.mem_used_bytes,
+            mem_total_bytes=s.mem_total_bytes,
+            power_mean_w=s.power_w,
+            job=job,
+            allocated=job is not None,
+        )
+        return WindowRecord(s.node, s.ts - window_s, s.ts, gpu)
