@@ -95,6 +95,39 @@ def _replay(args: argparse.Namespace) -> int:
     return replay_main(args.replay_args)
 
 
+def _export(args: argparse.Namespace) -> int:
+    import time
+
+    from gpuwarden.collector.export import ExportFilter, export_trace, parse_time
+
+    now = time.time()
+    try:
+        since = None if args.since is None else parse_time(args.since, now)
+        until = None if args.until is None else parse_time(args.until, now)
+    except ValueError as exc:
+        print(f"gpuwarden export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    db = args.db
+    if db is None and args.config is None:
+        print("gpuwarden export: give the database (--db PATH) or --config FILE", file=sys.stderr)
+        return EXIT_USAGE
+    if db is None:
+        from gpuwarden.collector.config import load_collector_config
+
+        db = load_collector_config(args.config).database
+    f = ExportFilter(
+        since, until, args.node or "", args.job or "", args.user or "", args.partition or ""
+    )
+    if args.out == "-":
+        summary = export_trace(db, sys.stdout.buffer, f)
+        sys.stdout.flush()
+    else:
+        with Path(args.out).open("wb") as out:
+            summary = export_trace(db, out, f)
+    print(f"gpuwarden export: {summary.jobs} jobs, {summary.samples} samples", file=sys.stderr)
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from gpuwarden.common.query import QueryClient
     from gpuwarden.demo import format_cluster
@@ -221,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("replay_args", nargs=argparse.REMAINDER)
     r.set_defaults(func=_replay)
+
+    ex = sub.add_parser(
+        "export",
+        help="write stored windows and jobs as a replay trace (JSON Lines)",
+        description="Write the windows and jobs stored by the collector in a time range as a "
+        "`gpuwarden replay` trace, read-only. Times are Unix seconds, ISO 8601 (UTC unless "
+        "given) or a duration ago (2h, 1d).",
+    )
+    src = ex.add_mutually_exclusive_group()
+    src.add_argument("--config", type=Path, help="collector config (its database)")
+    src.add_argument("--db", type=Path, metavar="PATH", help="the collector's SQLite database")
+    ex.add_argument("--since", metavar="TIME", help="windows ending at or after TIME")
+    ex.add_argument("--until", metavar="TIME", help="windows ending at or before TIME")
+    ex.add_argument("--node", help="only this node")
+    ex.add_argument("--job", metavar="JOBID", help="only this job")
+    ex.add_argument("--user", help="only jobs of this user")
+    ex.add_argument("--partition", help="only jobs of this partition")
+    ex.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
+    ex.set_defaults(func=_export)
 
     au = sub.add_parser(
         "audit",
