@@ -33,7 +33,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gpuwarden.collector.ladder import (
     ActionExecutor,
@@ -49,6 +49,39 @@ from gpuwarden.common.types import JobInfo, WindowRecord
 
 _START, _WINDOW, _END = 0, 1, 2
 RunKey = tuple[str, int]  # (job id, start time; 0 = unknown)
+
+
+class Observation(NamedTuple):
+    """What the engine reads of one stored window (see :func:`observe`)."""
+
+    node: str
+    uuid: str
+    gpu_index: int
+    job: JobInfo | None
+    start: float
+    end: float
+    util_max_pct: float | None  # None: unknown (a lost GPU, an unsupported field)
+    util_mean_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    attributed: bool  # False: the node could not ask Slurm; a missing job says nothing
+
+
+def observe(rec: WindowRecord, attributed: bool = True) -> Observation:
+    g = rec.gpu
+    return Observation(
+        rec.node,
+        g.uuid,
+        g.index,
+        g.job,
+        rec.window_start,
+        rec.window_end,
+        None if "gpu_lost" in g.errors else g.util_max,
+        g.util_mean,
+        g.mem_used_max_bytes,
+        g.mem_total_bytes,
+        attributed,
+    )
 
 
 def run_key(job: JobInfo) -> RunKey:
@@ -78,6 +111,7 @@ class JobRun:
     policy: Policy
     tracker: AllocationTracker
     facts: tuple[object, ...]
+    job: JobInfo  # the facts object last seen (a cheap identity check per window)
     last_seen: float | None = None
     dirty: bool = False
     stopped: bool = False  # an action was taken (or would have been): not evaluated again
@@ -143,8 +177,13 @@ class Engine:
     def on_window(self, rec: WindowRecord, attributed: bool = True) -> None:
         """Buffer one stored window. ``attributed`` False: the node could not ask Slurm, so a
         GPU reported without a job says nothing about the job that held it."""
+        self.on_observation(observe(rec, attributed))
+
+    def on_observation(self, o: Observation) -> None:
+        """:meth:`on_window` for a window already in the engine's terms (replay's path)."""
         with self._lock:
-            self._push(rec.window_end, _WINDOW, rec.node, rec.gpu.uuid, (rec, attributed))
+            self._seq += 1
+            heapq.heappush(self._heap, (o.end, _WINDOW, o.node, o.uuid, self._seq, o))
 
     def on_job(self, allocation: Allocation) -> None:
         """A job known in advance (replay's job line): it starts at its start with all its
@@ -190,7 +229,7 @@ class Engine:
         events: the idle streaks survive, the ladder starts afresh."""
         with self._lock:
             for rec in records:
-                self._push(rec.window_end, _WINDOW, rec.node, rec.gpu.uuid, (rec, False))
+                self.on_observation(observe(rec, attributed=False))
             self._quiet = True
             try:
                 self._advance(until)
@@ -212,7 +251,7 @@ class Engine:
             elif prio == _WINDOW and (ts < self._now or self._flushed):
                 self.late_windows += 1
             if prio == _WINDOW:
-                self._on_window(payload[0], payload[1])
+                self._on_window(payload)
             elif prio == _START:
                 self._on_start(payload)
             else:
@@ -245,7 +284,7 @@ class Engine:
         if old is not None:
             self._end_run(old, self._now, explicit=False)  # the same id again: requeued
         policy = self.policies.for_job(job)
-        run = JobRun(run_key(job), policy, AllocationTracker(allocation, policy), _facts(job))
+        run = JobRun(run_key(job), policy, AllocationTracker(allocation, policy), _facts(job), job)
         self._runs[job.job_id] = run
         for g in allocation.gpus:
             holder = self._gpu.get((g.node, g.uuid))
@@ -264,70 +303,72 @@ class Engine:
             return
         self._end_run(run, self._now, explicit=True)
 
-    def _on_window(self, rec: WindowRecord, attributed: bool) -> None:
+    def _on_window(self, o: Observation) -> None:
         self.windows += 1
-        g = rec.gpu
-        job = g.job
-        where = (rec.node, g.uuid)
+        job = o.job
+        where = (o.node, o.uuid)
+        end = o.end
         holder = self._gpu.get(where)
         if job is None:
             self.unattributed += 1
-            if holder is not None and attributed:
-                self._end_run(holder, rec.window_end, explicit=False)  # the GPU is free
+            if holder is not None and o.attributed:
+                self._end_run(holder, end, explicit=False)  # the GPU is free
             return
         key = (job.job_id, job.start_time)
         if holder is not None and holder.key != key:
-            self._end_run(holder, rec.window_end, explicit=False)  # another job holds it
+            self._end_run(holder, end, explicit=False)  # another job holds it
         run = self._runs.get(job.job_id)
         if run is not None and run.key == key:
             last = run.last_seen
-            if last is not None and rec.window_end - last > self.job_gone_after_s:
+            if last is not None and end - last > self.job_gone_after_s:
                 self._end_run(run, last + self.job_gone_after_s, explicit=False)
                 run = None
         elif run is not None:
-            self._end_run(run, rec.window_end, explicit=False)  # requeued: a new run
+            self._end_run(run, end, explicit=False)  # requeued: a new run
             run = None
         if run is None:
             if key in self._ended:
                 self.unattributed += 1  # a straggler of a run that has ended
                 return
-            ref = GpuRef(rec.node, g.uuid, g.index)
-            run = self._new_run(Allocation(job=job, gpus=(ref,)))
+            run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
         tracker = run.tracker
-        pos = tracker.position(rec.node, g.uuid)
+        pos = tracker.position(o.node, o.uuid)
         if pos is None:
-            pos = tracker.add_gpu(GpuRef(rec.node, g.uuid, g.index))
+            pos = tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
             self._gpu[where] = run
         elif holder is not run:
             self._gpu[where] = run
-        end = rec.window_end
         if run.last_seen is None or end > run.last_seen:
             run.last_seen = end
-        facts = _facts(job)
-        if facts != run.facts:  # newer facts (e.g. Slurm answered again)
-            run.facts = facts
-            tracker.allocation = Allocation(
-                job=job,
-                gpus=tracker.allocation.gpus,
-                start_ts=tracker.allocation.start_ts,
-                end_ts=tracker.allocation.end_ts,
-            )
+        if job is not run.job:
+            self._update_facts(run, job)
         if run.stopped:
             return
-        util_max = None if "gpu_lost" in g.errors else g.util_max
         tracker.add_values(
             pos,
             end,
-            max(0.0, end - rec.window_start),
-            util_max,
-            g.util_mean,
-            g.mem_used_max_bytes,
-            g.mem_total_bytes,
+            end - o.start if end > o.start else 0.0,
+            o.util_max_pct,
+            o.util_mean_pct,
+            o.mem_used_bytes,
+            o.mem_total_bytes,
             job.cpu_util_pct,
         )
         if not run.dirty:
             run.dirty = True
             self._dirty.append(run)
+
+    @staticmethod
+    def _update_facts(run: JobRun, job: JobInfo) -> None:
+        """Newer facts of the job (e.g. Slurm answered again) replace the old ones."""
+        run.job = job
+        facts = _facts(job)
+        if facts != run.facts:
+            run.facts = facts
+            a = run.tracker.allocation
+            run.tracker.allocation = Allocation(
+                job=job, gpus=a.gpus, start_ts=a.start_ts, end_ts=a.end_ts
+            )
 
     def _end_run(self, run: JobRun, ts: float, *, explicit: bool) -> None:
         if run.ended:
@@ -413,9 +454,9 @@ class Engine:
             for item in self._heap:
                 if item[1] != _WINDOW or (item[2], item[3]) not in where:
                     continue
-                rec: WindowRecord = item[5][0]
-                util = rec.gpu.util_max
-                if rec.window_end > decision.ts and util is not None and util >= active:
+                o: Observation = item[5]
+                util = o.util_max_pct
+                if o.end > decision.ts and util is not None and util >= active:
                     return False
             return True
 

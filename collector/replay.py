@@ -151,11 +151,11 @@ class Replayer:
             if self._first_ts is None:
                 self._first_ts = ts
             self.samples += 1
-            rec = self.attribution.record(s, self._max_ts)
-            if rec.gpu.job is None:
+            o = self.attribution.observation(s, self._max_ts)
+            if o.job is None:
                 self.unattributed += 1
-            self.engine.on_window(rec)
-            if ts >= self._max_ts:
+            self.engine.on_observation(o)
+            if ts > self._max_ts:
                 self._max_ts = ts
                 # strictly older than the tolerance: a later line may still have that time
                 self.engine.advance_to(math.nextafter(ts - self.tolerance_s, -math.inf))

@@ -15,8 +15,9 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from gpuwarden.collector.engine import Observation
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import MIB, Allocation, GpuRef
 from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
@@ -51,14 +52,13 @@ class TraceError(ValueError):
         self.line_no = line_no
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One sample line: one report window of one GPU, ending at ``ts``."""
 
     ts: float
     node: str
     uuid: str
-    index: int
+    gpu_index: int
     util_max_pct: float | None
     util_mean_pct: float | None
     mem_used_bytes: int | None
@@ -233,20 +233,29 @@ class TraceAttribution:
         self.policies = policies
         self.default_window_s = policies.default.window
         self._claims: dict[tuple[str, str], list[_Claim]] = {}
+        # per GPU: the claim found last, and until when no newer claim can start
+        self._last: dict[tuple[str, str], tuple[_Claim, float]] = {}
 
     def add_job(self, allocation: Allocation, start: float) -> None:
         window_s = self.policies.for_job(allocation.job).window
         for g in allocation.gpus:
             claim = _Claim(start, allocation.end_ts, allocation.job, window_s)
             self._claims.setdefault((g.node, g.uuid), []).append(claim)
+            self._last.pop((g.node, g.uuid), None)
 
     def holder(self, s: Sample, horizon: float = -math.inf) -> _Claim | None:
         """The claim on the sample's GPU at its time; claims that ended before ``horizon``
         are forgotten (a replay passes its newest time less twice the reorder window)."""
-        claims = self._claims.get((s.node, s.uuid))
+        where = (s.node, s.uuid)
+        ts = s.ts
+        cached = self._last.get(where)
+        if cached is not None:
+            last, newer_from = cached
+            if last.start <= ts < newer_from and (last.end is None or ts <= last.end):
+                return last
+        claims = self._claims.get(where)
         if not claims:
             return None
-        ts = s.ts
         found = None
         for c in claims:
             covers = c.start <= ts and (c.end is None or ts <= c.end)
@@ -254,9 +263,13 @@ class TraceAttribution:
                 found = c
         if len(claims) > 4:
             claims[:] = [c for c in claims if c.end is None or c.end >= horizon]
+        if found is not None:
+            newer = [c.start for c in claims if c.start > found.start]
+            self._last[where] = (found, min(newer, default=math.inf))
         return found
 
-    def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:
+    def observation(self, s: Sample, newest_ts: float = -math.inf) -> Observation:
+        """The sample as the engine reads a stored window of it (replay's fast path)."""
         claim = self.holder(s, newest_ts - 2 * self.default_window_s)
         job = None
         window_s = s.window_s
@@ -269,15 +282,32 @@ class TraceAttribution:
                 job = dataclasses.replace(job, cpu_util_pct=s.cpu_util_pct)
             if window_s is None:
                 window_s = claim.window_s
-        gpu = GpuWindow(
-            uuid=s.uuid,
-            index=s.index,
-            util_mean=s.util_mean_pct,
-            util_max=s.util_max_pct,
-            mem_used_max_bytes=s.mem_used_bytes,
-            mem_total_bytes=s.mem_total_bytes,
-            power_mean_w=s.power_w,
-            job=job,
-            allocated=job is not None,
+        return Observation(
+            s.node,
+            s.uuid,
+            s.gpu_index,
+            job,
+            s.ts - window_s,
+            s.ts,
+            s.util_max_pct,
+            s.util_mean_pct,
+            s.mem_used_bytes,
+            s.mem_total_bytes,
+            True,
         )
-        return WindowRecord(s.node, s.ts - window_s, s.ts, gpu)
+
+    def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:
+        """The sample as the window an agent would have reported (to feed a collector)."""
+        o = self.observation(s, newest_ts)
+        gpu = GpuWindow(
+            uuid=o.uuid,
+            index=o.gpu_index,
+            util_mean=o.util_mean_pct,
+            util_max=o.util_max_pct,
+            mem_used_max_bytes=o.mem_used_bytes,
+            mem_total_bytes=o.mem_total_bytes,
+            power_mean_w=s.power_w,
+            job=o.job,
+            allocated=o.job is not None,
+        )
+        return WindowRecord(o.node, o.start, o.end, gpu)
