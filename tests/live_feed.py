@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import json
 import random
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,9 +20,8 @@ from typing import Any
 
 from gpuwarden.collector.audit import AuditRecord, record_from_event
 from gpuwarden.collector.enforce import Enforcer, attach_enforcement
-from gpuwarden.collector.ladder import ActionOutcome, Decision
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.collector.replay import replay_lines
+from gpuwarden.collector.replay import RecordingExecutor, replay_lines
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.trace import TraceAttribution, loads, parse_job, parse_sample
 from gpuwarden.common.types import NodeReport, SlurmStatus, WindowRecord
@@ -74,19 +72,6 @@ def trace_reports(lines: Iterable[bytes], policies: PolicySet) -> Iterator[list[
         yield reports
 
 
-class RecordingExecutor:
-    """Records what it is asked to do (from the collector's action threads); always succeeds."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.decisions: list[Decision] = []
-
-    def execute(self, decision: Decision) -> ActionOutcome:
-        with self.lock:
-            self.decisions.append(decision)
-        return ActionOutcome(True, "")
-
-
 async def live_records(
     lines: list[bytes],
     policies: PolicySet,
@@ -106,7 +91,7 @@ async def live_records(
         enforcer = attach_enforcement(
             collector,
             policies=policies,
-            executor=RecordingExecutor(),
+            executor=RecordingExecutor(),  # replay's own: each action done, no detail
             audit_jsonl=None,
             evaluate_interval_s=3600.0,  # evaluated here, on the trace's clock
             actor=ACTOR,
