@@ -43,25 +43,16 @@ def usage_findings(
     gpus = tuple(refs)
     since = first * bucket_s
     ev = evidence()
+
+    def finding(kind: FindingKind, detail: str, code: str = "") -> Finding:
+        return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev)
+
     out: list[Finding] = []
     if mean < p.underuse_pct:
-        out.append(
-            Finding(
-                FindingKind.UNDERUSED, job_id, gpus, since, wording.underused(p, mean), evidence=ev
-            )
-        )
+        out.append(finding(FindingKind.UNDERUSED, wording.underused(p, mean)))
         if cpu_dur >= need * len(usages) and cpu / cpu_dur >= p.cpu_saturated_pct:
-            out.append(
-                Finding(
-                    FindingKind.ADVICE,
-                    job_id,
-                    gpus,
-                    since,
-                    wording.input_bound(cpu / cpu_dur, mean),
-                    code=AdviceCode.INPUT_BOUND,
-                    evidence=ev,
-                )
-            )
+            detail = wording.input_bound(cpu / cpu_dur, mean)
+            out.append(finding(FindingKind.ADVICE, detail, AdviceCode.INPUT_BOUND))
     if any(r.uuid.startswith("MIG-") for r in gpus):
         return out  # already a MIG slice
     peaks = [u.peak_mem() for u in usages]
@@ -70,15 +61,5 @@ def usage_findings(
         return out
     if all(peak < total * p.mig_mem_pct / 100.0 for peak, total in known):
         worst = max(peak / total for peak, total in known)
-        out.append(
-            Finding(
-                FindingKind.ADVICE,
-                job_id,
-                gpus,
-                since,
-                wording.use_mig(p, worst),
-                code=AdviceCode.USE_MIG,
-                evidence=ev,
-            )
-        )
+        out.append(finding(FindingKind.ADVICE, wording.use_mig(p, worst), AdviceCode.USE_MIG))
     return out
