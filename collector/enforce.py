@@ -200,8 +200,10 @@ def attach_enforcement(
     listeners: Sequence[AuditListener] = (),
 ) -> Enforcer:
     """Run detection (and, where policy says so, enforcement) inside ``collector``.
-    Call after ``collector.start()``. ``reorder_s``: how long windows wait for stragglers
-    from other nodes before the engine processes them (default: the policy's ``window``)."""
+    Call after ``collector.start()``. Every audit record goes to the collector's notifier
+    hub and to ``listeners``, off the evaluation thread. ``reorder_s``: how long windows wait
+    for stragglers from other nodes before the engine processes them (default: the policy's
+    ``window``)."""
     loop = asyncio.get_running_loop()
     audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
     collector.audit = AuditQuery(collector.store.path)
@@ -216,7 +218,7 @@ def attach_enforcement(
         executor=executor,
         actor=actor,
         publish=publish,
-        listeners=listeners,
+        listeners=[collector.notifiers.submit, *listeners],  # researcher alerts first
         job_gone_after_s=job_gone_after_s,
         reorder_s=reorder_s,
     )

@@ -106,3 +106,41 @@ async def test_an_executor_sleeping_30s_for_one_job_does_not_delay_another_jobs_
     finally:
         executor.release.set()
         await collector.stop()
+
+
+async def test_warnings_reach_the_collectors_notifiers(tmp_path: Path) -> None:
+    from gpuwarden.collector.outputs.notify import NotifierHub
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.got: list[AuditRecord] = []
+
+        def send(self, record: AuditRecord) -> None:
+            self.got.append(record)
+
+        def close(self) -> None:
+            pass
+
+    inbox = Inbox()
+    collector = Collector(db_path=tmp_path / "c.db", notifiers=NotifierHub([("inbox", inbox)]))
+    await collector.start()
+    policy = Policy(idle_window=0.5, grace_period=0.0, warnings=1, window=REPORT_S, max_gap=1.0)
+    job = JobInfo(job_id="C", user="carol", start_time=int(time.time()) - 60)
+    try:
+        attach_enforcement(
+            collector,
+            policies=PolicySet(default=policy),
+            executor=None,
+            audit_jsonl=None,
+            evaluate_interval_s=0.1,
+        )
+        for seq in range(1, 15):
+            await asyncio.sleep(REPORT_S)
+            end = time.time()
+            gpu = GpuWindow(uuid="GPU-c", index=0, util_max=0.0, job=job, allocated=True)
+            report = NodeReport("n1", seq, end - REPORT_S, end, (gpu,), SlurmStatus(True))
+            await collector.ingestor.submit(report)
+        await wait_for(lambda: inbox.got, timeout_s=10)
+        assert [(r.job_id, r.outcome) for r in inbox.got] == [("C", "warned")]
+    finally:
+        await collector.stop()
