@@ -1,6 +1,7 @@
-"""Actions run off the evaluation path: one slow Dask scheduler or Slurm controller does not
-stall detection for the other jobs. A real collector (ingest, SQLite, enforcement wiring),
-reports ingested in real time."""
+"""The live wiring around the engine, on a real collector (ingest, SQLite, enforcement
+wiring): actions run off the evaluation path (one slow Dask scheduler or Slurm controller does
+not stall detection for the other jobs), ladder events reach the notifiers, and the idle
+streaks survive a restart."""
 
 from __future__ import annotations
 
@@ -142,5 +143,41 @@ async def test_warnings_reach_the_collectors_notifiers(tmp_path: Path) -> None:
             await collector.ingestor.submit(report)
         await wait_for(lambda: inbox.got, timeout_s=10)
         assert [(r.job_id, r.outcome) for r in inbox.got] == [("C", "warned")]
+    finally:
+        await collector.stop()
+
+
+async def test_after_a_restart_the_idle_streak_is_rebuilt_from_the_store(tmp_path: Path) -> None:
+    """The windows stored before a restart count: the warning comes with the first new
+    windows, not a whole idle window later, and its streak starts before the restart."""
+    policy = Policy(idle_window=120.0, grace_period=0.0, warnings=1, window=10.0, max_gap=30.0)
+    now = time.time()
+    job = JobInfo(job_id="D", start_time=int(now) - 600)
+
+    def report(seq: int, end: float) -> NodeReport:
+        gpu = GpuWindow(uuid="GPU-d", index=0, util_max=0.0, job=job, allocated=True)
+        return NodeReport("n1", seq, end - 10.0, end, (gpu,), SlurmStatus(True))
+
+    first = Collector(db_path=tmp_path / "c.db")
+    await first.start()
+    for k in range(10):  # 100 s idle before the restart (less than idle_window)
+        await first.ingestor.submit(report(k + 1, now - 100 + 10 * k))
+    await first.stop()
+
+    collector = Collector(db_path=tmp_path / "c.db")
+    await collector.start()
+    try:
+        enforcer = attach_enforcement(
+            collector,
+            policies=PolicySet(default=policy),
+            executor=None,
+            audit_jsonl=None,
+            evaluate_interval_s=3600.0,
+        )
+        for k in range(3):  # 30 s more after it
+            await collector.ingestor.submit(report(11 + k, now + 10 * (k + 1)))
+        records = enforcer.evaluate(now + 30 + policy.window)
+        assert [(r.job_id, r.outcome) for r in records] == [("D", "warned")]
+        assert records[0].evidence["finding"]["since_ts"] < now - 60
     finally:
         await collector.stop()
