@@ -14,6 +14,7 @@ blocking, to the subscribers in ``listeners`` (e.g. researcher notifiers).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -28,6 +29,7 @@ from gpuwarden.collector.ladder import (
     NOT_IDLE_ANYMORE,
     ActionExecutor,
     ActionOutcome,
+    Decision,
     LadderEvent,
 )
 from gpuwarden.collector.policy import PolicySet
@@ -70,7 +72,7 @@ class Enforcer:
             if executor is None
             else ActionWorker(
                 executor,
-                self.engine.still_idle,
+                self._still_idle,
                 workers=action_workers,
                 queue_max=action_queue_max,
             )
@@ -78,6 +80,7 @@ class Enforcer:
         self.listeners: list[AuditListener] = list(listeners)
         self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
         self.evaluations = 0
+        self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
 
     def add_listener(self, listener: AuditListener) -> None:
@@ -87,12 +90,26 @@ class Enforcer:
 
     # -- called from the ingest path (event loop thread) --------------------------------
     def on_stored(self, reports: Sequence[NodeReport]) -> None:
-        for r in reports:
+        """Never waits for an evaluation: the reports are handed over through a queue."""
+        self._inbox.extend(reports)  # deque appends are thread-safe
+
+    def _drain(self) -> None:
+        """Move what ingest handed over into the engine (evaluation and action threads)."""
+        inbox = self._inbox
+        while inbox:
+            try:
+                r = inbox.popleft()
+            except IndexError:  # another thread took the last one
+                return
             attributed = r.slurm.available
             for g in r.gpus:
-                self.engine.on_window(
-                    WindowRecord(r.node, r.window_start, r.window_end, g), attributed
-                )
+                rec = WindowRecord(r.node, r.window_start, r.window_end, g)
+                self.engine.on_window(rec, attributed)
+
+    def _still_idle(self, decision: Decision) -> bool:
+        """The check right before acting, with the newest windows stored."""
+        self._drain()
+        return self.engine.still_idle(decision)
 
     def warm_up(self, now: float | None = None) -> None:
         """After a restart: rebuild the idle streaks from the stored windows."""
@@ -112,6 +129,7 @@ class Enforcer:
         due actions to the worker; return the audit records written."""
         with self.lock:
             now = self.clock() if now is None else now
+            self._drain()
             engine = self.engine
             events: list[LadderEvent] = []
             if self.worker is not None:
