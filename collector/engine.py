@@ -88,6 +88,12 @@ def run_key(job: JobInfo) -> RunKey:
     return (job.job_id, job.start_time)
 
 
+def same_run(a: RunKey, b: RunKey) -> bool:
+    """The same run of a job: same id, and the same start unless one of them does not know
+    it (an agent that could not ask Slurm reports start 0 and fewer facts)."""
+    return a[0] == b[0] and (a[1] == b[1] or a[1] == 0 or b[1] == 0)
+
+
 def _facts(job: JobInfo) -> tuple[object, ...]:
     """The job facts the ladder reads (not the per-window CPU use)."""
     return (
@@ -315,10 +321,10 @@ class Engine:
                 self._end_run(holder, end, explicit=False)  # the GPU is free
             return
         key = (job.job_id, job.start_time)
-        if holder is not None and holder.key != key:
+        if holder is not None and not same_run(holder.key, key):
             self._end_run(holder, end, explicit=False)  # another job holds it
         run = self._runs.get(job.job_id)
-        if run is not None and run.key == key:
+        if run is not None and same_run(run.key, key):
             last = run.last_seen
             if last is not None and end - last > self.job_gone_after_s:
                 self._end_run(run, last + self.job_gone_after_s, explicit=False)
@@ -340,7 +346,7 @@ class Engine:
             self._gpu[where] = run
         if run.last_seen is None or end > run.last_seen:
             run.last_seen = end
-        if job is not run.job:
+        if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
             self._update_facts(run, job)
         if run.stopped:
             return
@@ -362,6 +368,8 @@ class Engine:
     def _update_facts(run: JobRun, job: JobInfo) -> None:
         """Newer facts of the job (e.g. Slurm answered again) replace the old ones."""
         run.job = job
+        if job.start_time and not run.key[1]:
+            run.key = run_key(job)
         facts = _facts(job)
         if facts != run.facts:
             run.facts = facts
@@ -417,7 +425,7 @@ class Engine:
 
     def _run_of(self, d: Decision) -> JobRun | None:
         run = self._runs.get(d.job_id)
-        return run if run is not None and run.key == run_key(d.allocation.job) else None
+        return run if run is not None and same_run(run.key, run_key(d.allocation.job)) else None
 
     def on_action_result(self, decision: Decision, outcome: ActionOutcome) -> LadderEvent:
         """The outcome of an action from :meth:`take_actions`; returns its event."""

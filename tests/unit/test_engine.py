@@ -187,3 +187,22 @@ def test_check_before_acting_sees_newer_buffered_activity() -> None:
     assert not engine.still_idle(decision)
     aborted = engine.on_action_aborted(decision, "newest data is no longer idle")
     assert aborted.status is Status.ABORTED
+
+
+def test_windows_without_slurms_facts_neither_split_the_run_nor_hide_its_facts() -> None:
+    """An agent that cannot reach Slurm now and then reports the job from /proc alone (no
+    start time, not requeue-able as far as it knows): still one run, acted on with the facts
+    Slurm gave."""
+    engine = Engine(PolicySet(default=POLICY), reorder_s=0.0)
+    full = job("9")
+    bare = JobInfo(job_id="9", source="environ")
+    decisions = []
+    events: list[LadderEvent] = []
+    for k in range(1, 40):
+        engine.on_window(window(T0 + k * W, "GPU-0", 0.0, bare if k % 3 else full))
+        events += engine.evaluate(T0 + k * W)
+        decisions += engine.take_actions()
+    assert [e.detail.split(":")[0] for e in events] == ["warning 1 of 1"]
+    (decision,) = decisions
+    assert decision.action is Action.REQUEUE and decision.allocation.job.requeue
+    assert engine.still_idle(decision)
