@@ -13,24 +13,18 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool import Spool, SpoolCorrupt
+from gpuwarden.common.tls import TlsFiles as TlsFiles  # re-exported for the agent
+from gpuwarden.common.tls import make_channel as tls_channel
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
 
 
 def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
@@ -39,14 +33,7 @@ def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
     ]
-    if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes(),
-        certificate_chain=tls.cert.read_bytes(),
-    )
-    return grpc.aio.secure_channel(target, creds, options=options)
+    return tls_channel(target, tls, options)
 
 
 class ReportStreamer:
@@ -117,6 +104,16 @@ class ReportStreamer:
         log.warning("collector %s: %s %s", self.target, exc.code().name, exc.details())
         return False
 
+    def _read_spooled(self, seq: int) -> pb.NodeReport:
+        data = self.spool.read(seq)
+        try:
+            report = pb.NodeReport.FromString(data)
+        except DecodeError as exc:
+            raise SpoolCorrupt(f"not a report: {exc}") from None
+        if report.seq != seq:
+            raise SpoolCorrupt(f"holds seq={report.seq}, not the seq of its file name")
+        return report
+
     async def _session(self) -> bool:
         got_ack = False
         async with make_channel(self.target, self.tls) as channel:
@@ -143,10 +140,13 @@ class ReportStreamer:
                         if len(in_flight) >= self.max_in_flight:
                             break
                         try:
-                            data = self.spool.read(seq)
+                            report = self._read_spooled(seq)
                         except FileNotFoundError:
                             continue  # acked or dropped meanwhile
-                        await call.write(pb.NodeReport.FromString(data))
+                        except SpoolCorrupt as exc:
+                            self.spool.set_aside(seq, str(exc))
+                            continue
+                        await call.write(report)
                         in_flight.add(seq)
                         last_sent = seq
                         self.sent += 1

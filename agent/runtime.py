@@ -37,6 +37,7 @@ class AgentStats:
     acked: int
     dropped: int
     rejected: int
+    corrupt: int  # spooled reports that could not be read back, moved to spool/corrupt/
     connected: bool
 
 
@@ -86,6 +87,7 @@ class Agent:
             acked=self.streamer.acked,
             dropped=self.spool.dropped,
             rejected=self.streamer.rejected,
+            corrupt=self.spool.corrupt,
             connected=self.streamer.connected,
         )
 

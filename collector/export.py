@@ -13,11 +13,9 @@ same time the collector did.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -201,31 +199,3 @@ def export_trace(db_path: Path, out: BinaryIO, f: ExportFilter) -> ExportSummary
     finally:
         conn.close()
     return ExportSummary(jobs=len(runs), samples=samples, first_ts=first, last_ts=last)
-
-
-def parse_time(text: str, now: float) -> float:
-    """A point in time: Unix seconds (``1700000000``), an ISO 8601 date and time (UTC when
-    it names no zone), or a duration before ``now`` (``90m``, ``2h``, ``1d``)."""
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    if value[-1:] in units:
-        try:
-            amount = float(value[:-1])
-        except ValueError:
-            amount = -1.0
-        if amount >= 0 and math.isfinite(amount):
-            return now - amount * units[value[-1]]
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time (Unix seconds, ISO 8601 such as 2026-11-28T09:00, "
-            "or a duration ago such as 2h)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()

@@ -8,22 +8,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.ingest import Ingestor
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
-from gpuwarden.collector.state import ClusterState, NodeLive
+from gpuwarden.collector.ratelimit import RateLimiter
+from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
-from gpuwarden.common.convert import gpu_to_pb, window_record_to_pb
+from gpuwarden.common.convert import (
+    audit_record_to_pb,
+    cluster_event_to_pb,
+    node_state_to_pb,
+    snapshot_to_pb,
+    window_record_to_pb,
+)
+from gpuwarden.common.types import AuditRecord, ClusterSnapshot
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
@@ -37,21 +47,32 @@ HISTORY_MAX_LIMIT = 100_000
 
 
 class AuditSource(Protocol):
-    def query_pb(self, job_id: str, since: float, limit: int) -> list[pb.AuditRecord]: ...
+    def query(self, job_id: str, since: float, limit: int) -> list[AuditRecord]:
+        """Records of ``job_id`` (all jobs when empty) from ``since``, newest first."""
+        ...
 
 
-def node_to_pb(n: NodeLive) -> pb.NodeState:
-    return pb.NodeState(
-        node=n.node,
-        last_seen=n.last_seen,
-        connected=n.connected,
-        slurm=pb.SlurmStatus(available=n.slurm.available, error=n.slurm.error),
-        gpus=[
-            pb.GpuState(node=n.node, latest=gpu_to_pb(g.gpu), window_end=g.window_end)
-            for g in n.gpus
-        ],
-        last_seq=n.last_seq,
-    )
+async def _decoded(
+    messages: AsyncIterator[pb.NodeReport], collector: Collector, context: Ctx
+) -> AsyncIterator[pb.NodeReport]:
+    """The stream's messages; bytes that are no NodeReport end the stream with
+    INVALID_ARGUMENT (not UNKNOWN with a traceback in the log for each one)."""
+    try:
+        async for msg in messages:
+            yield msg
+    except DecodeError as exc:
+        collector.undecodable += 1
+        now = time.monotonic()
+        if now - collector.undecodable_logged >= 60.0:  # a flood is one line a minute
+            collector.undecodable_logged = now
+            log.warning(
+                "a stream sent bytes that are no NodeReport (%s); %d so far",
+                exc,
+                collector.undecodable,
+            )
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"message is not a gpuwarden.v1.NodeReport: {exc}"
+        )
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -63,15 +84,27 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
         node_seen: str | None = None
 
+        refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
+
         async def write_acks() -> None:
             while (item := await pending.get()) is not None:
                 msg, fut = item
-                duplicate = not await fut
+                try:
+                    duplicate = not await fut
+                except ReportInvalid as exc:  # valid on the wire, but the store refused it
+                    refused.append((msg.seq, exc))
+                    return
                 await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
+
+        async def refuse(seq: int, node: str | None, exc: ReportInvalid) -> None:
+            self.c.rejected += 1
+            log.warning("rejected report seq=%d from %r: %s", seq, node, exc)
+            context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(seq)),))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"report seq={seq}: {exc}")
 
         acker = asyncio.create_task(write_acks())
         try:
-            async for msg in request_iterator:
+            async for msg in _decoded(request_iterator, self.c, context):
                 if acker.done():
                     break
                 if peer_cn is not None and msg.node != peer_cn:
@@ -83,12 +116,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 try:
                     report = validate_report(msg, now=time.time(), limits=self.c.limits)
                 except ReportInvalid as exc:
-                    self.c.rejected += 1
-                    log.warning("rejected report seq=%d from %r: %s", msg.seq, msg.node[:64], exc)
-                    context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(msg.seq)),))
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, f"report seq={msg.seq}: {exc}"
-                    )
+                    await refuse(msg.seq, msg.node[:64], exc)
+                wait_s = self.c.rate_limiter.delay(report.node)
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)  # back-pressure: this node's stream waits
                 if node_seen != report.node:
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
@@ -97,6 +128,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 pending.put_nowait((msg, self.c.ingestor.submit(report)))
             pending.put_nowait(None)
             await acker
+            if refused:
+                await refuse(refused[0][0], node_seen, refused[0][1])
         finally:
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -110,23 +143,20 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         self.c = collector
 
     async def GetSnapshot(self, request: pb.SnapshotRequest, context: Ctx) -> pb.ClusterSnapshot:
-        return self.c.snapshot()
+        return snapshot_to_pb(self.c.snapshot())
 
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.ClusterEvent]:
         watcher = self.c.state.subscribe()
         try:
             if request.include_snapshot:
                 for n in self.c.state.nodes():
-                    yield pb.ClusterEvent(node=node_to_pb(n))
+                    yield pb.ClusterEvent(node=node_state_to_pb(n))
             while True:
                 events = await watcher.get()
                 if events is None:  # fell behind: send the whole cluster again
                     events = list(self.c.state.nodes())
                 for ev in events:
-                    if isinstance(ev, NodeLive):
-                        yield pb.ClusterEvent(node=node_to_pb(ev))
-                    elif isinstance(ev, pb.AuditRecord):
-                        yield pb.ClusterEvent(audit=ev)
+                    yield cluster_event_to_pb(ev)
         finally:
             self.c.state.unsubscribe(watcher)
 
@@ -158,9 +188,9 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         if self.c.audit is None:
             return pb.AuditResponse()
         records = await asyncio.to_thread(
-            self.c.audit.query_pb, request.job_id, request.since, request.limit or 1000
+            self.c.audit.query, request.job_id, request.since, request.limit or 1000
         )
-        return pb.AuditResponse(records=records)
+        return pb.AuditResponse(records=[audit_record_to_pb(r) for r in records])
 
 
 class Collector:
@@ -177,6 +207,7 @@ class Collector:
         shutdown_grace_s: float = 5.0,
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.listen = listen
         self.tls = tls
@@ -190,7 +221,10 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
+        self.undecodable = 0
+        self.undecodable_logged = -math.inf
         self.port = 0
         self._streams: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
@@ -206,21 +240,31 @@ class Collector:
             options=[
                 ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
+                # The port is ours alone: with SO_REUSEPORT a second collector would start
+                # on it and the kernel would split the agents between the two databases.
+                ("grpc.so_reuseport", 0),
             ]
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if self.tls is None:
-            self.port = server.add_insecure_port(self.listen)
-        else:
-            ca, cert, key = self.tls
-            creds = grpc.ssl_server_credentials(
-                [(key, cert)], root_certificates=ca, require_client_auth=True
-            )
-            self.port = server.add_secure_port(self.listen, creds)
+        try:
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                ca, cert, key = self.tls
+                creds = grpc.ssl_server_credentials(
+                    [(key, cert)], root_certificates=ca, require_client_auth=True
+                )
+                self.port = server.add_secure_port(self.listen, creds)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
+            await server.stop(None)
+            raise OSError(
+                f"cannot listen on {self.listen}: the address is in use (another collector?) "
+                "or not available on this machine"
+            )
         await server.start()
         self._server = server
         for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
@@ -265,10 +309,10 @@ class Collector:
         else:
             self._streams[node] = left
 
-    def snapshot(self) -> pb.ClusterSnapshot:
-        return pb.ClusterSnapshot(
+    def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(
             now=time.time(),
-            nodes=[node_to_pb(n) for n in self.state.nodes()],
+            nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
 
