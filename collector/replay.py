@@ -238,3 +238,14 @@ def replay_lines(
     for line_no, raw in enumerate(lines, 1):
         r.feed(raw, line_no)
     return r, r.finish()
+
+
+def replay_main(argv: list[str] | None = None) -> int:
+    """``gpuwarden replay``; the command line itself lives in :mod:`replay_cli`."""
+    from gpuwarden.collector.replay_cli import replay_main as main
+
+    return main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(replay_main())
