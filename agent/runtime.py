@@ -172,6 +172,7 @@ class Agent:
             agent_version=gpuwarden.__version__,
         )
         data = report_to_pb(report).SerializeToString()
-        self.spool.put(report.seq, data)  # in the loop thread: the streamer shares the spool
         self._reports += 1
-        self.streamer.notify_new_report()
+        # in the loop thread: the streamer shares the spool
+        if self.spool.put(report.seq, data):
+            self.streamer.notify_new_report()

@@ -14,6 +14,7 @@ that cannot be read back (truncated, garbled, empty: a damaged disk or a hand) i
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import struct
@@ -57,10 +58,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written file must not hold the space
+        raise
     tmp.replace(path)
 
 
@@ -73,6 +78,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0
         self.corrupt = 0
+        self.disk_error: str | None = None  # why the last write failed, until one succeeds
         try:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "rejected").mkdir(exist_ok=True)
@@ -106,13 +112,37 @@ class Spool:
     def next_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
-        _write_atomic(self.directory / "seq", str(self._next_seq).encode())
+        try:
+            _write_atomic(self.directory / "seq", str(self._next_seq).encode())
+        except OSError as exc:
+            # Kept in memory; the next write records it. After a restart the spooled
+            # reports' own numbers (and the time-based start) keep seq increasing.
+            self._disk_trouble(exc)
         return seq
 
     # -- reports ---------------------------------------------------------------------
-    def put(self, seq: int, data: bytes) -> None:
+    def put(self, seq: int, data: bytes) -> bool:
+        """Keep a report until it is acked. On a full disk the oldest reports make room
+        (dropped, counted); returns False when even that left no room for this one."""
+        path = self.directory / f"{seq:020d}{_SUFFIX}"
         framed = frame(data)
-        _write_atomic(self.directory / f"{seq:020d}{_SUFFIX}", framed)
+        evicted = False
+        while True:
+            try:
+                _write_atomic(path, framed)
+                break
+            except OSError as exc:
+                evicted = True
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._sizes:
+                    self._disk_trouble(exc)
+                    self.dropped += 1
+                    return False
+                self._disk_trouble(exc)
+                self._remove(min(self._sizes))
+                self.dropped += 1
+        if self.disk_error is not None and not evicted:  # room without making any
+            log.warning("spool %s is writable again", self.directory)
+            self.disk_error = None
         self._sizes[seq] = len(framed)
         self._bytes += len(framed)
         while len(self._sizes) > self.max_reports or self._bytes > self.max_bytes:
@@ -122,6 +152,18 @@ class Spool:
             self._remove(oldest)
             self.dropped += 1
             log.warning("spool full: dropped unacknowledged report seq=%d", oldest)
+        return True
+
+    def _disk_trouble(self, exc: OSError) -> None:
+        """One clear line per episode, naming the path, however many writes fail."""
+        if self.disk_error is None:
+            log.error(
+                "cannot write to spool %s (%s): dropping the oldest unacknowledged reports "
+                "to keep the newest; sampling goes on",
+                self.directory,
+                exc.strerror or exc,
+            )
+        self.disk_error = str(exc)
 
     def _remove(self, seq: int) -> None:
         size = self._sizes.pop(seq, None)

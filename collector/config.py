@@ -39,6 +39,8 @@ class CollectorConfig:
     job_gone_after: float = duration_field(900.0, minimum=1.0)
     # per-node rate limit (back-pressure, nothing dropped): a spool replay after an outage
     # runs at this rate; a flooding node cannot starve the others
+    # the collector refuses to start with less free space than this under its database
+    min_free_space: int = ranged(16 * 1024 * 1024, minimum=0)
     max_reports_per_s: float = ranged(100.0, minimum=0.01)
     report_burst: int = ranged(1000, minimum=1)
 
