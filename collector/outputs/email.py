@@ -32,6 +32,7 @@ import re
 import smtplib
 import ssl
 import string
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -63,6 +64,7 @@ PLACEHOLDERS = frozenset(
         "alert_id",
     }
 )
+_PARAGRAPHS = frozenset({"intro", "next", "exemption"})  # wrapped in the plain text
 _USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}")
 _ADDRESS_RE = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 
@@ -236,7 +238,8 @@ class EmailTransport:
         msg["Date"] = formatdate(a.ts, localtime=True)
         msg["Message-ID"] = f"<{a.alert_id}@gpuwarden>"
         msg["X-Gpuwarden-Job"] = a.job_id
-        msg.set_content(t["email.txt"].substitute(values, gpu_table=text_table(a)))
+        wrapped = {k: textwrap.fill(v, 72) if k in _PARAGRAPHS else v for k, v in values.items()}
+        msg.set_content(t["email.txt"].substitute(wrapped, gpu_table=text_table(a)))
         escaped = {k: html.escape(v) for k, v in values.items()}
         msg.add_alternative(
             t["email.html"].substitute(escaped, gpu_table=html_table(a)), subtype="html"

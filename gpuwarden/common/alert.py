@@ -40,7 +40,7 @@ DEFAULT_EXEMPTION = (
     "exemption (for the job, your user or your account)."
 )
 _ACTION_WORDS = {
-    "warn": "another warning",
+    "warn": "you will get another warning",
     "release_dask_worker": "your Dask worker will be retired (its data moved to other workers)",
     "requeue": "your job will be requeued",
     "requeuehold": "your job will be requeued and held",
@@ -282,9 +282,8 @@ def gpu_use(g: AlertGpu) -> str:
 def summary_line(a: Alert) -> str:
     """The line ``gpuwarden alerts`` prints."""
     head = f"{clock(a.ts)}  {headline(a)}"
-    gpus = "; ".join(gpu_use(g) for g in a.gpus)
-    out = f"{head}\n    {gpus}" if gpus else head
-    return f"{out}\n    {next_text(a)}\n    details: {a.jobstats}"
+    lines = [head, *(f"    {gpu_use(g)}" for g in a.gpus), f"    {next_text(a)}"]
+    return "\n".join([*lines, f"    details: {a.jobstats}"])
 
 
 def _pct(v: float | None) -> str:
