@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden.common.address import split_host_port
-from gpuwarden.common.alert import Alert, summary_line
-from gpuwarden.common.argtypes import address_arg, int_arg
+from gpuwarden.common.alert import Alert, check_user, summary_line
+from gpuwarden.common.argtypes import address_arg, checked, int_arg
 
 PASSWORD_ENV = "GPUWARDEN_MQTT_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 
@@ -43,7 +43,10 @@ def add_alerts_parser(sub: Any) -> None:
         help="the site's MQTT broker (default $GPUWARDEN_MQTT_BROKER or 127.0.0.1:1883)",
     )
     al.add_argument(
-        "--user", default=None, help="whose alerts, and the MQTT user name (default: you)"
+        "--user",
+        type=checked(check_user),
+        default=None,
+        help="whose alerts, and the MQTT user name (default: you)",
     )
     al.add_argument(
         "--password-file", type=Path, help=f"file holding your MQTT password (or ${PASSWORD_ENV})"
@@ -56,7 +59,11 @@ def add_alerts_parser(sub: Any) -> None:
 
 
 def alerts_main(args: argparse.Namespace) -> int:
-    user = args.user or getpass.getuser()
+    try:
+        user = args.user or check_user(getpass.getuser())
+    except ValueError as exc:
+        print(f"gpuwarden alerts: your login name: {exc}; give --user", file=sys.stderr)
+        return 2
     password = os.environ.get(PASSWORD_ENV)
     if args.password_file is not None:
         password = args.password_file.read_text().strip()

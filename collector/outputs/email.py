@@ -43,7 +43,15 @@ from typing import Any
 
 from gpuwarden.collector.outputs.delivery import DurableNotifier, split_options
 from gpuwarden.collector.outputs.notify import NotifierContext
-from gpuwarden.common.alert import Alert, AlertGpu, clock, headline, next_text, span
+from gpuwarden.common.alert import (
+    USER_RE,
+    Alert,
+    AlertGpu,
+    clock,
+    headline,
+    next_text,
+    span,
+)
 from gpuwarden.common.config import build_section, duration_field, ranged
 
 TEMPLATE_NAMES = ("email-subject.txt", "email.txt", "email.html")
@@ -65,7 +73,6 @@ PLACEHOLDERS = frozenset(
     }
 )
 _PARAGRAPHS = frozenset({"intro", "next", "exemption"})  # wrapped in the plain text
-_USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}")
 _ADDRESS_RE = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 
 
@@ -211,7 +218,7 @@ class EmailTransport:
     def address(self, user: str) -> str:
         if user in self.addresses:
             return self.addresses[user]
-        if not self.opts.address or not _USER_RE.fullmatch(user):
+        if not self.opts.address or not USER_RE.fullmatch(user):
             raise ValueError(f"no e-mail address for user {user!r}")
         return self.opts.address.replace("{user}", user)
 

@@ -30,11 +30,9 @@ from typing import Any
 
 from gpuwarden.collector.outputs.delivery import DurableNotifier, split_options
 from gpuwarden.collector.outputs.notify import NotifierContext
-from gpuwarden.common.alert import Alert
+from gpuwarden.common.alert import Alert, check_user
 from gpuwarden.common.config import build_section, duration_field, ranged
 
-# a user name that is one topic level and an MQTT user name (the ACL's %u)
-USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}")
 _NOT_IN_LEVEL = re.compile(r"[/+#\x00]")
 
 
@@ -59,8 +57,7 @@ class MqttOptions:
 
 def alert_topic(prefix: str, alert: Alert) -> str:
     """``prefix/<user>/<job_id>``; ValueError when the user cannot be a topic level."""
-    if not USER_RE.fullmatch(alert.user):
-        raise ValueError(f"user {alert.user!r} cannot name an MQTT topic")
+    check_user(alert.user)
     job = _NOT_IN_LEVEL.sub("_", alert.job_id) or "_"
     return f"{prefix.rstrip('/')}/{alert.user}/{job}"
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from typing import Any
 
 from gpuwarden.common.types import AuditRecord
 
+# a user name an alert can go to: one MQTT topic level, an MQTT user name (the broker ACL's
+# %u) and the local part of an e-mail address
+USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}")
 SCHEMA = "gpuwarden.alert"
 VERSION = 1
 DEFAULT_EXEMPTION = (
@@ -172,6 +176,13 @@ class Alert:
             next_reason=_str(nxt, "reason", ""),
             exemption=_str(d, "exemption", DEFAULT_EXEMPTION),
         )
+
+
+def check_user(user: str) -> str:
+    """``user`` if alerts can be addressed to it; ValueError saying why not."""
+    if not USER_RE.fullmatch(user):
+        raise ValueError(f"{user!r} is not a user name alerts can go to")
+    return user
 
 
 def dedup_key(record: AuditRecord) -> str:

@@ -16,7 +16,7 @@ from gpuwarden.collector.outputs.email import EmailOptions, EmailTransport
 from gpuwarden.common.alert import Alert, alert_from_record
 from gpuwarden.common.config import ConfigError
 from tests.alert_records import idle_warnings
-from tests.helpers import wait_for_sync
+from tests.helpers import run_gpuwarden, wait_for_sync
 
 
 def test_the_payload_round_trips_and_a_foreign_one_is_refused_naming_the_field() -> None:
@@ -165,3 +165,9 @@ def test_bad_notifier_tables_fail_at_start_naming_the_key(
     with pytest.raises(ConfigError) as err:
         load_notifiers(tomllib.loads(table), tmp_path)
     assert message in str(err.value)
+
+
+def test_gpuwarden_alerts_refuses_a_user_name_that_is_a_topic_pattern() -> None:
+    r = run_gpuwarden("alerts", "--user", "alice/#", "--count", "1")
+    assert r.returncode == 2
+    assert "argument --user: 'alice/#' is not a user name alerts can go to" in r.stderr
