@@ -14,10 +14,10 @@ from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
+from gpuwarden.slurm import make_slurm_client
 
 log = logging.getLogger(__name__)
 

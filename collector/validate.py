@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 from gpuwarden.common.convert import report_from_pb
 from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
-from gpuwarden.common.names import NODE_RE
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.slurm import is_job_id, is_node_name
 
 UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}", re.ASCII)
-JOB_ID_RE = re.compile(r"[0-9]{1,12}(?:[_+][0-9]{1,9})?", re.ASCII)
 # user, account, partition, QOS: POSIX/LDAP-like names (sssd users may carry '@domain')
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+$-]{0,127}", re.ASCII)
 STEP_RE = re.compile(r"[A-Za-z0-9_.+-]{0,32}", re.ASCII)
@@ -90,7 +89,7 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
     ``max_clock_skew_s``) is moved back to end at ``now``, keeping its length: a window from
     the future would otherwise make every honest window after it look late to the rules.
     """
-    if not NODE_RE.fullmatch(msg.node):
+    if not is_node_name(msg.node):
         raise ReportInvalid(f"node={msg.node[:80]!r} is not a valid node name")
     _integer("seq", msg.seq, 1, MAX_SEQ)
     for name in ("window_start", "window_end"):
@@ -139,6 +138,7 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> No
         raise ReportInvalid(f"{where}.parent_uuid={g.parent_uuid[:100]!r} is not a valid GPU UUID")
     if g.index > 4096:
         raise ReportInvalid(f"{where}.index={g.index} is out of range")
+    _validate_identity(where, g)
     _integer(f"{where}.samples", g.samples, 0, int(limits.max_window_s * 1000))
     _string(f"{where}.name", g.name, limits.max_string_len)
     for field in ("util_mean", "util_max", "util_min", "mem_util_mean"):
@@ -195,8 +195,25 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> No
         _validate_job(f"{where}.job", g.job, limits, now)
 
 
+MAX_DEVICE_MINOR = (1 << 20) - 1  # Linux minor numbers have 20 bits
+MAX_GPU_INSTANCE_ID = 4096
+
+
+def _validate_identity(where: str, g: pb.GpuWindow) -> None:
+    """Minor numbers within Linux's range; MIG identity only on a MIG instance."""
+    for field, top in (
+        ("minor_number", MAX_DEVICE_MINOR),
+        ("gpu_instance_id", MAX_GPU_INSTANCE_ID),
+        ("mig_caps_minor", MAX_DEVICE_MINOR),
+    ):
+        if g.HasField(field):
+            _integer(f"{where}.{field}", getattr(g, field), 0, top)
+            if field != "minor_number" and not g.parent_uuid:
+                raise ReportInvalid(f"{where}.{field} is set on a GPU without parent_uuid")
+
+
 def _validate_job(where: str, job: pb.JobInfo, limits: Limits, now: float) -> None:
-    if not JOB_ID_RE.fullmatch(job.job_id):
+    if not is_job_id(job.job_id):
         raise ReportInvalid(f"{where}.job_id={job.job_id[:40]!r} is not a Slurm job id")
     _identity(f"{where}.step", job.step, STEP_RE, "a Slurm step name")
     for field in ("user", "account", "partition", "qos"):

@@ -11,7 +11,7 @@ import pytest
 pytest.register_assert_rewrite("slurm_fixtures")
 from slurm_fixtures import SlurmCluster, controller_stopped, job_field, submit, wait_state  # noqa: E402
 
-from gpuwarden.collector.slurm import CliSlurmClient, Outcome, make_slurm_client  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient, Outcome, make_slurm_client  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
 pytestmark = pytest.mark.slurm
