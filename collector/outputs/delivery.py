@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gpuwarden.collector.outputs.outbox import Outbox
 from gpuwarden.common.alert import DEFAULT_EXEMPTION, Alert, alert_from_record, dedup_key
@@ -40,6 +40,7 @@ from gpuwarden.common.types import AuditRecord
 
 log = logging.getLogger(__name__)
 
+OptionsT = TypeVar("OptionsT")
 DEFAULT_RESEND_AFTER_S = 900.0  # when the record carries no policy warn_interval
 
 
@@ -245,10 +246,19 @@ def _warn_interval(record: AuditRecord) -> float:
     return DEFAULT_RESEND_AFTER_S
 
 
-def split_options(
-    section: str, options: Mapping[str, Any]
-) -> tuple[DeliverySettings, dict[str, Any]]:
-    """The shared delivery settings and the transport's own options of one table."""
+def durable_notifier(
+    name: str,
+    state_dir: Path,
+    options: Mapping[str, Any],
+    options_type: type[OptionsT],
+    transport: Callable[[OptionsT, Path], Transport],
+) -> DurableNotifier:
+    """A notifier from one ``[notifiers.NAME]`` table: the shared delivery keys, the rest
+    built into ``options_type`` for the ``transport``; its outbox under the state folder."""
+    section = f"notifiers.{name}"
     mine = {k: v for k, v in options.items() if k in DELIVERY_KEYS}
     settings = build_section(DeliverySettings, section, mine, environ={})
-    return settings, {k: v for k, v in options.items() if k not in DELIVERY_KEYS}
+    own = {k: v for k, v in options.items() if k not in DELIVERY_KEYS}
+    opts = build_section(options_type, section, own, environ={})
+    outbox = state_dir / "notifiers" / name / "outbox.db"
+    return DurableNotifier(name, transport(opts, state_dir), settings, outbox)

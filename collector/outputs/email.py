@@ -41,18 +41,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gpuwarden.collector.outputs.delivery import DurableNotifier, split_options
+from gpuwarden.collector.outputs.delivery import DurableNotifier, durable_notifier
 from gpuwarden.collector.outputs.notify import NotifierContext
 from gpuwarden.common.alert import (
     USER_RE,
     Alert,
     AlertGpu,
     clock,
+    gib_text,
     headline,
     next_text,
+    pct_text,
     span,
 )
-from gpuwarden.common.config import build_section, duration_field, ranged
+from gpuwarden.common.config import duration_field, ranged
 
 TEMPLATE_NAMES = ("email-subject.txt", "email.txt", "email.html")
 PLACEHOLDERS = frozenset(
@@ -168,14 +170,9 @@ _COLUMNS = ("node", "GPU", "max use", "mean use", "memory used", "idle")
 
 
 def _row(g: AlertGpu) -> tuple[str, ...]:
-    def pct(v: float | None) -> str:
-        return "?" if v is None else f"{v:.0f}%"
-
-    def gib(v: int | None) -> str:
-        return "?" if v is None else f"{v / 2**30:.1f}"
-
-    mem = f"{gib(g.mem_used_max_bytes)} of {gib(g.mem_total_bytes)} GiB"
-    return (g.node, str(g.index), pct(g.util_max_pct), pct(g.util_mean_pct), mem, span(g.idle_s))
+    mem = f"{gib_text(g.mem_used_max_bytes)} of {gib_text(g.mem_total_bytes)} GiB"
+    use = (pct_text(g.util_max_pct), pct_text(g.util_mean_pct))
+    return (g.node, str(g.index), *use, mem, span(g.idle_s))
 
 
 def text_table(a: Alert) -> str:
@@ -271,10 +268,4 @@ class EmailTransport:
 
 
 def email_notifier(ctx: NotifierContext, options: Mapping[str, Any]) -> DurableNotifier:
-    section = f"notifiers.{ctx.name}"
-    settings, own = split_options(section, options)
-    opts = build_section(EmailOptions, section, own, environ={})
-    transport = EmailTransport(opts, ctx.state_dir)
-    return DurableNotifier(
-        ctx.name, transport, settings, ctx.state_dir / "notifiers" / ctx.name / "outbox.db"
-    )
+    return durable_notifier(ctx.name, ctx.state_dir, options, EmailOptions, EmailTransport)

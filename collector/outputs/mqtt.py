@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuwarden.collector.outputs.delivery import DurableNotifier, split_options
+from gpuwarden.collector.outputs.delivery import DurableNotifier, durable_notifier
 from gpuwarden.collector.outputs.notify import NotifierContext
 from gpuwarden.common.alert import Alert, check_user
-from gpuwarden.common.config import build_section, duration_field, ranged
+from gpuwarden.common.config import duration_field, ranged
 
 _NOT_IN_LEVEL = re.compile(r"[/+#\x00]")
 
@@ -103,10 +103,4 @@ class MqttTransport:
 
 
 def mqtt_notifier(ctx: NotifierContext, options: Mapping[str, Any]) -> DurableNotifier:
-    section = f"notifiers.{ctx.name}"
-    settings, own = split_options(section, options)
-    opts = build_section(MqttOptions, section, own, environ={})
-    transport = MqttTransport(opts, ctx.state_dir)
-    return DurableNotifier(
-        ctx.name, transport, settings, ctx.state_dir / "notifiers" / ctx.name / "outbox.db"
-    )
+    return durable_notifier(ctx.name, ctx.state_dir, options, MqttOptions, MqttTransport)

@@ -285,8 +285,8 @@ def next_text(a: Alert) -> str:
 
 def gpu_use(g: AlertGpu) -> str:
     """One GPU's recent use, e.g. ``gpu01 GPU 0: max 0% mean 0%, 1.0 of 80.0 GiB, idle 32 min``."""
-    parts = [f"max {_pct(g.util_max_pct)}", f"mean {_pct(g.util_mean_pct)}"]
-    mem = f"{_gib(g.mem_used_max_bytes)} of {_gib(g.mem_total_bytes)} GiB memory"
+    parts = [f"max {pct_text(g.util_max_pct)}", f"mean {pct_text(g.util_mean_pct)}"]
+    mem = f"{gib_text(g.mem_used_max_bytes)} of {gib_text(g.mem_total_bytes)} GiB memory"
     return f"{g.node} GPU {g.index}: {' '.join(parts)}, {mem}, idle {span(g.idle_s)}"
 
 
@@ -297,11 +297,11 @@ def summary_line(a: Alert) -> str:
     return "\n".join([*lines, f"    details: {a.jobstats}"])
 
 
-def _pct(v: float | None) -> str:
+def pct_text(v: float | None) -> str:
     return "?" if v is None else f"{v:.0f}%"
 
 
-def _gib(v: int | None) -> str:
+def gib_text(v: int | None) -> str:
     return "?" if v is None else f"{v / 2**30:.1f}"
 
 

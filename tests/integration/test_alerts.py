@@ -70,18 +70,15 @@ def durable(hub: NotifierHub, name: str) -> DurableNotifier:
     return n
 
 
+def part(msg: Message, content_type: str) -> str:
+    for p in msg.walk():
+        if p.get_content_type() == content_type:
+            return str(p.get_payload(decode=True), "utf-8")
+    raise AssertionError(f"no {content_type} part")
+
+
 def text_part(msg: Message) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            return str(part.get_payload(decode=True), "utf-8")
-    raise AssertionError("no text/plain part")
-
-
-def html_part(msg: Message) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/html":
-            return str(part.get_payload(decode=True), "utf-8")
-    raise AssertionError("no text/html part")
+    return part(msg, "text/plain")
 
 
 async def test_alice_receives_her_alert_and_bob_subscribed_to_her_topic_receives_nothing(
@@ -151,7 +148,7 @@ async def test_the_email_reaches_the_smtp_server_with_the_job_user_and_numbers(
     assert "you will get another warning" in flat
     assert "\n    gpuwarden jobstats 4242\n" in text
     assert "exemption" in flat
-    html = html_part(msg)
+    html = part(msg, "text/html")
     assert "<table" in html and "<td" in html and "12.0 of 80.0 GiB" in html
     assert stats.skipped == 1 and stats.pending == 0
 
