@@ -48,6 +48,7 @@ from gpuwarden.common.alert import (
     Alert,
     AlertGpu,
     clock,
+    done_text,
     gib_text,
     headline,
     next_text,
@@ -160,8 +161,9 @@ def intro(a: Alert) -> str:
     elif a.kind == "partly_idle":
         idle = "are partly idle (some of them not used at all)"
     if a.outcome == "done":
-        what = headline(a).split(": ", 1)[1]
-        return f"Your job {a.job_id} holds {gpus}{where}: {what}. Its GPUs {idle}."
+        done = done_text(a)
+        idle = idle.replace("have not been", "had not been").replace("are ", "were ")
+        return f"{done[:1].upper()}{done[1:]} (job {a.job_id}): its {gpus}{where} {idle}."
     nth = f" This is warning {a.warning} of {a.warnings}." if a.warning and a.warnings else ""
     return f"Your job {a.job_id} holds {gpus}{where} that {idle}.{nth}"
 

@@ -45,7 +45,7 @@ DEFAULT_EXEMPTION = (
 )
 _ACTION_WORDS = {
     "warn": "you will get another warning",
-    "release_dask_worker": "your Dask worker will be retired (its data moved to other workers)",
+    "release_dask_worker": "your Dask worker will be retired, its data moved to other workers",
     "requeue": "your job will be requeued",
     "requeuehold": "your job will be requeued and held",
     "cancel": "your job will be cancelled",
@@ -264,12 +264,15 @@ def headline(a: Alert) -> str:
         "underused": "its GPUs are barely used",
     }.get(a.kind, a.kind)
     if a.outcome == "done":
-        return f"job {a.job_id}: {_ACTION_WORDS.get(a.action, a.action)} ({what})".replace(
-            "will be", "was"
-        )
+        return f"job {a.job_id}: {done_text(a)} ({what})"
     if a.warning and a.warnings:
         return f"job {a.job_id}: {what} (warning {a.warning} of {a.warnings})"
     return f"job {a.job_id}: {what}"
+
+
+def done_text(a: Alert) -> str:
+    """The action carried out, e.g. ``your job was requeued``."""
+    return _ACTION_WORDS.get(a.action, a.action).replace(" will be ", " was ")
 
 
 def next_text(a: Alert) -> str:

@@ -3,6 +3,7 @@ and templates: everything short of a network service."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -171,3 +172,24 @@ def test_gpuwarden_alerts_refuses_a_user_name_that_is_a_topic_pattern() -> None:
     r = run_gpuwarden("alerts", "--user", "alice/#", "--count", "1")
     assert r.returncode == 2
     assert "argument --user: 'alice/#' is not a user name alerts can go to" in r.stderr
+
+
+def test_an_action_taken_is_told_in_the_past_with_nothing_more_to_come(tmp_path: Path) -> None:
+    record = idle_warnings()[0]
+    done = dataclasses.replace(
+        record,
+        action="requeue",
+        outcome="done",
+        evidence={**record.evidence, "next": {"action": "none", "at_ts": None}},
+    )
+    t = EmailTransport(EmailOptions(address="{user}@uni.example"), tmp_path)
+    msg = t.message(alert_from_record(done))
+    assert (
+        msg["Subject"]
+        == "[your HPC site] job 4242: your job was requeued (its GPUs have been idle)"
+    )
+    body = msg.get_body(("plain",))
+    assert body is not None
+    text = " ".join(body.get_content().split())
+    assert "Your job was requeued (job 4242): its 2 GPUs on gpu01 had not been used" in text
+    assert "Nothing more: the action above has been taken." in text
