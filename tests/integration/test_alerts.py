@@ -264,3 +264,48 @@ async def test_gpuwarden_alerts_with_a_wrong_password_says_so(
     )  # fmt: skip
     assert r.returncode == 1
     assert f"gpuwarden alerts: broker 127.0.0.1:{mosquitto.port}:" in r.stderr
+
+
+async def test_a_live_collector_warns_the_researcher_of_an_idle_job_by_email(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """Ladder events of the real collector reach the e-mail notifier: reports of a job idle
+    from its start go in, the researcher's warnings come out at the mail server."""
+    from gpuwarden.collector.enforce import attach_enforcement
+    from gpuwarden.collector.policy import Policy, PolicySet
+    from gpuwarden.collector.replay import RecordingExecutor
+    from tests.live_feed import trace_reports
+
+    trace = Path(__file__).parents[1] / "fixtures" / "traces" / "idle_from_start.jsonl"
+    lines = trace.read_bytes().splitlines()
+    policies = PolicySet(default=Policy())  # dry run: warnings, then "would requeue"
+    hub = hub_from(config(tmp_path, smtp_port=smtp_server.port), tmp_path)
+    collector = Collector(db_path=tmp_path / "c.db", notifiers=hub)
+    await collector.start()
+    try:
+        enforcer = attach_enforcement(
+            collector,
+            policies=policies,
+            executor=RecordingExecutor(),
+            audit_jsonl=None,
+            evaluate_interval_s=3600.0,  # evaluated below, on the trace's clock
+        )
+        records = []
+        for reports in trace_reports(lines, policies):
+            await asyncio.gather(*(collector.ingestor.submit(r) for r in reports))
+            now = reports[-1].window_end + enforcer.engine.reorder_s
+            records += await asyncio.to_thread(enforcer.evaluate, now)
+        warned = [r for r in records if r.outcome == "warned"]
+        assert len(warned) == 2 and warned[0].user == "alice"
+        await wait_for(lambda: len(smtp_server.received) == 2)
+    finally:
+        await collector.stop()
+    subjects = [m["Subject"] for _, m in smtp_server.received]
+    assert subjects == [
+        "[Example HPC] job 1002: its GPUs have been idle (warning 1 of 2)",
+        "[Example HPC] job 1002: its GPUs have been idle (warning 2 of 2)",
+    ]
+    last = " ".join(text_part(smtp_server.received[1][1]).split())
+    assert "gpu01 0 0% 0% 0.5 of 80.0 GiB" in last
+    assert "this site only reports idle GPUs for now" in last  # dry run: nothing will happen
+    assert [rcpts for rcpts, _ in smtp_server.received] == [["alice@example.org"]] * 2
