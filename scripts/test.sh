@@ -8,6 +8,7 @@ cd "$root"
 ./scripts/bootstrap.sh
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && ./scripts/typecheck.sh
+echo "== mosquitto" && ./scripts/mosquitto-install.sh
 echo "== slurm" && ./scripts/slurm-up.sh
 trap './scripts/slurm-down.sh || true' EXIT
 echo "== pytest"
