@@ -9,14 +9,7 @@ from typing import Any
 
 from gpuwarden.agent.sampler import SAMPLERS, unknown_sampler_message
 from gpuwarden.common.address import split_host_port
-from gpuwarden.common.config import (
-    ConfigError,
-    build_section,
-    check_sections,
-    duration_field,
-    ranged,
-    read_toml,
-)
+from gpuwarden.common.config import duration_field, load_section, ranged
 
 SLURM_MODES = ("auto", "on", "off")
 
@@ -76,12 +69,4 @@ def load_agent_config(
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> AgentConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        doc = read_toml(path)
-        check_sections(doc, path)
-        table = doc.get("agent", {})
-        if not isinstance(table, dict):
-            raise ConfigError("[agent] must be a table")
-        data.update(table)
-    return build_section(AgentConfig, "agent", data, environ, flags=overrides)
+    return load_section(AgentConfig, "agent", path, environ, overrides)
