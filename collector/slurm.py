@@ -2,10 +2,11 @@
 
 ``CliSlurmClient`` runs the Slurm commands (argv lists, bounded by a timeout; never a shell).
 Every action first checks that the job is RUNNING: Slurm accepts ``scontrol requeue`` of a
-COMPLETED or CANCELLED job and runs it again, which must never happen by our hand. Slurm's
-error text is mapped to an ``Outcome`` (messages measured on Slurm 22.05, see
-/work/shared/SLURM-LOCAL.md). ``make_slurm_client()`` picks pyslurm only when it matches the
-installed Slurm's version, else the CLI.
+COMPLETED or CANCELLED job and runs it again, which must never happen by our hand
+(``act_guarded``, shared by every backend). Slurm's error text is mapped to an ``Outcome``
+(messages measured on Slurm 22.05 and 25.11). ``make_slurm_client()`` picks ``PyslurmClient``
+(``gpuwarden.collector.pyslurm_client``) when pyslurm matches the installed Slurm's version,
+else the CLI.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from gpuwarden.common.slurm import SlurmJob, parse_scontrol_jobs, validate_job_id
 from gpuwarden.common.types import SlurmStatus
@@ -29,9 +31,10 @@ __all__ = [
     "ActionResult",
     "CliSlurmClient",
     "Outcome",
-    "PyslurmClient",
     "SlurmClient",
     "SlurmError",
+    "act_guarded",
+    "classify_error",
     "make_slurm_client",
 ]
 
@@ -197,52 +200,63 @@ class CliSlurmClient:
         return self._act("cancel", job_id, ("scancel", job_id))
 
     def _act(self, action: str, job_id: str, argv: tuple[str, ...]) -> ActionResult:
-        try:
-            validate_job_id(job_id)
-        except ValueError as e:
-            return ActionResult(job_id, action, Outcome.INVALID_JOB_ID, str(e))
-        # Guard: act only on a RUNNING job (Slurm requeues finished jobs and runs them again).
-        try:
-            job = self.job(job_id)
-        except SlurmError as e:
-            return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
-        if job is None:
-            return ActionResult(
-                job_id, action, Outcome.UNKNOWN_JOB, f"job {job_id} is unknown to Slurm"
-            )
-        if job.state == "PENDING":
-            return ActionResult(
-                job_id, action, Outcome.PENDING, f"job {job_id} is pending: not {action}d"
-            )
-        if job.state != "RUNNING":
-            return ActionResult(
-                job_id,
-                action,
-                Outcome.NOT_RUNNING,
-                f"job {job_id} is {job.state}, not RUNNING: refused",
-            )
-        if action != "cancel" and not job.requeue:
-            return ActionResult(
-                job_id,
-                action,
-                Outcome.NOT_REQUEUEABLE,
-                f"job {job_id} is not requeue-able (Requeue=0)",
-            )
-        t0 = time.monotonic()
-        try:
+        def perform(job: SlurmJob) -> None:
             proc = self._run(*argv)
-        except SlurmError as e:
-            return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
-        if proc.returncode == 0:
-            log.info("slurm %s %s done in %.2f s", action, job_id, time.monotonic() - t0)
-            return ActionResult(job_id, action, Outcome.DONE, f"{action} {job_id}: done")
-        outcome = classify_error(proc.stderr)
-        if outcome is Outcome.FAILED and "Unexpected message received" in proc.stderr:
-            # 22.05 scontrol requeue prints this when the controller went away meanwhile.
-            outcome = Outcome.CONTROLLER_DOWN if not self.ping().available else Outcome.FAILED
+            if proc.returncode == 0:
+                return
+            outcome = classify_error(proc.stderr)
+            if outcome is Outcome.FAILED and "Unexpected message received" in proc.stderr:
+                # 22.05 scontrol requeue prints this when the controller went away meanwhile.
+                outcome = Outcome.CONTROLLER_DOWN if not self.ping().available else Outcome.FAILED
+            raise SlurmError(outcome, _last(proc.stderr), proc.stderr)
+
+        return act_guarded(action, job_id, self.job, perform)
+
+
+def act_guarded(
+    action: str,
+    job_id: str,
+    lookup: Callable[[str], SlurmJob | None],
+    perform: Callable[[SlurmJob], object],
+) -> ActionResult:
+    """The one path of every Slurm action, whatever the backend: refuse a malformed id, look
+    the job up, act only on a RUNNING job (Slurm requeues finished jobs and runs them again)
+    that is requeue-able when requeuing, then ``perform(job)``, which raises SlurmError when
+    Slurm refuses."""
+    try:
+        validate_job_id(job_id)
+    except ValueError as e:
+        return ActionResult(job_id, action, Outcome.INVALID_JOB_ID, str(e))
+    try:
+        job = lookup(job_id)
+    except SlurmError as e:
+        return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
+    if job is None:
         return ActionResult(
-            job_id, action, outcome, f"{action} {job_id}: {_last(proc.stderr)}", proc.stderr
+            job_id, action, Outcome.UNKNOWN_JOB, f"job {job_id} is unknown to Slurm"
         )
+    if job.state == "PENDING":
+        return ActionResult(
+            job_id, action, Outcome.PENDING, f"job {job_id} is pending: not {action}d"
+        )
+    if job.state != "RUNNING":
+        return ActionResult(
+            job_id,
+            action,
+            Outcome.NOT_RUNNING,
+            f"job {job_id} is {job.state}, not RUNNING: refused",
+        )
+    if action != "cancel" and not job.requeue:
+        return ActionResult(
+            job_id, action, Outcome.NOT_REQUEUEABLE, f"job {job_id} is not requeue-able (Requeue=0)"
+        )
+    t0 = time.monotonic()
+    try:
+        perform(job)
+    except SlurmError as e:
+        return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
+    log.info("slurm %s %s done in %.2f s", action, job_id, time.monotonic() - t0)
+    return ActionResult(job_id, action, Outcome.DONE, f"{action} {job_id}: done")
 
 
 def _last(text: str) -> str:
@@ -250,40 +264,10 @@ def _last(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-# ------------------------------------------------------------------------------------ pyslurm
-
-
-class PyslurmClient:
-    """SlurmClient over pyslurm, for sites whose pyslurm matches their Slurm major version.
-
-    Thin on purpose: ``make_slurm_client`` picks it only after checking that pyslurm's version
-    matches ``scontrol --version``, but every call still goes through the CLI path (same
-    guards, same error mapping) because no pyslurm release builds against the Debian 22.05
-    test cluster, so a pyslurm code path could not be tested here. Replace the delegations
-    with pyslurm calls where a matching Slurm is available to test them.
-    """
-
-    def __init__(self, pyslurm: Any, timeout_s: float = 10.0, bin_dir: str | None = None) -> None:
-        self._pyslurm = pyslurm
-        self._cli = CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
-
-    def job(self, job_id: str) -> SlurmJob | None:
-        return self._cli.job(job_id)
-
-    def jobs(self) -> list[SlurmJob]:
-        return self._cli.jobs()
-
-    def requeue(self, job_id: str, hold: bool = False) -> ActionResult:
-        return self._cli.requeue(job_id, hold=hold)
-
-    def cancel(self, job_id: str) -> ActionResult:
-        return self._cli.cancel(job_id)
-
-    def ping(self) -> SlurmStatus:
-        return self._cli.ping()
-
+# ------------------------------------------------------------------------------------ choice
 
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)")
+_logged_choices: set[str] = set()  # each reason for the CLI is logged once per process
 
 
 def _major(text: str) -> tuple[int, int] | None:
@@ -291,42 +275,50 @@ def _major(text: str) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
+def _slurm_version(bin_dir: str | None, timeout_s: float) -> str | None:
+    """``scontrol --version`` (e.g. ``slurm 25.11.7``), or None when it cannot run."""
+    scontrol = os.path.join(bin_dir, "scontrol") if bin_dir else shutil.which("scontrol")  # noqa: PTH118
+    if not scontrol:
+        return None
+    try:
+        out = subprocess.run(
+            [scontrol, "--version"], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def make_slurm_client(
     backend: str = "auto", timeout_s: float = 10.0, bin_dir: str | None = None
 ) -> SlurmClient:
-    """``"cli"``: CliSlurmClient. ``"pyslurm"``: PyslurmClient or ValueError saying why not.
-    ``"auto"``: pyslurm only when it imports and its version's major matches
-    ``scontrol --version``, else the CLI."""
+    """``"cli"``: CliSlurmClient. ``"pyslurm"``: PyslurmClient, or ValueError saying why not.
+    ``"auto"``: PyslurmClient when pyslurm is installed and its major version is the one of
+    ``scontrol --version`` (pyslurm 25.11 for Slurm 25.11), else the CLI, logging the reason
+    once."""
     if backend not in ("auto", "cli", "pyslurm"):
         raise ValueError(f"slurm backend {backend!r} is not one of auto, cli, pyslurm")
     if backend == "cli":
         return CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
-    why = ""
+    # Imported here: pyslurm_client imports this module.
+    from gpuwarden.collector.pyslurm_client import (
+        PyslurmClient,
+        PyslurmUnavailableError,
+        load_matching_pyslurm,
+    )
+
     try:
-        import pyslurm  # type: ignore[import-not-found]
-    except ImportError as e:
-        why = f"pyslurm does not import: {e}"
-        pyslurm = None
-    if pyslurm is not None:
-        py_ver = _major(str(getattr(pyslurm, "__version__", "")))
-        scontrol = os.path.join(bin_dir, "scontrol") if bin_dir else shutil.which("scontrol")  # noqa: PTH118
-        cli_ver = None
-        if scontrol:
-            try:
-                out = subprocess.run(
-                    [scontrol, "--version"],
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout_s,
-                    check=False,
-                )
-                cli_ver = _major(out.stdout)
-            except (OSError, subprocess.TimeoutExpired):
-                cli_ver = None
-        if py_ver is not None and py_ver == cli_ver:
-            return PyslurmClient(pyslurm, timeout_s=timeout_s, bin_dir=bin_dir)
-        why = f"pyslurm {py_ver} does not match Slurm {cli_ver}"
-    if backend == "pyslurm":
-        raise ValueError(f"slurm backend pyslurm unavailable: {why}")
-    log.debug("slurm client: CLI (%s)", why)
-    return CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
+        module = load_matching_pyslurm(_slurm_version(bin_dir, timeout_s))
+    except PyslurmUnavailableError as e:
+        if backend == "pyslurm":
+            raise ValueError(f"slurm backend pyslurm unavailable: {e}") from e
+        why = str(e)
+        if why not in _logged_choices:
+            _logged_choices.add(why)
+            log.log(
+                logging.INFO if why == "pyslurm is not installed" else logging.WARNING,
+                "slurm client: the Slurm CLI (%s)",
+                why,
+            )
+        return CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
+    return PyslurmClient(module, timeout_s=timeout_s)

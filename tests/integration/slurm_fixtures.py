@@ -100,7 +100,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("slurm_cluster", SLURM_VERSIONS, indirect=True, scope="session")
 
 
-def _ensure_pyslurm() -> None:
+def ensure_pyslurm() -> None:
     """Build (once, cached) and install pyslurm into this Python; fail the test if it cannot."""
     proc = _run_script("pyslurm-build.sh", sys.executable, timeout_s=1200)
     if proc.returncode != 0:
@@ -154,7 +154,7 @@ def slurm_backend(request: pytest.FixtureRequest) -> str:
     """The SlurmClient backend under test (``cli`` or ``pyslurm``), set by parametrization."""
     backend: str = getattr(request, "param", "cli")
     if backend == "pyslurm":
-        _ensure_pyslurm()
+        ensure_pyslurm()
     return backend
 
 
