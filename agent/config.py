@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuwarden.agent.sampler import SAMPLERS, unknown_sampler_message
 from gpuwarden.common.config import (
     ConfigError,
     build_section,
@@ -15,7 +16,6 @@ from gpuwarden.common.config import (
     read_toml,
 )
 
-SAMPLERS = ("nvml", "sim")
 SLURM_MODES = ("auto", "on", "off")
 
 
@@ -45,7 +45,7 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+            raise ValueError(unknown_sampler_message(self.sampler))
         if self.slurm not in SLURM_MODES:
             raise ValueError(f"slurm: {self.slurm!r} is not one of {', '.join(SLURM_MODES)}")
         if self.report_interval < self.sample_interval:

@@ -12,7 +12,7 @@ from gpuwarden.agent.attribution import Attributor, NoAttribution
 from gpuwarden.agent.client import TlsFiles
 from gpuwarden.agent.config import AgentConfig
 from gpuwarden.agent.runtime import Agent
-from gpuwarden.agent.sampler import Sampler
+from gpuwarden.agent.sampler import Sampler, make_sampler
 from gpuwarden.agent.spool import Spool
 from gpuwarden.common.sdnotify import notify
 
@@ -20,22 +20,17 @@ log = logging.getLogger(__name__)
 
 
 def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]:
-    node = cfg.node_name
-    if cfg.sampler == "sim":
-        from gpuwarden.agent.sim import SimAttributor, SimNode, SimSampler
-
-        sim = SimNode(node, gpus=cfg.sim_gpus, seed=cfg.sim_seed)
-        return SimSampler(sim), SimAttributor(sim)
-    from gpuwarden.agent.nvml import NvmlSampler
-
-    sampler = NvmlSampler(library_path=cfg.nvml_library or None)
+    setup = make_sampler(cfg)
+    sampler = setup.sampler
+    if setup.attributor is not None:
+        return sampler, setup.attributor
     use_slurm = cfg.slurm == "on" or (cfg.slurm == "auto" and shutil.which(cfg.scontrol))
     if not use_slurm:
         return sampler, NoAttribution()
     from gpuwarden.agent.slurm_attr import SlurmAttributor
 
     return sampler, SlurmAttributor(
-        node,
+        cfg.node_name,
         proc_root=cfg.proc_root,
         scontrol=cfg.scontrol,
         cache_ttl_s=cfg.slurm_cache_ttl,

@@ -5,11 +5,22 @@ The collector's load grows with nodes / report_interval, not with the sampling r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gpuwarden.agent.attribution import GpuAttribution
+from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
 from gpuwarden.common.types import GpuSample, GpuWindow, ProcessInfo
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # bad extra fields are logged once per process, not every tick
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s; leaving it out of the reports", message)
 
 
 @dataclass(slots=True)
@@ -30,6 +41,9 @@ class _Acc:
     temperature_c: float | None = None
     processes: dict[int, ProcessInfo] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    extra_n: dict[str, int] = field(default_factory=dict)
+    extra_sum: dict[str, float] = field(default_factory=dict)
+    extra_max: dict[str, float] = field(default_factory=dict)
 
     def add(self, s: GpuSample) -> None:
         self.last = s
@@ -67,6 +81,29 @@ class _Acc:
             old = self.processes.get(p.pid)
             if old is None or (p.used_mem_bytes or 0) > (old.used_mem_bytes or 0):
                 self.processes[p.pid] = p
+        if s.extra:
+            self._add_extra(s.extra)
+
+    def _add_extra(self, extra: Mapping[str, float]) -> None:
+        for name, value in extra.items():
+            problem = extra_problem(name, value)
+            if problem is not None:
+                _warn_once(f"bad:{name!r}", f"extra GPU field {problem}")
+                continue
+            n = self.extra_n.get(name)
+            if n is None:
+                if len(self.extra_n) >= MAX_EXTRA_FIELDS:
+                    _warn_once(
+                        f"many:{name}", f"extra GPU field {name!r} is past {MAX_EXTRA_FIELDS}"
+                    )
+                    continue
+                self.extra_n[name] = 1
+                self.extra_sum[name] = value
+                self.extra_max[name] = value
+            else:
+                self.extra_n[name] = n + 1
+                self.extra_sum[name] += value
+                self.extra_max[name] = max(self.extra_max[name], value)
 
     def window(self, attribution: GpuAttribution | None) -> GpuWindow:
         s = self.last
@@ -89,6 +126,8 @@ class _Acc:
             errors=tuple(self.errors),
             job=attribution.job if attribution else None,
             allocated=attribution.allocated if attribution else False,
+            extra_mean={k: self.extra_sum[k] / n for k, n in self.extra_n.items()},
+            extra_max=dict(self.extra_max),
         )
 
     def merged_sample(self) -> GpuSample:
@@ -107,6 +146,7 @@ class _Acc:
             temperature_c=s.temperature_c,
             processes=tuple(sorted(self.processes.values(), key=lambda p: p.pid)),
             errors=tuple(self.errors),
+            extra=s.extra,
         )
 
 

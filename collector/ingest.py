@@ -2,7 +2,8 @@
 
 A stream hands each validated report to :meth:`Ingestor.submit` and gets a future that
 resolves (True = stored now, False = duplicate) after the transaction that holds it has
-committed. Only then does the stream ack it.
+committed. Only then does the stream ack it. The stored windows are then offered to every
+sink's queue (never waiting on a sink).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store
 from gpuwarden.common.types import NodeReport
@@ -23,9 +25,17 @@ StoredListener = Callable[[Sequence[NodeReport]], None]
 
 
 class Ingestor:
-    def __init__(self, store: Store, state: ClusterState, *, batch_max: int = 512) -> None:
+    def __init__(
+        self,
+        store: Store,
+        state: ClusterState,
+        *,
+        batch_max: int = 512,
+        sinks: SinkSet | None = None,
+    ) -> None:
         self.store = store
         self.state = state
+        self.sinks = sinks or SinkSet()
         self.batch_max = batch_max
         self.listeners: list[StoredListener] = []
         self.stored = 0
@@ -75,6 +85,7 @@ class Ingestor:
                         listener(fresh)
                     except Exception:
                         log.exception("stored-report listener failed")
+                self.sinks.offer_reports(fresh)
                 for (_, fut), ok in zip(batch, results, strict=True):
                     if not fut.done():
                         fut.set_result(ok)

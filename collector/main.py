@@ -11,6 +11,7 @@ from pathlib import Path
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.slurm import make_slurm_client
@@ -20,7 +21,7 @@ from gpuwarden.common.sdnotify import notify
 log = logging.getLogger(__name__)
 
 
-def build_collector(cfg: CollectorConfig) -> Collector:
+def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Collector:
     tls = None
     if not cfg.insecure:
         tls = (
@@ -35,6 +36,8 @@ def build_collector(cfg: CollectorConfig) -> Collector:
         limits=Limits(max_gpus_per_node=cfg.max_gpus_per_node),
         write_batch_max=cfg.write_batch_max,
         shutdown_grace_s=cfg.shutdown_grace,
+        sinks=outputs.sinks if outputs else None,
+        notifiers=outputs.notifiers if outputs else None,
     )
 
 
@@ -60,9 +63,11 @@ def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
     return ClusterExecutor(slurm, dask_timeout_s=cfg.dask_timeout)
 
 
-async def run_collector(cfg: CollectorConfig, policies: PolicySet | None = None) -> None:
+async def run_collector(
+    cfg: CollectorConfig, policies: PolicySet | None = None, outputs: Outputs | None = None
+) -> None:
     policies = policies or PolicySet()
-    collector = build_collector(cfg)
+    collector = build_collector(cfg, outputs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.ingest import Ingestor
+from gpuwarden.collector.outputs.exporter import LiveView
+from gpuwarden.collector.outputs.notify import NotifierHub
+from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.state import ClusterState, NodeLive
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
@@ -172,6 +175,8 @@ class Collector:
         limits: Limits | None = None,
         write_batch_max: int = 512,
         shutdown_grace_s: float = 5.0,
+        sinks: SinkSet | None = None,
+        notifiers: NotifierHub | None = None,
     ) -> None:
         self.listen = listen
         self.tls = tls
@@ -179,7 +184,11 @@ class Collector:
         self.shutdown_grace_s = shutdown_grace_s
         self.store = Store(db_path)
         self.state = ClusterState()
-        self.ingestor = Ingestor(self.store, self.state, batch_max=write_batch_max)
+        self.sinks = sinks or SinkSet()
+        self.notifiers = notifiers or NotifierHub()  # fed ladder events through submit()
+        self.ingestor = Ingestor(
+            self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
+        )
         self.audit: AuditSource | None = None
         self.rejected = 0
         self.port = 0
@@ -190,6 +199,8 @@ class Collector:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        self.sinks.start()
+        self.notifiers.start()
         self.ingestor.start()
         server = grpc.aio.server(
             options=[
@@ -231,6 +242,8 @@ class Collector:
             await self._server.stop(self.shutdown_grace_s)
             self._server = None
         await self.ingestor.stop()
+        await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
+        await asyncio.to_thread(self.notifiers.stop)
         self.store.close()
 
     # -- used by the servicers -----------------------------------------------------------
@@ -257,6 +270,17 @@ class Collector:
             now=time.time(),
             nodes=[node_to_pb(n) for n in self.state.nodes()],
             windows_stored=self.store.count_windows(),
+        )
+
+    def live_view(self) -> LiveView:
+        """What exporters render at scrape time."""
+        return LiveView(
+            now=time.time(),
+            state=self.state,
+            windows_stored=self.store.count_windows(),
+            sinks=tuple(self.sinks.stats()),
+            notifiers=tuple(self.notifiers.stats()),
+            alerts_dropped=self.notifiers.dropped,
         )
 
     def add_stored_listener(self, listener: Callable[[Sequence[Any]], None]) -> None:

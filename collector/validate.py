@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from gpuwarden.common.convert import report_from_pb
+from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
@@ -119,6 +120,16 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits) -> None:
         )
     for j, e in enumerate(g.errors):
         _string(f"{where}.errors[{j}]", e, limits.max_string_len)
+    for part in ("extra_mean", "extra_max"):
+        fields = getattr(g, part)
+        if len(fields) > MAX_EXTRA_FIELDS:
+            raise ReportInvalid(
+                f"{where}.{part} has {len(fields)} fields (limit {MAX_EXTRA_FIELDS})"
+            )
+        for name, value in fields.items():
+            problem = extra_problem(name, value)
+            if problem is not None:
+                raise ReportInvalid(f"{where}.{part}: {problem}")
     if g.HasField("job"):
         job = g.job
         if not JOB_ID_RE.match(job.job_id):

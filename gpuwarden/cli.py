@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 import gpuwarden
-from gpuwarden.agent.sampler import SamplerError
+from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import duration_arg, int_arg
@@ -57,6 +57,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _collector(args: argparse.Namespace) -> int:
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
+    from gpuwarden.collector.outputs.config import load_outputs
     from gpuwarden.collector.policy import load_policy
 
     cfg = load_collector_config(
@@ -68,7 +69,8 @@ def _collector(args: argparse.Namespace) -> int:
         },
     )
     policies = load_policy(args.config, {"enforce": True if args.enforce else None})
-    asyncio.run(run_collector(cfg, policies))
+    outputs = load_outputs(args.config, cfg.state_dir)
+    asyncio.run(run_collector(cfg, policies, outputs))
     return 0
 
 
@@ -162,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
     a.add_argument("--node", help="node name (default: short host name)")
     a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
-    a.add_argument("--sampler", choices=("nvml", "sim"), help="GPU source (default nvml)")
+    a.add_argument("--sampler", choices=sorted(SAMPLERS), help="GPU source (default nvml)")
     a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
     a.add_argument("--sample-interval", type=duration_arg, metavar="D", help="default 1s")
     a.add_argument("--report-interval", type=duration_arg, metavar="D", help="default 5s")

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.agent.runtime import Agent
-from gpuwarden.agent.sim import SimAttributor, SimSampler, sim_cluster
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.query import QueryClient
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.sim import SimAttributor, SimSampler, sim_cluster
 
 GIB = 1 << 30
 

@@ -9,6 +9,6 @@ farm=$root/build/typecheck
 rm -rf "$farm"
 mkdir -p "$farm/gpuwarden"
 for entry in "$root"/gpuwarden/*; do ln -s "$entry" "$farm/gpuwarden/"; done
-for sub in agent collector proto tui; do ln -s "$root/$sub" "$farm/gpuwarden/$sub"; done
+for sub in agent collector proto sim tui; do ln -s "$root/$sub" "$farm/gpuwarden/$sub"; done
 cd "$root"
 MYPYPATH=$farm "$py" -m mypy --config-file "$root/pyproject.toml" -p gpuwarden "$@"

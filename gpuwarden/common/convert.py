@@ -102,6 +102,8 @@ def gpu_to_pb(gpu: GpuWindow) -> pb.GpuWindow:
             p.used_mem_bytes = proc.used_mem_bytes
     if gpu.job is not None:
         msg.job.CopyFrom(job_to_pb(gpu.job))
+    msg.extra_mean.update(gpu.extra_mean)
+    msg.extra_max.update(gpu.extra_max)
     return msg
 
 
@@ -128,6 +130,8 @@ def gpu_from_pb(msg: pb.GpuWindow) -> GpuWindow:
         errors=tuple(msg.errors),
         job=job_from_pb(msg.job) if msg.HasField("job") else None,
         allocated=msg.allocated,
+        extra_mean=dict(msg.extra_mean),
+        extra_max=dict(msg.extra_max),
     )
 
 

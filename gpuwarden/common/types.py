@@ -6,6 +6,7 @@ measured is ``None``, never 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -58,6 +59,9 @@ class GpuSample:
     temperature_c: float | None = None
     processes: tuple[ProcessInfo, ...] = ()
     errors: tuple[str, ...] = ()  # e.g. ("gpu_lost",) when the sample failed
+    # Further measurements by name (e.g. "sm_active_pct"); a name that could not be read is
+    # left out, never 0. Names follow ``gpuwarden.common.extra``; they travel to the store.
+    extra: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,10 @@ class GpuWindow:
     errors: tuple[str, ...] = ()
     job: JobInfo | None = None
     allocated: bool = False
+    # Window mean and max of each ``GpuSample.extra`` field seen in the window (absent when
+    # no sample of the window had it).
+    extra_mean: Mapping[str, float] = field(default_factory=dict, hash=False)
+    extra_max: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,10 @@ def test_agent_config_from_file_with_environment_override(tmp_path: Path) -> Non
     [
         ("[agent]\nreport_intervall = 5\ninsecure = true\n", "[agent] report_intervall: unknown"),
         ('[agent]\nreport_interval = "5 min"\ninsecure = true\n', "[agent] report_interval"),
-        ('[agent]\nsampler = "dcgm"\ninsecure = true\n', "sampler: 'dcgm' is not one of"),
+        (
+            '[agent]\nsampler = "dcgm"\ninsecure = true\n',
+            "sampler: 'dcgm' is not a known sampler (known: nvml, sim)",
+        ),
         ("[agent]\nspool_max_reports = 0\ninsecure = true\n", "spool_max_reports: 0 is below"),
         ('[agent]\ninsecure = "yes"\n', "[agent] insecure: expected true or false"),
         ("[agent]\n", "tls_ca, tls_cert and tls_key are required"),

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from gpuwarden.agent.sampler import SamplerError
-from gpuwarden.agent.sim import (
+from gpuwarden.common.types import GpuSample
+from gpuwarden.sim import (
     DEFAULT_MIX,
     GiB,
     Shape,
@@ -20,7 +21,6 @@ from gpuwarden.agent.sim import (
     node_names,
     sim_cluster,
 )
-from gpuwarden.common.types import GpuSample
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0
