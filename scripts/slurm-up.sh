@@ -245,6 +245,12 @@ fi
 # re-registers with the new controller.
 "$here/slurm-down.sh" --keep-munge "$state" >/dev/null 2>&1 || true
 for f in slurm.conf gres.conf cgroup.conf; do cp "$tmp/$f" "$state/$f"; done
+if [[ $slurm == 25.11 ]]; then
+    # The build's default config path names this cluster, so its commands and pyslurm work
+    # without SLURM_CONF too.
+    mkdir -p "$GW_SLURM_BIN/../etc"
+    ln -sfn "$state/slurm.conf" "$GW_SLURM_BIN/../etc/slurm.conf"
+fi
 {
     printf 'export SLURM_CONF=%q\n' "$state/slurm.conf"
     if [[ $slurm == 25.11 ]]; then printf 'export PATH=%q:"$PATH"\n' "$GW_SLURM_BIN"; fi
