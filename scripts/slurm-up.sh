@@ -59,6 +59,12 @@ fi
 # shellcheck source=scripts/slurm-env.sh
 source "$here/slurm-env.sh" --slurm "$slurm" "$state"
 sbin=${GW_SLURM_SBIN:-/usr/sbin}
+if [[ $slurm == 25.11 ]]; then
+    # The build's default config path names this cluster, so its commands and pyslurm work
+    # without SLURM_CONF too.
+    mkdir -p "$GW_SLURM_BIN/../etc"
+    ln -sfn "$state/slurm.conf" "$GW_SLURM_BIN/../etc/slurm.conf"
+fi
 
 log() { echo "slurm-up: $*" >&2; }
 die() {
@@ -245,12 +251,6 @@ fi
 # re-registers with the new controller.
 "$here/slurm-down.sh" --keep-munge "$state" >/dev/null 2>&1 || true
 for f in slurm.conf gres.conf cgroup.conf; do cp "$tmp/$f" "$state/$f"; done
-if [[ $slurm == 25.11 ]]; then
-    # The build's default config path names this cluster, so its commands and pyslurm work
-    # without SLURM_CONF too.
-    mkdir -p "$GW_SLURM_BIN/../etc"
-    ln -sfn "$state/slurm.conf" "$GW_SLURM_BIN/../etc/slurm.conf"
-fi
 {
     printf 'export SLURM_CONF=%q\n' "$state/slurm.conf"
     if [[ $slurm == 25.11 ]]; then printf 'export PATH=%q:"$PATH"\n' "$GW_SLURM_BIN"; fi
