@@ -29,6 +29,10 @@ class CollectorConfig:
     slurm_timeout: float = duration_field(10.0, minimum=0.1)
     dask_timeout: float = duration_field(30.0, minimum=0.1)
     job_gone_after: float = duration_field(900.0, minimum=1.0)
+    # per-node rate limit (back-pressure, nothing dropped): a spool replay after an outage
+    # runs at this rate; a flooding node cannot starve the others
+    max_reports_per_s: float = ranged(100.0, minimum=0.01)
+    report_burst: int = ranged(1000, minimum=1)
 
     def __post_init__(self) -> None:
         if self.slurm_backend not in ("auto", "cli", "pyslurm", "none"):

@@ -4,6 +4,11 @@ A stream hands each validated report to :meth:`Ingestor.submit` and gets a futur
 resolves (True = stored now, False = duplicate) after the transaction that holds it has
 committed. Only then does the stream ack it. The stored windows are then offered to every
 sink's queue (never waiting on a sink).
+
+One report never fails another's: when a shared transaction fails, each report is written
+again on its own. A report that fails alone for a reason of its own content (a value SQLite
+cannot hold) is refused with :class:`ReportInvalid`, so its agent sets it aside; when every
+report fails, the store itself is at fault and all of them are to be resent.
 """
 
 from __future__ import annotations
@@ -11,17 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store
+from gpuwarden.collector.validate import ReportInvalid
 from gpuwarden.common.types import NodeReport
 
 log = logging.getLogger(__name__)
 
 StoredListener = Callable[[Sequence[NodeReport]], None]
+
+# What SQLite raises for a value it cannot bind: the report's fault, not the store's.
+_CONTENT_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 
 
 class Ingestor:
@@ -66,18 +76,11 @@ class Ingestor:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            reports = [r for r, _ in batch]
             try:
-                results = await asyncio.to_thread(self.store.write_reports, reports, time.time())
-            except Exception as exc:
-                log.exception("storing %d reports failed; agents will resend them", len(batch))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
-                fresh = [r for r, ok in zip(reports, results, strict=True) if ok]
+                outcomes = await self._write(batch)
+                fresh = [r for (r, _), ok in zip(batch, outcomes, strict=True) if ok is True]
                 self.stored += len(fresh)
-                self.duplicates += len(reports) - len(fresh)
+                self.duplicates += sum(1 for ok in outcomes if ok is False)
                 for r in fresh:
                     self.state.apply(r)
                 for listener in self.listeners:
@@ -86,9 +89,46 @@ class Ingestor:
                     except Exception:
                         log.exception("stored-report listener failed")
                 self.sinks.offer_reports(fresh)
-                for (_, fut), ok in zip(batch, results, strict=True):
-                    if not fut.done():
+                for (_, fut), ok in zip(batch, outcomes, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(ok, BaseException):
+                        fut.set_exception(ok)
+                    else:
                         fut.set_result(ok)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _write(
+        self, batch: list[tuple[NodeReport, asyncio.Future[bool]]]
+    ) -> list[bool | BaseException]:
+        """Per report: True stored, False duplicate, or the exception to hand its stream."""
+        reports = [r for r, _ in batch]
+        now = time.time()
+        try:
+            return list(await asyncio.to_thread(self.store.write_reports, reports, now))
+        except Exception as exc:
+            if len(reports) == 1:
+                return [self._blame(reports[0], exc)]
+            shared = exc
+        log.warning(
+            "a transaction of %d reports failed (%s); writing each alone",
+            len(batch),
+            shared,
+        )
+        out: list[bool | BaseException] = []
+        for r in reports:
+            try:
+                out.extend(await asyncio.to_thread(self.store.write_reports, [r], now))
+            except Exception as exc:
+                out.append(self._blame(r, exc))
+        return out
+
+    @staticmethod
+    def _blame(report: NodeReport, exc: Exception) -> BaseException:
+        if isinstance(exc, _CONTENT_ERRORS):
+            log.warning("report seq=%d of %s cannot be stored: %s", report.seq, report.node, exc)
+            return ReportInvalid(f"report seq={report.seq} cannot be stored: {exc}")
+        log.error("storing report seq=%d of %s failed: %s", report.seq, report.node, exc)
+        return exc

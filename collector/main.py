@@ -13,6 +13,7 @@ from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
+from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
@@ -38,6 +39,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         shutdown_grace_s=cfg.shutdown_grace,
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
+        rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
     )
 
 

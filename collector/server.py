@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.ingest import Ingestor
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
+from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.state import ClusterState, NodeLive
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
@@ -54,6 +57,29 @@ def node_to_pb(n: NodeLive) -> pb.NodeState:
     )
 
 
+async def _decoded(
+    messages: AsyncIterator[pb.NodeReport], collector: Collector, context: Ctx
+) -> AsyncIterator[pb.NodeReport]:
+    """The stream's messages; bytes that are no NodeReport end the stream with
+    INVALID_ARGUMENT (not UNKNOWN with a traceback in the log for each one)."""
+    try:
+        async for msg in messages:
+            yield msg
+    except DecodeError as exc:
+        collector.undecodable += 1
+        now = time.monotonic()
+        if now - collector.undecodable_logged >= 60.0:  # a flood is one line a minute
+            collector.undecodable_logged = now
+            log.warning(
+                "a stream sent bytes that are no NodeReport (%s); %d so far",
+                exc,
+                collector.undecodable,
+            )
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"message is not a gpuwarden.v1.NodeReport: {exc}"
+        )
+
+
 class AgentServicer(pb_grpc.AgentServiceServicer):
     def __init__(self, collector: Collector) -> None:
         self.c = collector
@@ -63,15 +89,27 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
         node_seen: str | None = None
 
+        refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
+
         async def write_acks() -> None:
             while (item := await pending.get()) is not None:
                 msg, fut = item
-                duplicate = not await fut
+                try:
+                    duplicate = not await fut
+                except ReportInvalid as exc:  # valid on the wire, but the store refused it
+                    refused.append((msg.seq, exc))
+                    return
                 await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
+
+        async def refuse(seq: int, node: str | None, exc: ReportInvalid) -> None:
+            self.c.rejected += 1
+            log.warning("rejected report seq=%d from %r: %s", seq, node, exc)
+            context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(seq)),))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"report seq={seq}: {exc}")
 
         acker = asyncio.create_task(write_acks())
         try:
-            async for msg in request_iterator:
+            async for msg in _decoded(request_iterator, self.c, context):
                 if acker.done():
                     break
                 if peer_cn is not None and msg.node != peer_cn:
@@ -83,12 +121,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 try:
                     report = validate_report(msg, now=time.time(), limits=self.c.limits)
                 except ReportInvalid as exc:
-                    self.c.rejected += 1
-                    log.warning("rejected report seq=%d from %r: %s", msg.seq, msg.node[:64], exc)
-                    context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(msg.seq)),))
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, f"report seq={msg.seq}: {exc}"
-                    )
+                    await refuse(msg.seq, msg.node[:64], exc)
+                wait_s = self.c.rate_limiter.delay(report.node)
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)  # back-pressure: this node's stream waits
                 if node_seen != report.node:
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
@@ -97,6 +133,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 pending.put_nowait((msg, self.c.ingestor.submit(report)))
             pending.put_nowait(None)
             await acker
+            if refused:
+                await refuse(refused[0][0], node_seen, refused[0][1])
         finally:
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -177,6 +215,7 @@ class Collector:
         shutdown_grace_s: float = 5.0,
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.listen = listen
         self.tls = tls
@@ -190,7 +229,10 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
+        self.undecodable = 0
+        self.undecodable_logged = -math.inf
         self.port = 0
         self._streams: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None

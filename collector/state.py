@@ -83,8 +83,10 @@ class ClusterState:
 
     def apply(self, report: NodeReport) -> NodeLive:
         old = self._nodes.get(report.node)
-        if old is not None and report.seq <= old.last_seq:
-            return old  # a replayed, older report: history has it, live state is newer
+        if old is not None and report.window_end <= old.last_seen:
+            # A replayed, older window: history has it, live state is newer. Ordered by time,
+            # not by seq: a huge seq (or a spool that restarted at 1) must not freeze a node.
+            return old
         gpus = tuple(GpuLive(report.window_end, g) for g in report.gpus)
         new = NodeLive(
             node=report.node,

@@ -258,3 +258,20 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
     assert n_reports == produced
     assert hi - lo + 1 == produced  # no gap in the sequence
     assert n_windows == n_distinct == 4 * produced
+
+
+async def test_bytes_that_are_no_report_get_invalid_argument_not_unknown(
+    collector: Collector,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{collector.port}") as ch:
+        call = ch.stream_stream(
+            "/gpuwarden.v1.AgentService/Report",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.Ack.FromString,
+        )()
+        await call.write(b"\x0a\x05\xff\xfe\xfd\xfc\xfb")  # field 1 (node): bad UTF-8
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a gpuwarden.v1.NodeReport" in (err.value.details() or "")
+    assert collector.undecodable == 1
