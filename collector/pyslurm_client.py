@@ -19,6 +19,7 @@ without that wait; a controller that dies between the ping and the call costs up
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.metadata
 import logging
@@ -197,10 +198,32 @@ def job_from_pyslurm(job: Any) -> SlurmJob:
         cpus_by_node=cpus_by_node,
         num_cpus=job.cpus,
         array_job_id=_opt_str(job.array_id),
-        array_task_id=_opt_str(job.array_task_id),
+        # A pending array's one record names its waiting tasks ("0-7%2"), as scontrol does.
+        array_task_id=_opt_str(job.array_task_id) or (_text(job.array_tasks_waiting) or None),
         het_job_id=_opt_str(het_id),
         het_job_offset=job.heterogeneous_offset if het_id else None,
     )
+
+
+def _by_display_id(jobs: list[SlurmJob], job_id: str) -> SlurmJob | None:
+    """The job users call ``job_id``; for ``ARRAY_TASK`` of a pending array whose tasks
+    still share one record, that record as task TASK (what ``scontrol show job`` shows)."""
+    for job in jobs:
+        if job.display_id == job_id:
+            return job
+    array, sep, task = job_id.partition("_")
+    if not sep:
+        return None
+    for job in jobs:
+        if job.array_job_id != array or not job.array_task_id or job.array_task_id.isdigit():
+            continue
+        try:
+            waiting = parse_index_list(job.array_task_id.split("%")[0])
+        except ValueError:
+            continue
+        if int(task) in waiting:
+            return dataclasses.replace(job, array_task_id=task)
+    return None
 
 
 # ---------------------------------------------------------------------------------- client
@@ -251,7 +274,7 @@ class PyslurmClient:
         validate_job_id(job_id)
         self._controller_up()
         if not job_id.isdigit():  # "123_4" / "123+1": matched by the id users see
-            return next((j for j in self.jobs() if j.display_id == job_id), None)
+            return _by_display_id(self.jobs(), job_id)
         try:
             raw = self._call(f"load job {job_id}", lambda: self._ps.Job.load(int(job_id)))
         except SlurmError as e:

@@ -149,6 +149,19 @@ def test_backend_reports_the_same_job_facts_as_scontrol(client: SlurmClient) -> 
     assert everyone[running] == job and not everyone[held].requeue
 
 
+def test_array_task_is_found_by_the_id_users_see(client: SlurmClient) -> None:
+    array = submit(SLEEP, "-J", "gw-t-array", "--array=0-1", "--hold")
+    task = client.job(f"{array}_1")
+    assert task is not None, f"{array}_1 not found"
+    assert task.display_id == f"{array}_1" and task.name == "gw-t-array"
+    assert task.state == "PENDING"
+    assert client.requeue(f"{array}_1").outcome is Outcome.PENDING
+    mine, theirs = client.job(array), CliSlurmClient(timeout_s=5.0).job(array)
+    assert mine is not None and theirs is not None
+    assert mine.array_task_id == theirs.array_task_id == "0-1"
+    assert dataclasses.replace(mine, sluid=None) == dataclasses.replace(theirs, sluid=None)
+
+
 def test_bad_job_id_is_refused_without_running_any_command(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
