@@ -11,7 +11,7 @@
 # downloaded from SchedMD and checked against its pinned checksum. Installs the -dev packages
 # configure needs (libmunge-dev, libjson-c-dev: without json-c `squeue --json` fails).
 # --print-prefix prints where the build is (or would be) and exits without building.
-# Needs root for apt-get. Log: <prefix>.log.
+# Needs root only to apt-get install what is missing. Log: <prefix>.log.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -91,7 +91,6 @@ if [[ -f $prefix/.gpuwarden-built ]] && [[ $(cat "$prefix/.gpuwarden-built") == 
     exit 0
 fi
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (apt-get install of the build dependencies)"
 mkdir -p "$cache"
 exec 9>"$cache/slurm-$version.lock"
 flock 9 # one build at a time; a second caller waits and then finds it built
@@ -108,6 +107,7 @@ for pkg in libmunge-dev libjson-c-dev pkg-config gcc make xz-utils bzip2 python3
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "${need[*]} missing: run as root to apt-get install them"
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     if ! apt-get install -y --no-install-recommends "${need[@]}" >>"$buildlog" 2>&1; then
