@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
+from gpuwarden.common.types import SLURM_NOT_CONFIGURED, GpuSample, JobInfo, SlurmStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,4 +32,4 @@ class NoAttribution:
     """For nodes without Slurm: every GPU unallocated, Slurm reported as not configured."""
 
     def attribute(self, samples: Sequence[GpuSample]) -> Attribution:
-        return Attribution(slurm=SlurmStatus(available=False, error="slurm not configured"))
+        return Attribution(slurm=SlurmStatus(available=False, error=SLURM_NOT_CONFIGURED))

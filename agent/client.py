@@ -13,24 +13,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
 from gpuwarden.agent.spool import Spool
+from gpuwarden.common.tls import TlsFiles as TlsFiles  # re-exported for the agent
+from gpuwarden.common.tls import make_channel as tls_channel
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
 
 
 def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
@@ -39,14 +32,7 @@ def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_timeout_ms", 10_000),
     ]
-    if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes(),
-        certificate_chain=tls.cert.read_bytes(),
-    )
-    return grpc.aio.secure_channel(target, creds, options=options)
+    return tls_channel(target, tls, options)
 
 
 class ReportStreamer:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]:
     setup = make_sampler(cfg)
     sampler = setup.sampler
+    if cfg.slurm == "off":  # no attribution, not even a simulator's own simulated jobs
+        return sampler, NoAttribution()
     if setup.attributor is not None:
         return sampler, setup.attributor
     use_slurm = cfg.slurm == "on" or (cfg.slurm == "auto" and shutil.which(cfg.scontrol))

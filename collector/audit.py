@@ -6,13 +6,12 @@ import dataclasses
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpuwarden.collector.ladder import LadderEvent
 from gpuwarden.collector.policy import Policy
+from gpuwarden.common.types import AuditRecord as AuditRecord  # re-exported (was defined here)
 
 # the policy values a decision depends on, kept with every record
 _POLICY_KEYS = (
@@ -30,26 +29,6 @@ _POLICY_KEYS = (
     "allow_cancel",
     "enforce_partly_idle",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    ts: float
-    job_id: str
-    kind: str  # idle | partly_idle | underused | advice
-    action: str  # ladder.Action value
-    outcome: str  # ladder.Status value
-    dry_run: bool
-    gpus: tuple[str, ...]
-    detail: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    actor: str = "gpuwarden"
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["gpus"] = list(self.gpus)
-        out["evidence"] = dict(self.evidence)
-        return out
 
 
 def record_from_event(event: LadderEvent, policy: Policy, actor: str = "gpuwarden") -> AuditRecord:

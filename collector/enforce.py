@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -29,7 +28,6 @@ from gpuwarden.collector.rules import Allocation, AllocationTracker, GpuRef, win
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.common.types import JobInfo, NodeReport, WindowRecord
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -174,21 +172,6 @@ class Enforcer:
         return sorted(self._jobs)
 
 
-def audit_to_pb(record: AuditRecord) -> pb.AuditRecord:
-    return pb.AuditRecord(
-        ts=record.ts,
-        job_id=record.job_id,
-        kind=record.kind,
-        action=record.action,
-        outcome=record.outcome,
-        dry_run=record.dry_run,
-        gpus=list(record.gpus),
-        detail=record.detail,
-        evidence_json=json.dumps(dict(record.evidence), sort_keys=True, default=str),
-        actor=record.actor,
-    )
-
-
 class AuditQuery:
     """Read side of the audit table for the query API (its own connection and lock)."""
 
@@ -196,10 +179,9 @@ class AuditQuery:
         self._log = AuditLog(conn=connect(db_path))
         self._lock = threading.Lock()
 
-    def query_pb(self, job_id: str, since: float, limit: int) -> list[pb.AuditRecord]:
+    def query(self, job_id: str, since: float, limit: int) -> list[AuditRecord]:
         with self._lock:
-            records = self._log.query(job_id=job_id or None, since=since or None, limit=limit)
-        return [audit_to_pb(r) for r in records]
+            return self._log.query(job_id=job_id or None, since=since or None, limit=limit)
 
 
 def attach_enforcement(
@@ -219,7 +201,7 @@ def attach_enforcement(
     collector.audit = AuditQuery(collector.store.path)
 
     def publish(record: AuditRecord) -> None:
-        loop.call_soon_threadsafe(collector.state.publish, audit_to_pb(record))
+        loop.call_soon_threadsafe(collector.state.publish, record)
 
     enforcer = Enforcer(
         store=collector.store,

@@ -23,10 +23,17 @@ from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.ratelimit import RateLimiter
-from gpuwarden.collector.state import ClusterState, NodeLive
+from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
-from gpuwarden.common.convert import gpu_to_pb, window_record_to_pb
+from gpuwarden.common.convert import (
+    audit_record_to_pb,
+    cluster_event_to_pb,
+    node_state_to_pb,
+    snapshot_to_pb,
+    window_record_to_pb,
+)
+from gpuwarden.common.types import AuditRecord, ClusterSnapshot
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
@@ -40,21 +47,9 @@ HISTORY_MAX_LIMIT = 100_000
 
 
 class AuditSource(Protocol):
-    def query_pb(self, job_id: str, since: float, limit: int) -> list[pb.AuditRecord]: ...
-
-
-def node_to_pb(n: NodeLive) -> pb.NodeState:
-    return pb.NodeState(
-        node=n.node,
-        last_seen=n.last_seen,
-        connected=n.connected,
-        slurm=pb.SlurmStatus(available=n.slurm.available, error=n.slurm.error),
-        gpus=[
-            pb.GpuState(node=n.node, latest=gpu_to_pb(g.gpu), window_end=g.window_end)
-            for g in n.gpus
-        ],
-        last_seq=n.last_seq,
-    )
+    def query(self, job_id: str, since: float, limit: int) -> list[AuditRecord]:
+        """Records of ``job_id`` (all jobs when empty) from ``since``, newest first."""
+        ...
 
 
 async def _decoded(
@@ -148,23 +143,20 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         self.c = collector
 
     async def GetSnapshot(self, request: pb.SnapshotRequest, context: Ctx) -> pb.ClusterSnapshot:
-        return self.c.snapshot()
+        return snapshot_to_pb(self.c.snapshot())
 
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.ClusterEvent]:
         watcher = self.c.state.subscribe()
         try:
             if request.include_snapshot:
                 for n in self.c.state.nodes():
-                    yield pb.ClusterEvent(node=node_to_pb(n))
+                    yield pb.ClusterEvent(node=node_state_to_pb(n))
             while True:
                 events = await watcher.get()
                 if events is None:  # fell behind: send the whole cluster again
                     events = list(self.c.state.nodes())
                 for ev in events:
-                    if isinstance(ev, NodeLive):
-                        yield pb.ClusterEvent(node=node_to_pb(ev))
-                    elif isinstance(ev, pb.AuditRecord):
-                        yield pb.ClusterEvent(audit=ev)
+                    yield cluster_event_to_pb(ev)
         finally:
             self.c.state.unsubscribe(watcher)
 
@@ -196,9 +188,9 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         if self.c.audit is None:
             return pb.AuditResponse()
         records = await asyncio.to_thread(
-            self.c.audit.query_pb, request.job_id, request.since, request.limit or 1000
+            self.c.audit.query, request.job_id, request.since, request.limit or 1000
         )
-        return pb.AuditResponse(records=records)
+        return pb.AuditResponse(records=[audit_record_to_pb(r) for r in records])
 
 
 class Collector:
@@ -307,10 +299,10 @@ class Collector:
         else:
             self._streams[node] = left
 
-    def snapshot(self) -> pb.ClusterSnapshot:
-        return pb.ClusterSnapshot(
+    def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(
             now=time.time(),
-            nodes=[node_to_pb(n) for n in self.state.nodes()],
+            nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
 

@@ -9,43 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from gpuwarden.common.types import GpuWindow, NodeReport, SlurmStatus
+from gpuwarden.common.types import AuditRecord, GpuState, NodeReport, NodeState
 
-
-@dataclass(frozen=True, slots=True)
-class GpuLive:
-    window_end: float
-    gpu: GpuWindow
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLive:
-    node: str
-    last_seen: float = 0.0
-    last_seq: int = 0
-    connected: bool = False
-    slurm: SlurmStatus = field(default_factory=SlurmStatus)
-    gpus: tuple[GpuLive, ...] = ()
-
-
-# An event is either a node's new state or any other object (an audit record).
-Event = NodeLive | object
+# An event is a node's new state or a new audit record.
+Event = NodeState | AuditRecord
 
 
 class Watcher:
     """One subscriber's queue. ``get`` returns the next event, or None: resync needed."""
 
     def __init__(self, max_pending: int) -> None:
-        self._nodes: dict[str, NodeLive] = {}
-        self._others: list[object] = []
+        self._nodes: dict[str, NodeState] = {}
+        self._others: list[AuditRecord] = []
         self._max_pending = max_pending
         self._event = asyncio.Event()
         self.overflowed = False
 
     def push(self, event: Event) -> None:
-        if isinstance(event, NodeLive):
+        if isinstance(event, NodeState):
             self._nodes.pop(event.node, None)
             self._nodes[event.node] = event  # newest state replaces the pending one
         else:
@@ -70,25 +53,25 @@ class Watcher:
 
 class ClusterState:
     def __init__(self, *, max_watcher_pending: int = 4096) -> None:
-        self._nodes: dict[str, NodeLive] = {}
+        self._nodes: dict[str, NodeState] = {}
         self._watchers: set[Watcher] = set()
         self._max_pending = max_watcher_pending
         self.started = time.time()
 
-    def nodes(self) -> list[NodeLive]:
+    def nodes(self) -> list[NodeState]:
         return sorted(self._nodes.values(), key=lambda n: n.node)
 
-    def node(self, name: str) -> NodeLive | None:
+    def node(self, name: str) -> NodeState | None:
         return self._nodes.get(name)
 
-    def apply(self, report: NodeReport) -> NodeLive:
+    def apply(self, report: NodeReport) -> NodeState:
         old = self._nodes.get(report.node)
         if old is not None and report.window_end <= old.last_seen:
             # A replayed, older window: history has it, live state is newer. Ordered by time,
             # not by seq: a huge seq (or a spool that restarted at 1) must not freeze a node.
             return old
-        gpus = tuple(GpuLive(report.window_end, g) for g in report.gpus)
-        new = NodeLive(
+        gpus = tuple(GpuState(window_end=report.window_end, latest=g) for g in report.gpus)
+        new = NodeState(
             node=report.node,
             last_seen=report.window_end,
             last_seq=report.seq,
@@ -101,7 +84,7 @@ class ClusterState:
         return new
 
     def set_connected(self, node: str, connected: bool) -> None:
-        old = self._nodes.get(node) or NodeLive(node=node)
+        old = self._nodes.get(node) or NodeState(node=node)
         if old.connected == connected:
             return
         new = replace(old, connected=connected)

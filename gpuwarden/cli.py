@@ -17,6 +17,7 @@ from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import duration_arg, int_arg
 from gpuwarden.common.config import ConfigError
+from gpuwarden.query.commands import add_audit_parser, add_status_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -95,54 +96,6 @@ def _replay(args: argparse.Namespace) -> int:
     from gpuwarden.collector.replay import replay_main
 
     return replay_main(args.replay_args)
-
-
-def _status(args: argparse.Namespace) -> int:
-    from gpuwarden.common.query import QueryClient
-    from gpuwarden.demo import format_cluster
-
-    async def go() -> int:
-        async with QueryClient(args.collector) as client:
-            snap = await client.snapshot()
-        print(format_cluster(snap))
-        return 0
-
-    return asyncio.run(go())
-
-
-def _audit(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    from gpuwarden.common.query import QueryClient
-
-    async def go() -> int:
-        async with QueryClient(args.collector) as client:
-            resp = await client.audit(job_id=args.job or "", since=args.since, limit=args.limit)
-        for r in reversed(resp.records):  # oldest first, like a log
-            if args.json:
-                row = {
-                    "ts": r.ts,
-                    "job_id": r.job_id,
-                    "kind": r.kind,
-                    "action": r.action,
-                    "outcome": r.outcome,
-                    "dry_run": r.dry_run,
-                    "gpus": list(r.gpus),
-                    "detail": r.detail,
-                    "actor": r.actor,
-                    "evidence": json.loads(r.evidence_json or "{}"),
-                }
-                print(json.dumps(row, sort_keys=True))
-            else:
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.ts))
-                print(
-                    f"{when} job {r.job_id} {r.kind} {r.action} [{r.outcome}] "
-                    f"{r.detail} (by {r.actor})"
-                )
-        return 0
-
-    return asyncio.run(go())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,22 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("replay_args", nargs=argparse.REMAINDER)
     r.set_defaults(func=_replay)
 
-    au = sub.add_parser(
-        "audit",
-        help="print the collector's audit log (findings, warnings, actions, evidence)",
-        description="Every decision the collector took or would have taken (dry-run), with "
-        "its evidence, oldest first.",
-    )
-    au.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")
-    au.add_argument("--job", metavar="JOBID", help="only this job")
-    au.add_argument("--since", type=float, default=0.0, metavar="UNIX_S")
-    au.add_argument("--limit", type=int_arg(1), default=1000)
-    au.add_argument("--json", action="store_true", help="one JSON object per line")
-    au.set_defaults(func=_audit)
-
-    s = sub.add_parser("status", help="print the live cluster from a collector")
-    s.add_argument("--collector", default="127.0.0.1:50051", metavar="HOST:PORT")
-    s.set_defaults(func=_status)
+    add_audit_parser(sub)
+    add_status_parser(sub)
     return parser
 
 

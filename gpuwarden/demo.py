@@ -22,11 +22,11 @@ from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
-from gpuwarden.common.query import QueryClient
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.common.types import AuditRecord, ClusterSnapshot
+from gpuwarden.query import QueryClient, cluster_view
+from gpuwarden.query.format import fit_width, format_decisions, format_status
+from gpuwarden.query.views import idle_job_ids
 from gpuwarden.sim import SimAttributor, SimSampler, sim_cluster
-
-GIB = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,67 +40,6 @@ class DemoOptions:
     report_interval_s: float = 2.0
     refresh_s: float = 2.0
     idle_window_s: float = 20.0
-
-
-def _gpu_cell(g: pb.GpuState) -> str:
-    w = g.latest
-    util = f"{w.util_max:3.0f}%" if w.HasField("util_max") else "  ?%"
-    mem = f"{w.mem_used_max_bytes / GIB:4.1f}G" if w.HasField("mem_used_max_bytes") else "   ?G"
-    if w.errors:
-        return f"{'LOST' if 'gpu_lost' in w.errors else 'ERR':<26}"
-    if not w.HasField("job"):
-        return f"{util} {mem} {'(free)':<15}"
-    owner = f"{w.job.job_id}/{w.job.user}"[:12]
-    flag = " "
-    if not w.processes:
-        flag = "!"  # allocated, nothing running on it
-    elif w.util_max < 5:
-        flag = "~"
-    return f"{util} {mem} {flag}{owner:<14}"
-
-
-def format_cluster(snap: pb.ClusterSnapshot, idle_jobs: set[str] | None = None) -> str:
-    lines = [
-        f"{'node':<10} {'conn':<5} {'slurm':<6} GPUs (max util, peak mem, job/user; "
-        "! allocated but empty, ~ idle now)"
-    ]
-    gpus = busy = empty = 0
-    for n in snap.nodes:
-        cells = []
-        for g in n.gpus:
-            gpus += 1
-            if g.latest.HasField("job"):
-                if not g.latest.processes:
-                    empty += 1
-                elif g.latest.util_max >= 5:
-                    busy += 1
-            cells.append(_gpu_cell(g))
-        slurm = "ok" if n.slurm.available else "DOWN"
-        lines.append(
-            f"{n.node:<10} {'yes' if n.connected else 'no':<5} {slurm:<6} " + " | ".join(cells)
-        )
-    lines.append(
-        f"nodes {len(snap.nodes)}  GPUs {gpus}  busy {busy}  allocated-but-empty {empty}  "
-        f"windows stored {snap.windows_stored}"
-        + (f"  idle allocations {len(idle_jobs)}" if idle_jobs is not None else "")
-    )
-    return "\n".join(lines)
-
-
-def idle_job_ids(audit: list[pb.AuditRecord]) -> set[str]:
-    return {
-        r.job_id
-        for r in audit
-        if r.kind == "idle" and r.action != "none" and not r.detail.startswith("partly")
-    }
-
-
-def format_audit(records: list[pb.AuditRecord]) -> list[str]:
-    out = ["latest decisions (newest first):"] if records else []
-    for r in records:
-        when = time.strftime("%H:%M:%S", time.localtime(r.ts))
-        out.append(f"  {when} job {r.job_id:<8} {r.kind:<9} {r.action:<8} {r.detail[:90]}")
-    return out
 
 
 async def run_demo(opts: DemoOptions) -> int:
@@ -158,24 +97,26 @@ async def run_demo(opts: DemoOptions) -> int:
         flush=True,
     )
     started = time.monotonic()
-    snap = pb.ClusterSnapshot()
-    audit: list[pb.AuditRecord] = []
+    snap = ClusterSnapshot(now=time.time())
+    audit: list[AuditRecord] = []
+    width = fit_width(shutil.get_terminal_size((100, 24)).columns)
     try:
         async with QueryClient(target) as client:
             while opts.duration_s is None or time.monotonic() - started < opts.duration_s:
                 await asyncio.sleep(opts.refresh_s)
                 snap = await client.snapshot()
-                audit = list((await client.audit(limit=10_000)).records)
+                audit = await client.audit(limit=10_000)
                 if interactive:
-                    sys.stdout.write(
-                        "\x1b[2J\x1b[H" + format_cluster(snap, idle_job_ids(audit)) + "\n"
+                    table = format_status(
+                        cluster_view(snap), width=width, idle_jobs=idle_job_ids(audit)
                     )
-                    for line in format_audit(audit[:8]):
+                    sys.stdout.write("\x1b[2J\x1b[H" + table + "\n")
+                    for line in format_decisions(audit[:8], width=width):
                         sys.stdout.write(line + "\n")
                     sys.stdout.write("Ctrl-C to stop\n")
                     sys.stdout.flush()
-            snap = await client.snapshot()
-            audit = list((await client.audit(limit=10_000)).records)
+            snap = await client.snapshot()  # while the agents still run: the cluster as it was
+            audit = await client.audit(limit=10_000)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
@@ -183,20 +124,21 @@ async def run_demo(opts: DemoOptions) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(0.5)  # let the last acks arrive
+        windows_stored = snap.windows_stored
         with contextlib.suppress(Exception):
             async with QueryClient(target) as client:
-                snap = await client.snapshot()
+                windows_stored = (await client.snapshot()).windows_stored
         stats = [a.stats() for a in agents]
         await collector.stop()
     idle = idle_job_ids(audit)
-    print(format_cluster(snap, idle))
-    for line in format_audit(audit[:10]):
+    print(format_status(cluster_view(snap), width=width, idle_jobs=idle))
+    for line in format_decisions(audit[:10], width=width):
         print(line)
     produced = sum(s.reports for s in stats)
     print(
         f"summary: nodes {len(snap.nodes)}, GPUs {sum(len(n.gpus) for n in snap.nodes)}, "
         f"reports produced {produced}, reports stored {collector.ingestor.stored}, "
-        f"windows stored {snap.windows_stored}, unacknowledged {sum(s.spooled for s in stats)}, "
+        f"windows stored {windows_stored}, unacknowledged {sum(s.spooled for s in stats)}, "
         f"idle allocations seen {len(idle)}, audit records {len(audit)} (dry-run)"
     )
     if tmp is not None and not os.environ.get("GPUWARDEN_DEMO_KEEP"):

@@ -75,3 +75,9 @@ class TestCA:
             )
         )
         return out
+
+
+def server_tls(ca: TestCA, cn: str = "collector") -> tuple[bytes, bytes, bytes]:
+    """``Collector(tls=...)``: the CA and a server certificate and key for 127.0.0.1."""
+    server = ca.issue(cn, server=True)
+    return ca.ca.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()

@@ -5,10 +5,18 @@ Domain code never passes ``_pb2`` messages around; servicers and clients call th
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from gpuwarden.common.types import (
+    AuditRecord,
+    ClusterSnapshot,
+    GpuState,
     GpuWindow,
+    HistoryPage,
     JobInfo,
     NodeReport,
+    NodeState,
     ProcessInfo,
     SlurmStatus,
     WindowRecord,
@@ -135,6 +143,14 @@ def gpu_from_pb(msg: pb.GpuWindow) -> GpuWindow:
     )
 
 
+def slurm_to_pb(status: SlurmStatus) -> pb.SlurmStatus:
+    return pb.SlurmStatus(available=status.available, error=status.error)
+
+
+def slurm_from_pb(msg: pb.SlurmStatus) -> SlurmStatus:
+    return SlurmStatus(available=msg.available, error=msg.error)
+
+
 def report_to_pb(report: NodeReport) -> pb.NodeReport:
     return pb.NodeReport(
         node=report.node,
@@ -143,7 +159,7 @@ def report_to_pb(report: NodeReport) -> pb.NodeReport:
         window_start=report.window_start,
         window_end=report.window_end,
         gpus=[gpu_to_pb(g) for g in report.gpus],
-        slurm=pb.SlurmStatus(available=report.slurm.available, error=report.slurm.error),
+        slurm=slurm_to_pb(report.slurm),
         agent_version=report.agent_version,
     )
 
@@ -156,7 +172,7 @@ def report_from_pb(msg: pb.NodeReport) -> NodeReport:
         window_start=msg.window_start,
         window_end=msg.window_end,
         gpus=tuple(gpu_from_pb(g) for g in msg.gpus),
-        slurm=SlurmStatus(available=msg.slurm.available, error=msg.slurm.error)
+        slurm=slurm_from_pb(msg.slurm)
         if msg.HasField("slurm")
         else SlurmStatus(available=False, error="not reported"),
         agent_version=msg.agent_version,
@@ -179,3 +195,112 @@ def window_record_from_pb(msg: pb.WindowRecord) -> WindowRecord:
         window_end=msg.window_end,
         gpu=gpu_from_pb(msg.gpu),
     )
+
+
+# ---- query API ------------------------------------------------------------------------
+
+
+def node_state_to_pb(node: NodeState) -> pb.NodeState:
+    return pb.NodeState(
+        node=node.node,
+        last_seen=node.last_seen,
+        connected=node.connected,
+        slurm=slurm_to_pb(node.slurm),
+        gpus=[
+            pb.GpuState(node=node.node, latest=gpu_to_pb(g.latest), window_end=g.window_end)
+            for g in node.gpus
+        ],
+        last_seq=node.last_seq,
+    )
+
+
+def node_state_from_pb(msg: pb.NodeState) -> NodeState:
+    return NodeState(
+        node=msg.node,
+        last_seen=msg.last_seen,
+        last_seq=msg.last_seq,
+        connected=msg.connected,
+        slurm=slurm_from_pb(msg.slurm),
+        gpus=tuple(
+            GpuState(window_end=g.window_end, latest=gpu_from_pb(g.latest)) for g in msg.gpus
+        ),
+    )
+
+
+def snapshot_to_pb(snap: ClusterSnapshot) -> pb.ClusterSnapshot:
+    return pb.ClusterSnapshot(
+        now=snap.now,
+        nodes=[node_state_to_pb(n) for n in snap.nodes],
+        windows_stored=snap.windows_stored,
+    )
+
+
+def snapshot_from_pb(msg: pb.ClusterSnapshot) -> ClusterSnapshot:
+    return ClusterSnapshot(
+        now=msg.now,
+        nodes=tuple(node_state_from_pb(n) for n in msg.nodes),
+        windows_stored=msg.windows_stored,
+    )
+
+
+def history_from_pb(msg: pb.HistoryResponse) -> HistoryPage:
+    return HistoryPage(
+        windows=tuple(window_record_from_pb(w) for w in msg.windows), truncated=msg.truncated
+    )
+
+
+def audit_record_to_pb(record: AuditRecord) -> pb.AuditRecord:
+    return pb.AuditRecord(
+        ts=record.ts,
+        job_id=record.job_id,
+        kind=record.kind,
+        action=record.action,
+        outcome=record.outcome,
+        dry_run=record.dry_run,
+        gpus=list(record.gpus),
+        detail=record.detail,
+        evidence_json=json.dumps(dict(record.evidence), sort_keys=True, default=str),
+        actor=record.actor,
+    )
+
+
+def _evidence_from_json(text: str) -> dict[str, Any]:
+    """The evidence object, or the text kept as it came when it is not a JSON object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unparsed": text}
+    return value if isinstance(value, dict) else {"unparsed": text}
+
+
+def audit_record_from_pb(msg: pb.AuditRecord) -> AuditRecord:
+    return AuditRecord(
+        ts=msg.ts,
+        job_id=msg.job_id,
+        kind=msg.kind,
+        action=msg.action,
+        outcome=msg.outcome,
+        dry_run=msg.dry_run,
+        gpus=tuple(msg.gpus),
+        detail=msg.detail,
+        evidence=_evidence_from_json(msg.evidence_json),
+        actor=msg.actor,
+    )
+
+
+def cluster_event_to_pb(event: NodeState | AuditRecord) -> pb.ClusterEvent:
+    if isinstance(event, NodeState):
+        return pb.ClusterEvent(node=node_state_to_pb(event))
+    return pb.ClusterEvent(audit=audit_record_to_pb(event))
+
+
+def cluster_event_from_pb(msg: pb.ClusterEvent) -> NodeState | AuditRecord | None:
+    """The event a watch stream carried; None for a kind this client does not know."""
+    which = msg.WhichOneof("event")
+    if which == "node":
+        return node_state_from_pb(msg.node)
+    if which == "audit":
+        return audit_record_from_pb(msg.audit)
+    return None

@@ -6,8 +6,10 @@ measured is ``None``, never 0.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,22 @@ class GpuWindow:
     extra_max: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
+# What an agent reports as its Slurm error when it does not attribute GPUs to Slurm at all.
+SLURM_NOT_CONFIGURED = "slurm not configured"
+
+
 @dataclass(frozen=True, slots=True)
 class SlurmStatus:
     available: bool = True
     error: str = ""
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``off`` (the agent does not use Slurm) or ``unavailable`` (it tried and
+        failed: ``error`` says why)."""
+        if self.available:
+            return "ok"
+        return "off" if self.error == SLURM_NOT_CONFIGURED else "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +134,62 @@ class WindowRecord:
     window_start: float
     window_end: float
     gpu: GpuWindow
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """The newest window of one GPU in the collector's live view."""
+
+    window_end: float
+    latest: GpuWindow
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """One node in the collector's live view."""
+
+    node: str
+    last_seen: float = 0.0  # window end of the newest report, unix seconds
+    last_seq: int = 0
+    connected: bool = False  # an agent stream is open
+    slurm: SlurmStatus = field(default_factory=SlurmStatus)
+    gpus: tuple[GpuState, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """The whole live view at one moment."""
+
+    now: float
+    nodes: tuple[NodeState, ...] = ()
+    windows_stored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Stored windows matching a history query, oldest first."""
+
+    windows: tuple[WindowRecord, ...] = ()
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One decision of the action ladder (taken or, in dry-run, not taken) with its evidence."""
+
+    ts: float
+    job_id: str
+    kind: str  # idle | partly_idle | underused | advice
+    action: str  # ladder.Action value
+    outcome: str  # ladder.Status value
+    dry_run: bool
+    gpus: tuple[str, ...]
+    detail: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    actor: str = "gpuwarden"
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["gpus"] = list(self.gpus)
+        out["evidence"] = dict(self.evidence)
+        return out

@@ -47,7 +47,7 @@ from gpuwarden.collector.ladder import Action, ActionExecutor, ActionOutcome, De
 from gpuwarden.collector.policy import Policy, PolicySet  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
 from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from gpuwarden.common.types import AuditRecord  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
@@ -182,10 +182,10 @@ class Harness:
         if self._error is not None:
             raise self._error
 
-    def audit(self, job_id: str) -> list[pb.AuditRecord]:
+    def audit(self, job_id: str) -> list[AuditRecord]:
         """The job's audit records (the collector's query path), oldest first."""
         assert self.collector is not None and self.collector.audit is not None
-        return list(reversed(self.collector.audit.query_pb(job_id, 0.0, 1000)))
+        return list(reversed(self.collector.audit.query(job_id, 0.0, 1000)))
 
     def outcomes(self, job_id: str) -> list[tuple[str, str]]:
         return [(r.action, r.outcome) for r in self.audit(job_id)]
@@ -321,11 +321,11 @@ def test_idle_worker_retired_idle_job_requeued_busy_worker_kept_dry_run_changes_
         done = enforcing.audit(idle_w.job_id)[-1]
         assert done.actor == ACTOR and not done.dry_run
         assert f"retired dask worker {idle_w.name!r}" in done.detail
-        assert_idle_evidence(json.loads(done.evidence_json), uuid(idle_w.gpu), node)
+        assert_idle_evidence(dict(done.evidence), uuid(idle_w.gpu), node)
         assert enforcing.outcomes(batch) == [("warn", "warned"), ("requeue", "done")]
         requeued = enforcing.audit(batch)[-1]
         assert requeued.detail.startswith("slurm: requeue")
-        assert_idle_evidence(json.loads(requeued.evidence_json), uuid(batch_gpu), node)
+        assert_idle_evidence(dict(requeued.evidence), uuid(batch_gpu), node)
         assert [r["outcome"] for r in enforcing.audit_jsonl(batch)] == ["warned", "done"]
         assert enforcing.audit(busy_w.job_id) == []  # never a finding for the busy worker
         assert enforcing.audit_jsonl(busy_w.job_id) == []
@@ -348,7 +348,7 @@ def test_idle_worker_retired_idle_job_requeued_busy_worker_kept_dry_run_changes_
         )
         would = dry_run.audit(dry)[-1]
         assert would.dry_run and would.detail.startswith("dry run: would requeue: idle")
-        assert_idle_evidence(json.loads(would.evidence_json), uuid(dry_gpu), node)
+        assert_idle_evidence(dict(would.evidence), uuid(dry_gpu), node)
         assert dry_run.audit_jsonl(dry)[-1]["detail"].startswith("dry run: would requeue")
         dry_run.stop()
         assert watcher.calls() == []

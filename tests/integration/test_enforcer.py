@@ -27,8 +27,7 @@ from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
-from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.common.types import AuditRecord, GpuSample, JobInfo, SlurmStatus
 from tests.fakenvml import FakeNvmlState, default_gpu_uuid
 from tests.helpers import wait_for
 
@@ -110,10 +109,10 @@ class Rig:
     spool_dir: Path
     agents: list[tuple[asyncio.Event, asyncio.Task[None]]]
 
-    def audit(self, job_id: str) -> list[pb.AuditRecord]:
+    def audit(self, job_id: str) -> list[AuditRecord]:
         """The job's audit records through the query path, oldest first."""
         assert self.collector.audit is not None
-        return list(reversed(self.collector.audit.query_pb(job_id, 0.0, 1000)))
+        return list(reversed(self.collector.audit.query(job_id, 0.0, 1000)))
 
     def audit_jsonl(self, job_id: str) -> list[dict[str, Any]]:
         lines = self.jsonl.read_text().splitlines() if self.jsonl.exists() else []
@@ -211,7 +210,7 @@ async def test_idle_batch_job_is_warned_then_requeued_once_and_busy_job_is_untou
         assert done.detail == "recorded requeue of 101"
         for rec in records:
             assert rec.actor == ACTOR and not rec.dry_run and list(rec.gpus) == [GPU0]
-            assert_evidence(json.loads(rec.evidence_json), FAST, GPU0)
+            assert_evidence(dict(rec.evidence), FAST, GPU0)
         # The JSON Lines file holds the same decisions, each with its evidence.
         lines = r.audit_jsonl("101")
         assert [(x["action"], x["outcome"]) for x in lines] == [
@@ -247,7 +246,7 @@ async def test_idle_dask_worker_is_released_and_idle_interactive_job_is_only_war
         for rec in later:
             assert (rec.action, rec.outcome) == ("warn", "warned")
             assert "interactive job: never requeued" in rec.detail
-            assert json.loads(rec.evidence_json)["reason"].startswith("interactive job")
+            assert dict(rec.evidence)["reason"].startswith("interactive job")
 
 
 async def test_job_busy_again_before_the_action_is_not_acted_on(
@@ -272,8 +271,8 @@ async def test_job_busy_again_before_the_action_is_not_acted_on(
         warn1, warn2, *_ = r.audit("105")
         assert (warn2.action, warn2.outcome) == ("warn", "warned")
         assert warn2.detail.startswith("warning 1 of 1")
-        since = json.loads(warn2.evidence_json)["finding"]["since_ts"]
-        assert since > busy_from > json.loads(warn1.evidence_json)["finding"]["since_ts"]
+        since = dict(warn2.evidence)["finding"]["since_ts"]
+        assert since > busy_from > dict(warn1.evidence)["finding"]["since_ts"]
 
 
 async def test_dry_run_never_calls_the_executor_and_audits_what_would_happen(
@@ -299,7 +298,7 @@ async def test_dry_run_never_calls_the_executor_and_audits_what_would_happen(
         would = r.audit("106")[-1]
         assert would.dry_run
         assert would.detail.startswith("dry run: would requeue: idle")
-        evidence = json.loads(would.evidence_json)
+        evidence = dict(would.evidence)
         assert evidence["reason"] == "enforcement is off"
         assert_evidence(evidence, policy, GPU0)
         line = r.audit_jsonl("106")[-1]
@@ -328,7 +327,7 @@ async def test_agent_outage_longer_than_max_gap_never_leads_to_action(
         await wait_for(lambda: r.audit("108"), timeout_s=30)
         warn = r.audit("108")[0]
         assert (warn.action, warn.outcome) == ("warn", "warned")
-        evidence = json.loads(warn.evidence_json)
+        evidence = dict(warn.evidence)
         assert evidence["finding"]["since_ts"] >= restarted - REPORT_INTERVAL_S
         assert warn.ts - restarted >= policy.idle_window
         await stop_agent(agent)

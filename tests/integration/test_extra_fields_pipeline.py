@@ -6,8 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from gpuwarden.collector.server import Collector
-from gpuwarden.common.query import QueryClient
 from gpuwarden.common.types import GpuSample
+from gpuwarden.query import QueryClient
 from gpuwarden.sim import SimAttributor, SimNode, SimSampler
 from tests.helpers import running_agent, wait_for
 

@@ -18,7 +18,7 @@ from gpuwarden.common.types import GpuWindow, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from tests.helpers import wait_for
-from tests.pki import TestCA
+from tests.pki import TestCA, server_tls
 
 
 def report(node: str, seq: int) -> pb.NodeReport:
@@ -40,12 +40,7 @@ def ca(tmp_path: Path) -> TestCA:
 
 @pytest.fixture
 async def tls_collector(ca: TestCA, tmp_path: Path) -> AsyncIterator[Collector]:
-    server = ca.issue("collector", server=True)
-    c = Collector(
-        db_path=tmp_path / "db",
-        listen="127.0.0.1:0",
-        tls=(ca.ca.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()),
-    )
+    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=server_tls(ca))
     await c.start()
     try:
         yield c

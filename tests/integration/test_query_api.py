@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
-from gpuwarden.common.query import QueryClient
-from gpuwarden.common.types import GpuWindow, NodeReport
+from gpuwarden.common.types import AuditRecord, GpuWindow, NodeReport, NodeState
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+from gpuwarden.query import QueryClient
 
 
 def report(node: str, seq: int, util: float) -> pb.NodeReport:
@@ -41,7 +41,7 @@ async def send(port: int, reports: list[pb.NodeReport]) -> None:
 async def test_watch_sends_the_snapshot_then_every_change(collector: Collector) -> None:
     await send(collector.port, [report("a", 1, 10.0)])
     async with QueryClient(f"127.0.0.1:{collector.port}") as client:
-        events: asyncio.Queue[pb.ClusterEvent] = asyncio.Queue()
+        events: asyncio.Queue[NodeState | AuditRecord] = asyncio.Queue()
 
         async def watch() -> None:
             async for ev in client.watch(include_snapshot=True):
@@ -49,20 +49,32 @@ async def test_watch_sends_the_snapshot_then_every_change(collector: Collector) 
 
         task = asyncio.create_task(watch())
         first = await asyncio.wait_for(events.get(), 10)
-        assert first.node.node == "a" and first.node.gpus[0].latest.util_max == 10.0
+        assert isinstance(first, NodeState)
+        assert first.node == "a" and first.gpus[0].latest.util_max == 10.0
         await send(collector.port, [report("b", 1, 20.0), report("b", 2, 30.0)])
         seen: dict[str, float] = {}
         while seen.get("b") != 30.0:
             ev = await asyncio.wait_for(events.get(), 10)
-            if ev.HasField("node") and ev.node.gpus:
-                seen[ev.node.node] = ev.node.gpus[0].latest.util_max
+            if isinstance(ev, NodeState) and ev.gpus and ev.gpus[0].latest.util_max is not None:
+                seen[ev.node] = ev.gpus[0].latest.util_max
         # an audit record published by the enforcement side reaches watchers too
-        collector.state.publish(pb.AuditRecord(job_id="42", kind="idle", action="warn"))
+        published = AuditRecord(
+            ts=1_700_000_100,
+            job_id="42",
+            kind="idle",
+            action="warn",
+            outcome="dry_run",
+            dry_run=True,
+            gpus=("GPU-a",),
+            detail="idle for 30m",
+            evidence={"finding": {"kind": "idle"}},
+        )
+        collector.state.publish(published)
         while True:
             ev = await asyncio.wait_for(events.get(), 10)
-            if ev.HasField("audit"):
+            if isinstance(ev, AuditRecord):
                 break
-        assert ev.audit.job_id == "42"
+        assert ev == published  # the domain record, converted at both edges, arrives whole
         task.cancel()
 
 
@@ -71,7 +83,7 @@ async def test_slow_watcher_collapses_bursts_to_the_newest_state(collector: Coll
     await send(collector.port, [report("a", s, float(s)) for s in range(1, 21)])
     events = await asyncio.wait_for(watcher.get(), 5)
     assert events is not None
-    utils = [e.gpus[0].gpu.util_max for e in events]  # type: ignore[attr-defined]
+    utils = [e.gpus[0].latest.util_max for e in events if isinstance(e, NodeState)]
     assert utils[-1] == 20.0 and len(utils) < 20  # the burst collapsed
     collector.state.unsubscribe(watcher)
 

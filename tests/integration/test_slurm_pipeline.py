@@ -15,9 +15,8 @@ from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, w
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
 from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
-from gpuwarden.common.query import QueryClient  # noqa: E402
-from gpuwarden.common.types import GpuSample  # noqa: E402
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb  # noqa: E402
+from gpuwarden.common.types import GpuSample, GpuWindow, NodeState  # noqa: E402
+from gpuwarden.query import QueryClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 from tests.helpers import running_agent, wait_for  # noqa: E402
 
@@ -32,7 +31,7 @@ def gpu_index(job_id: str, node: str) -> int:
     return index
 
 
-async def node_state(client: QueryClient, node: str) -> pb.NodeState | None:
+async def node_state(client: QueryClient, node: str) -> NodeState | None:
     snap = await client.snapshot()
     return next((n for n in snap.nodes if n.node == node), None)
 
@@ -64,17 +63,14 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
         QueryClient(f"127.0.0.1:{collector.port}") as client,
     ):
 
-        async def gpus() -> dict[str, pb.GpuWindow]:
+        async def gpus() -> dict[str, GpuWindow]:
             n = await node_state(client, node)
             return {} if n is None else {g.latest.uuid: g.latest for g in n.gpus}
 
         async def attributed() -> bool:
             g = await gpus()
-            return (
-                busy_uuid in g
-                and g[busy_uuid].job.job_id == busy
-                and g[empty_uuid].job.job_id == empty
-            )
+            jobs = {uuid: w.job.job_id if w.job else "" for uuid, w in g.items()}
+            return jobs.get(busy_uuid) == busy and jobs.get(empty_uuid) == empty
 
         for _ in range(150):
             if await attributed():
@@ -95,7 +91,7 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
         # GPUs nobody holds carry no job.
         for uuid, w in g.items():
             if uuid not in (busy_uuid, empty_uuid):
-                assert not w.HasField("job") and not w.allocated, uuid
+                assert w.job is None and not w.allocated, uuid
         n = await node_state(client, node)
         assert n is not None and n.slurm.available
 

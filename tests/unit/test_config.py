@@ -24,7 +24,8 @@ def test_durations_accept_seconds_and_units() -> None:
     assert parse_duration("15m") == 900.0
     assert parse_duration("2h") == 7200.0
     assert parse_duration("0.5") == 0.5
-    for bad in ("10 minutes", "-5", "1d", "", True):
+    assert parse_duration("2d") == 172800.0
+    for bad in ("10 minutes", "-5", "1w", "", True):
         with pytest.raises(ValueError):
             parse_duration(bad)
 

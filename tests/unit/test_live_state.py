@@ -16,7 +16,7 @@ def test_a_huge_sequence_number_does_not_freeze_the_node_live_state() -> None:
     state.apply(report(2**53, 1000.0, 10.0))
     state.apply(report(2, 1005.0, 90.0))  # e.g. the agent's spool was wiped: seq restarts
     live = state.node("gpu01")
-    assert live is not None and live.gpus[0].gpu.util_max == 90.0 and live.last_seen == 1005.0
+    assert live is not None and live.gpus[0].latest.util_max == 90.0 and live.last_seen == 1005.0
 
 
 def test_a_replayed_older_window_does_not_replace_a_newer_one() -> None:
@@ -24,4 +24,4 @@ def test_a_replayed_older_window_does_not_replace_a_newer_one() -> None:
     state.apply(report(10, 1010.0, 90.0))
     state.apply(report(9, 1005.0, 10.0))  # spooled while the collector was down
     live = state.node("gpu01")
-    assert live is not None and live.gpus[0].gpu.util_max == 90.0 and live.last_seq == 10
+    assert live is not None and live.gpus[0].latest.util_max == 90.0 and live.last_seq == 10

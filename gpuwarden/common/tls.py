@@ -1,0 +1,43 @@
+"""TLS files for a gRPC client (agent or reader) and the channel built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from gpuwarden.common.config import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
+    """mTLS credentials: the collector's CA and this client's certificate and key."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca, "tls_ca"),
+        private_key=_read(tls.key, "tls_key"),
+        certificate_chain=_read(tls.cert, "tls_cert"),
+    )
+
+
+def make_channel(
+    target: str, tls: TlsFiles | None, options: Sequence[tuple[str, int]] = ()
+) -> grpc.aio.Channel:
+    """A plaintext channel when ``tls`` is None, else an mTLS one."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=list(options))
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=list(options))

@@ -1,0 +1,102 @@
+"""The async client of the collector's query API, for every reader (CLI, dashboard, jobstats).
+
+It speaks protobuf to the collector and hands domain types (``gpuwarden.common.types``) to
+its callers: readers never see a ``_pb2`` message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from gpuwarden.common.convert import (
+    audit_record_from_pb,
+    cluster_event_from_pb,
+    history_from_pb,
+    snapshot_from_pb,
+)
+from gpuwarden.common.tls import TlsFiles, make_channel
+from gpuwarden.common.types import AuditRecord, ClusterSnapshot, HistoryPage, NodeState
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+from gpuwarden.query.config import ClientConfig
+
+MAX_RECEIVE_BYTES = 64 << 20
+
+
+class QueryClient:
+    """``async with QueryClient(target) as client: snap = await client.snapshot()``.
+
+    ``tls`` None means plaintext (demos, tests); give the collector's CA and a reader
+    certificate for a collector that requires mTLS. ``timeout_s`` bounds each call.
+    """
+
+    def __init__(
+        self, target: str, *, tls: TlsFiles | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.target = target
+        self.tls = tls
+        self.timeout_s = timeout_s
+        self._channel = make_channel(
+            target, tls, [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+        )
+        self._stub = pb_grpc.QueryServiceStub(self._channel)
+
+    @classmethod
+    def from_config(cls, cfg: ClientConfig) -> QueryClient:
+        return cls(cfg.collector, tls=cfg.tls_files, timeout_s=cfg.timeout)
+
+    async def __aenter__(self) -> QueryClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def snapshot(self) -> ClusterSnapshot:
+        """Every node's newest state."""
+        resp: pb.ClusterSnapshot = await self._stub.GetSnapshot(
+            pb.SnapshotRequest(), timeout=self.timeout_s
+        )
+        return snapshot_from_pb(resp)
+
+    async def history(
+        self,
+        *,
+        node: str = "",
+        uuid: str = "",
+        job_id: str = "",
+        since: float = 0.0,
+        until: float = 0.0,
+        limit: int = 0,
+    ) -> HistoryPage:
+        """Stored windows of a node, a GPU or a job (at least one filter), oldest first."""
+        req = pb.HistoryRequest(
+            node=node, uuid=uuid, job_id=job_id, since=since, until=until, limit=limit
+        )
+        resp: pb.HistoryResponse = await self._stub.GetHistory(req, timeout=3 * self.timeout_s)
+        return history_from_pb(resp)
+
+    async def audit(
+        self, *, job_id: str = "", since: float = 0.0, limit: int = 0
+    ) -> list[AuditRecord]:
+        """Audit records (all jobs when ``job_id`` is empty) from ``since``, newest first."""
+        req = pb.AuditRequest(job_id=job_id, since=since, limit=limit)
+        resp: pb.AuditResponse = await self._stub.GetAudit(req, timeout=self.timeout_s)
+        return [audit_record_from_pb(r) for r in resp.records]
+
+    async def watch(self, include_snapshot: bool = True) -> AsyncIterator[NodeState | AuditRecord]:
+        """Node states (first the whole cluster when ``include_snapshot``), then every change
+        and every new audit record, until the caller stops or the stream breaks."""
+        call = self._stub.Watch(pb.WatchRequest(include_snapshot=include_snapshot))
+        async for msg in call:
+            event = cluster_event_from_pb(msg)
+            if event is not None:
+                yield event
