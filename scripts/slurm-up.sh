@@ -59,12 +59,6 @@ fi
 # shellcheck source=scripts/slurm-env.sh
 source "$here/slurm-env.sh" --slurm "$slurm" "$state"
 sbin=${GW_SLURM_SBIN:-/usr/sbin}
-if [[ $slurm == 25.11 ]]; then
-    # The build's default config path names this cluster, so its commands and pyslurm work
-    # without SLURM_CONF too.
-    mkdir -p "$GW_SLURM_BIN/../etc"
-    ln -sfn "$state/slurm.conf" "$GW_SLURM_BIN/../etc/slurm.conf"
-fi
 
 log() { echo "slurm-up: $*" >&2; }
 die() {
@@ -198,6 +192,26 @@ EOF
 
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# 25.11: the build's default config path names the running cluster, so its commands and
+# pyslurm work without SLURM_CONF too.
+link_default_conf() {
+    [[ $slurm == 25.11 ]] || return 0
+    mkdir -p "$GW_SLURM_BIN/../etc"
+    ln -sfn "$state/slurm.conf" "$GW_SLURM_BIN/../etc/slurm.conf"
+}
+
+if [[ $slurm == 25.11 ]]; then ctld_port=6917 d_port=6918; else ctld_port=6817 d_port=6818; fi
+
+# Fail clearly when a daemon of another state dir (another checkout's cluster) holds our port.
+refuse_busy_port() {
+    local port=$1 line pid conf
+    line=$(ss -Hltnp "sport = :$port" 2>/dev/null | head -n 1) || return 0
+    [[ -n $line ]] || return 0
+    pid=$(grep -o 'pid=[0-9]*' <<<"$line" | head -n 1 | cut -d= -f2)
+    conf=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^SLURM_CONF=//p' || true)
+    die "port $port is taken by pid ${pid:-?}${conf:+ (SLURM_CONF=$conf)}: another Slurm $slurm test cluster runs; use its state dir (GPUWARDEN_SLURM_STATE / GPUWARDEN_SLURM25_STATE for the tests) or stop it with scripts/slurm-down.sh --slurm $slurm ITS_STATE_DIR"
+}
+
 node_state() { sinfo -h -n "$host" -o %T 2>/dev/null | head -n 1; }
 
 wait_node_usable() {
@@ -212,6 +226,7 @@ wait_node_usable() {
 
 start_ctld() {
     pid_alive "$state/run/slurmctld.pid" && return 0
+    refuse_busy_port "$ctld_port"
     "$sbin/slurmctld" || die "slurmctld failed to start"
     local i
     for ((i = 0; i < 100; i++)); do
@@ -243,6 +258,7 @@ done
 
 if ((same_config)) && pid_alive "$state/run/slurmctld.pid" && pid_alive "$state/run/slurmd.pid" \
     && [[ $(node_state || true) =~ ^(idle|mixed|allocated|completing)$ ]]; then
+    link_default_conf
     log "already up ($state)"
     exit 0
 fi
@@ -258,6 +274,8 @@ for f in slurm.conf gres.conf cgroup.conf; do cp "$tmp/$f" "$state/$f"; done
 
 t0=$SECONDS
 start_ctld
+refuse_busy_port "$d_port"
 "$sbin/slurmd" || die "slurmd failed to start"
 wait_node_usable
+link_default_conf
 log "Slurm $slurm up in $((SECONDS - t0)) s: node $host $(node_state), proctrack/$proctrack; source $state/env"
