@@ -15,8 +15,9 @@ import logging
 import random
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool import Spool, SpoolCorrupt
 from gpuwarden.common.tls import TlsFiles as TlsFiles  # re-exported for the agent
 from gpuwarden.common.tls import make_channel as tls_channel
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
@@ -103,6 +104,16 @@ class ReportStreamer:
         log.warning("collector %s: %s %s", self.target, exc.code().name, exc.details())
         return False
 
+    def _read_spooled(self, seq: int) -> pb.NodeReport:
+        data = self.spool.read(seq)
+        try:
+            report = pb.NodeReport.FromString(data)
+        except DecodeError as exc:
+            raise SpoolCorrupt(f"not a report: {exc}") from None
+        if report.seq != seq:
+            raise SpoolCorrupt(f"holds seq={report.seq}, not the seq of its file name")
+        return report
+
     async def _session(self) -> bool:
         got_ack = False
         async with make_channel(self.target, self.tls) as channel:
@@ -129,10 +140,13 @@ class ReportStreamer:
                         if len(in_flight) >= self.max_in_flight:
                             break
                         try:
-                            data = self.spool.read(seq)
+                            report = self._read_spooled(seq)
                         except FileNotFoundError:
                             continue  # acked or dropped meanwhile
-                        await call.write(pb.NodeReport.FromString(data))
+                        except SpoolCorrupt as exc:
+                            self.spool.set_aside(seq, str(exc))
+                            continue
+                        await call.write(report)
                         in_flight.add(seq)
                         last_sent = seq
                         self.sent += 1

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden.agent.sampler import SAMPLERS, unknown_sampler_message
+from gpuwarden.common.address import split_host_port
 from gpuwarden.common.config import (
     ConfigError,
     build_section,
+    check_sections,
     duration_field,
     ranged,
     read_toml,
@@ -58,8 +60,10 @@ class AgentConfig:
                 "tls_ca, tls_cert and tls_key are required (mTLS to the collector); "
                 "set insecure = true only for demos and tests"
             )
-        if ":" not in self.collector:
-            raise ValueError(f"collector: {self.collector!r} is not HOST:PORT")
+        try:
+            split_host_port(self.collector)
+        except ValueError as exc:
+            raise ValueError(f"collector: {exc}") from None
 
     @property
     def node_name(self) -> str:
@@ -74,6 +78,7 @@ def load_agent_config(
     data: dict[str, Any] = {}
     if path is not None:
         doc = read_toml(path)
+        check_sections(doc, path)
         table = doc.get("agent", {})
         if not isinstance(table, dict):
             raise ConfigError("[agent] must be a table")

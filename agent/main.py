@@ -14,6 +14,9 @@ from gpuwarden.agent.config import AgentConfig
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler, make_sampler
 from gpuwarden.agent.spool import Spool
+from gpuwarden.common.config import ConfigError
+from gpuwarden.common.names import check_node
+from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,22 @@ def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]
     )
 
 
+def preflight(cfg: AgentConfig) -> None:
+    """Check at start what does not heal by retrying: the node name, the spool folder and
+    the TLS files. Raises ConfigError naming the setting (exit 2)."""
+    try:
+        check_node(cfg.node_name)
+    except ValueError as exc:
+        what = "" if cfg.node else "not set, and the host name "
+        raise ConfigError(f"[agent] node: {what}{exc}") from None
+    writable_dir("[agent] spool_dir", cfg.spool_dir)
+    if not cfg.insecure:
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            readable_pem(f"[agent] {key}", getattr(cfg, key))
+
+
 def build_agent(cfg: AgentConfig, *, systemd: bool = True) -> Agent:
+    preflight(cfg)
     sampler, attributor = build_sampler_and_attributor(cfg)
     tls = (
         None

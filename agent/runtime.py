@@ -37,6 +37,7 @@ class AgentStats:
     acked: int
     dropped: int
     rejected: int
+    corrupt: int  # spooled reports that could not be read back, moved to spool/corrupt/
     connected: bool
 
 
@@ -86,6 +87,7 @@ class Agent:
             acked=self.streamer.acked,
             dropped=self.spool.dropped,
             rejected=self.streamer.rejected,
+            corrupt=self.spool.corrupt,
             connected=self.streamer.connected,
         )
 
@@ -170,6 +172,7 @@ class Agent:
             agent_version=gpuwarden.__version__,
         )
         data = report_to_pb(report).SerializeToString()
-        self.spool.put(report.seq, data)  # in the loop thread: the streamer shares the spool
         self._reports += 1
-        self.streamer.notify_new_report()
+        # in the loop thread: the streamer shares the spool
+        if self.spool.put(report.seq, data):
+            self.streamer.notify_new_report()

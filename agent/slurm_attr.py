@@ -1,13 +1,19 @@
 """``SlurmAttributor``: which Slurm job holds each GPU of this node.
 
 For each GPU: the job of its processes (``/proc/PID/cgroup``, then ``/proc/PID/environ``),
-then the node's allocations (``scontrol -d -o show job``: per-node ``GRES=gpu:N(IDX:..)``).
+then the node's allocations (``squeue --json``: per-node ``gres_detail`` ``gpu:N(IDX:..)``).
 A GPU that Slurm allocated but that runs no process is reported ``allocated=True`` with its
 job. Dask workers are found from the job's processes (command line, environment).
 
-``scontrol`` runs as an argv list, bounded by ``timeout_s`` and cached for ``cache_ttl_s``
-(a failure is cached too, so a controller outage costs at most one timeout per TTL). While it
-fails, ``slurm.available`` is False and only what ``/proc`` tells is reported.
+Slurm is asked as little as the node needs. The job ids on the node come from ``/proc`` on
+every call, at no cost to the controller; ``squeue --json`` (one RPC; structured, so a job
+name or path can never change an attributed field) is run only when ``/proc`` shows a job it
+has not described yet, or when its answer is older than ``refresh_s`` (jobs holding GPUs
+with no process on the node, state changes), and never more often than every
+``cache_ttl_s``. A failure is kept for ``cache_ttl_s`` too, so a controller outage costs at
+most one timeout per TTL; while it lasts, ``slurm.available`` is False and only what
+``/proc`` tells is reported. A job record Slurm prints that cannot be read is skipped and
+counted (``skipped_records``); it never blanks the node's other jobs.
 
 Each job's CPU use (all its processes on this node, data loaders included, not only those on
 a GPU) is measured between two calls from ``/proc/PID/stat`` and reported as a percentage
@@ -16,58 +22,42 @@ of the CPUs Slurm gave the job on this node, for the input-bound advice.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuwarden.agent.attribution import Attribution, GpuAttribution
-from gpuwarden.common.slurm import (
-    CgroupJob,
+from gpuwarden.agent.proc_jobs import ProcEntry, ProcessJob, ProcJobReader
+from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
+from gpuwarden.slurm import (
     DaskWorkerFacts,
     EnvironFacts,
+    SlurmError,
     SlurmJob,
-    parse_cmdline,
-    parse_dask_worker_cmdline,
-    parse_environ,
-    parse_proc_cgroup,
-    parse_scontrol_jobs,
+    SlurmRunner,
+    validate_node_name,
 )
-from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
+from gpuwarden.slurm.squeue import read_squeue_jobs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ProcessJob", "SlurmAttributor"]
 
 # States in which a job still holds its GPUs on the node.
+_DEFAULT_REFRESH_S = 60.0  # age at which a good answer is asked again with nothing new
 _HOLDING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "CONFIGURING"})
-_MAX_ANCESTORS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessJob:
-    """What /proc tells about one process's Slurm job."""
-
-    pid: int
-    job_id: str | None
-    step: str = ""
-    source: str = ""  # cgroup | environ
-    sluid: str | None = None
-    environ: EnvironFacts | None = None
-    dask: DaskWorkerFacts | None = None
 
 
 @dataclass(slots=True)
 class _Snapshot:
-    """One scontrol refresh: the node's jobs, or the error."""
+    """One Slurm answer, cut down to this node: its jobs, or the error."""
 
     taken_at: float
-    jobs: dict[str, SlurmJob] = field(default_factory=dict)  # every job, by job id
+    jobs: dict[str, SlurmJob] = field(default_factory=dict)  # this node's jobs, by job id
     by_sluid: dict[str, SlurmJob] = field(default_factory=dict)
     by_gpu: dict[int, SlurmJob] = field(default_factory=dict)  # NVML index -> holding job
     error: str = ""
@@ -78,6 +68,7 @@ class SlurmAttributor:
 
     ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index;
     by default they are equal (gres.conf lists /dev/nvidia0..N in order, as on most sites).
+    ``scontrol``: path of scontrol; ``squeue`` is taken from the same folder unless given.
     """
 
     def __init__(
@@ -89,24 +80,36 @@ class SlurmAttributor:
         timeout_s: float = 3.0,
         gpu_index_map: Mapping[int, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        squeue: str | None = None,
+        refresh_s: float | None = None,
     ) -> None:
-        if not node:
-            raise ValueError("SlurmAttributor: node name is empty")
+        validate_node_name(node)
         if cache_ttl_s < 0:
             raise ValueError(f"SlurmAttributor: cache_ttl_s must be >= 0, not {cache_ttl_s}")
         if timeout_s <= 0:
             raise ValueError(f"SlurmAttributor: timeout_s must be > 0, not {timeout_s}")
+        if refresh_s is None:
+            refresh_s = max(_DEFAULT_REFRESH_S, cache_ttl_s)
+        if refresh_s < cache_ttl_s:
+            raise ValueError(
+                f"SlurmAttributor: refresh_s ({refresh_s}) must be >= cache_ttl_s ({cache_ttl_s})"
+            )
+        if squeue is None:
+            folder = os.path.dirname(scontrol)  # noqa: PTH120
+            squeue = os.path.join(folder, "squeue") if folder else "squeue"  # noqa: PTH118
         self.node = node
-        self.proc_root = Path(proc_root)
-        self.scontrol = scontrol
         self.cache_ttl_s = cache_ttl_s
-        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self.runner = SlurmRunner(
+            timeout_s=timeout_s, paths={"scontrol": scontrol, "squeue": squeue}
+        )
         self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
+        self.procs = ProcJobReader(proc_root)
+        self.skipped_records = 0  # Slurm job records that could not be read, since start
         self._clock = clock
         self._snap: _Snapshot | None = None
         self._clk_tck = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        # (pid, starttime) -> (job id, Dask worker facts), read once per process
-        self._pid_jobs: dict[tuple[int, int], tuple[str | None, DaskWorkerFacts | None]] = {}
         self._dask_by_job: dict[str, DaskWorkerFacts] = {}
         self._cpu_prev: tuple[float, dict[str, int]] | None = None  # (clock, ticks by job)
         self._cpu_pct: dict[str, float] = {}
@@ -121,32 +124,25 @@ class SlurmAttributor:
             return Attribution(slurm=SlurmStatus(available=False, error=f"attribution: {exc}"))
 
     def invalidate(self) -> None:
-        """Forget the cached scontrol answer: the next call asks Slurm again."""
+        """Forget the cached Slurm answer: the next call asks Slurm again."""
         self._snap = None
 
     def process_job(self, pid: int) -> ProcessJob | None:
         """The Slurm job of one process, from /proc alone (cgroup first, then environ)."""
-        base = self.proc_root / str(pid)
-        cg: CgroupJob | None = None
-        with contextlib.suppress(OSError):
-            cg = parse_proc_cgroup((base / "cgroup").read_text(errors="replace"))
-        env = self._read_environ(pid)
-        dask = self._dask_of(pid, env)
-        if cg is not None and cg.job_id is not None:
-            return ProcessJob(pid, cg.job_id, cg.step, "cgroup", cg.sluid, env, dask)
-        if env is not None and env.job_id is not None:
-            step = cg.step if cg is not None else (env.step_id or "")
-            return ProcessJob(pid, env.job_id, step, "environ", None, env, dask)
-        if cg is not None and cg.sluid is not None:  # SLUID only: resolved through scontrol
-            return ProcessJob(pid, None, cg.step, "cgroup", cg.sluid, env, dask)
-        return None
+        return self.procs.process_job(pid)
 
     # --------------------------------------------------------------------------- internals
 
     def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
-        snap = self._snapshot()
+        entries = self.procs.scan()
+        pids = [e.job for e in entries] + [
+            pj for s in samples for p in s.processes if (pj := self._pj(p.pid)) is not None
+        ]
+        job_ids = {pj.job_id for pj in pids if pj.job_id}
+        sluids = {pj.sluid for pj in pids if pj.job_id is None and pj.sluid}
+        snap = self._snapshot(job_ids, sluids)
         available = not snap.error
-        self._scan_processes(snap)
+        self._account(snap, entries)
         out: dict[str, GpuAttribution] = {}
         for sample in samples:
             attr = self._attribute_gpu(sample, snap, available)
@@ -154,53 +150,24 @@ class SlurmAttributor:
                 job = dataclasses.replace(attr.job, cpu_util_pct=self._cpu_pct[attr.job.job_id])
                 attr = GpuAttribution(job=job, allocated=attr.allocated)
             out[sample.uuid] = attr
-        status = SlurmStatus(available=available, error=snap.error)
-        return Attribution(gpus=out, slurm=status)
+        return Attribution(gpus=out, slurm=SlurmStatus(available=available, error=snap.error))
 
-    def _stat_fields(self, pid: int) -> list[str] | None:
-        try:
-            stat = (self.proc_root / str(pid) / "stat").read_text()
-        except OSError:
-            return None
-        # "pid (comm) state ppid ...": comm may hold spaces and parens
-        return stat.rpartition(")")[2].split()
+    def _pj(self, pid: int) -> ProcessJob | None:
+        return self.procs.process_job(pid)
 
-    def _scan_processes(self, snap: _Snapshot) -> None:
-        """One pass over /proc per report: each process's job and Dask worker (read once per
-        process and cached), and the CPU ticks of every job; percent since the last call.
-        Dask workers are found this way even on idle GPUs (no process on the GPU)."""
-        try:
-            pids = [int(p.name) for p in self.proc_root.iterdir() if p.name.isdigit()]
-        except OSError:
-            return
+    def _account(self, snap: _Snapshot, entries: Sequence[ProcEntry]) -> None:
+        """Dask workers by job, and each job's CPU use since the last call."""
         ticks: dict[str, int] = {}
         dask_by_job: dict[str, DaskWorkerFacts] = {}
-        seen: set[tuple[int, int]] = set()
-        for pid in pids:
-            fields = self._stat_fields(pid)
-            start, used = 0, None
-            if fields is not None and len(fields) >= 20:
-                with contextlib.suppress(ValueError):
-                    start = int(fields[19])  # starttime: a reused PID is another process
-                    used = int(fields[11]) + int(fields[12])  # utime + stime
-            key = (pid, start)
-            seen.add(key)
-            cached = self._pid_jobs.get(key)
-            if cached is None:
-                pj = self.process_job(pid)
-                job_id = None if pj is None else pj.job_id or self._sluid_job(snap, pj.sluid)
-                cached = (job_id, pj.dask if pj is not None else None)
-                if pj is None or job_id is not None or pj.sluid is None:
-                    self._pid_jobs[key] = cached  # an unresolved SLUID is asked again
-            job_id, dask = cached
+        for entry in entries:
+            pj = entry.job
+            job_id = pj.job_id or self._sluid_job(snap, pj.sluid)
             if job_id is None:
                 continue
-            if used is not None:
-                ticks[job_id] = ticks.get(job_id, 0) + used
-            if dask is not None:
-                dask_by_job.setdefault(job_id, dask)
-        for key in [k for k in self._pid_jobs if k not in seen]:
-            del self._pid_jobs[key]  # exited
+            if entry.cpu_ticks is not None:
+                ticks[job_id] = ticks.get(job_id, 0) + entry.cpu_ticks
+            if pj.dask is not None:
+                dask_by_job.setdefault(job_id, pj.dask)
         self._dask_by_job = dask_by_job
         now = self._clock()
         prev = self._cpu_prev
@@ -219,7 +186,7 @@ class SlurmAttributor:
 
     def _attribute_gpu(self, sample: GpuSample, snap: _Snapshot, available: bool) -> GpuAttribution:
         holder = snap.by_gpu.get(sample.index)
-        procs = [pj for p in sample.processes if (pj := self.process_job(p.pid)) is not None]
+        procs = [pj for p in sample.processes if (pj := self._pj(p.pid)) is not None]
         chosen: ProcessJob | None = None
         for pj in procs:  # prefer the process of the job Slurm gave this GPU to
             job_id = pj.job_id or self._sluid_job(snap, pj.sluid)
@@ -263,40 +230,51 @@ class SlurmAttributor:
         job = snap.by_sluid.get(sluid)
         return job.job_id if job is not None else None
 
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self, job_ids: Collection[str], sluids: Collection[str]) -> _Snapshot:
+        """The cached answer while it is fresh; asks Slurm again when it is older than
+        ``refresh_s``, or when /proc shows a job (or SLUID) it does not describe and it is
+        older than ``cache_ttl_s``."""
         now = self._clock()
-        if self._snap is not None and now - self._snap.taken_at < self.cache_ttl_s:
-            return self._snap
-        snap = _Snapshot(taken_at=now)
-        argv = [self.scontrol, "-d", "-o", "show", "job"]
+        snap = self._snap
+        if snap is not None:
+            age = now - snap.taken_at
+            unknown = bool(snap.error) or any(j not in snap.jobs for j in job_ids)
+            unknown = unknown or any(s not in snap.by_sluid for s in sluids)
+            if age < self.cache_ttl_s or (age < self.refresh_s and not unknown):
+                return snap
+        new = _Snapshot(taken_at=now)
         try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired:
-            snap.error = f"scontrol timed out after {self.timeout_s:g} s"
-        except OSError as exc:
-            snap.error = f"cannot run {self.scontrol}: {exc}"
+            parsed = read_squeue_jobs(self.runner.output("squeue", "--json"))
+        except SlurmError as exc:
+            new.error = str(exc)
+        except ValueError as exc:
+            new.error = f"cannot read squeue --json output: {exc}"
         else:
-            if proc.returncode != 0:
-                msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-                snap.error = f"scontrol rc={proc.returncode}: {msg[-1] if msg else 'no output'}"
-            else:
-                try:
-                    self._fill(snap, parse_scontrol_jobs(proc.stdout))
-                except ValueError as exc:
-                    snap.error = f"cannot parse scontrol output: {exc}"
-        if snap.error:
-            if self._snap is None or not self._snap.error:
-                log.warning("slurm unavailable: %s", snap.error)
-        elif self._snap is not None and self._snap.error:
+            if parsed.skipped:
+                self.skipped_records += len(parsed.skipped)
+                log.warning(
+                    "squeue --json: skipped %d unreadable job record(s); first: %s",
+                    len(parsed.skipped),
+                    parsed.skipped[0],
+                )
+            self._fill(new, parsed.jobs, set(job_ids), set(sluids))
+        if new.error:
+            if snap is None or not snap.error:
+                log.warning("slurm unavailable: %s", new.error)
+        elif snap is not None and snap.error:
             log.info("slurm available again")
-        snap.taken_at = self._clock()  # the TTL runs from the answer, not from the question
-        self._snap = snap
-        return snap
+        new.taken_at = self._clock()  # the TTL runs from the answer, not from the question
+        self._snap = new
+        return new
 
-    def _fill(self, snap: _Snapshot, jobs: list[SlurmJob]) -> None:
+    def _fill(
+        self, snap: _Snapshot, jobs: list[SlurmJob], job_ids: set[str], sluids: set[str]
+    ) -> None:
+        """Keep the jobs of this node (and those /proc named), map GPUs to holding jobs."""
         for job in jobs:
+            mine = self.node in job.nodes or job.job_id in job_ids or job.sluid in sluids
+            if not mine:
+                continue
             snap.jobs[job.job_id] = job
             if job.sluid:
                 snap.by_sluid[job.sluid] = job
@@ -306,40 +284,6 @@ class SlurmAttributor:
                 nvml = self._nvml_index(gres_index)
                 if nvml >= 0:
                     snap.by_gpu[nvml] = job
-
-    def _read_environ(self, pid: int) -> EnvironFacts | None:
-        try:
-            return parse_environ((self.proc_root / str(pid) / "environ").read_bytes())
-        except OSError:
-            return None
-
-    def _cmdline(self, pid: int) -> tuple[str, ...]:
-        try:
-            return parse_cmdline((self.proc_root / str(pid) / "cmdline").read_bytes())
-        except OSError:
-            return ()
-
-    def _ppid(self, pid: int) -> int | None:
-        fields = self._stat_fields(pid)
-        try:
-            return int(fields[1]) if fields is not None else None
-        except (IndexError, ValueError):
-            return None
-
-    def _dask_of(self, pid: int, env: EnvironFacts | None) -> DaskWorkerFacts | None:
-        """The Dask worker a process belongs to: its own command line or an ancestor's (the
-        nanny starts the worker as a child), else DASK_SCHEDULER_ADDRESS in its environment."""
-        current: int | None = pid
-        for _ in range(_MAX_ANCESTORS):
-            if current is None or current <= 1:
-                break
-            facts = parse_dask_worker_cmdline(self._cmdline(current))
-            if facts is not None:
-                return facts
-            current = self._ppid(current)
-        if env is not None and env.dask_scheduler:
-            return DaskWorkerFacts(scheduler=env.dask_scheduler, name=env.dask_worker_name or "")
-        return None
 
 
 def _job_info(

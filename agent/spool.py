@@ -1,38 +1,71 @@
 """Bounded on-disk spool of reports not yet acknowledged by the collector.
 
-Each report is one file ``<seq>.pb`` (the serialized ``NodeReport``), written atomically
-(temp file, fsync, rename) before it is sent and deleted when the collector acks it. After
-a restart or reconnect the agent replays what is left, in sequence order; the collector
-de-duplicates by (node, seq). The sequence counter is kept in the same folder so that it
-survives restarts. When the spool is full the oldest reports are dropped and counted.
-A report the collector rejected as invalid is moved to ``rejected/`` for inspection.
+Each report is one file ``<seq>.pb``, written atomically (temp file, fsync, rename) before
+it is sent and deleted when the collector acks it: an 8-byte header (``GWS1`` and the CRC-32
+of the report, big-endian) and the serialized ``NodeReport``. After a restart or reconnect
+the agent replays what is left, in sequence order; the collector de-duplicates by
+(node, seq). The sequence counter is kept in the same folder so that it survives restarts.
+When the spool is full the oldest reports are dropped and counted.
+A report the collector rejected as invalid is moved to ``rejected/`` for inspection; a file
+that cannot be read back (truncated, garbled, empty: a damaged disk or a hand) is moved to
+``corrupt/`` and counted, so that it never blocks the reports behind it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".pb"
+_MAGIC = b"GWS1"
+_HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload
 
 
 class SpoolError(RuntimeError):
     pass
 
 
+class SpoolCorrupt(SpoolError):
+    """A spooled report cannot be read back as it was written."""
+
+
+def frame(payload: bytes) -> bytes:
+    return _HEADER.pack(_MAGIC, zlib.crc32(payload)) + payload
+
+
+def unframe(data: bytes) -> bytes:
+    """The payload of a spool file; SpoolCorrupt saying what is wrong otherwise."""
+    if len(data) < _HEADER.size:
+        raise SpoolCorrupt(f"{len(data)} bytes, shorter than the spool header")
+    magic, crc = _HEADER.unpack_from(data)
+    if magic != _MAGIC:
+        raise SpoolCorrupt(f"no spool header (starts with {data[:4]!r})")
+    payload = data[_HEADER.size :]
+    if zlib.crc32(payload) != crc:
+        raise SpoolCorrupt("checksum mismatch (truncated or altered)")
+    return payload
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written file must not hold the space
+        raise
     tmp.replace(path)
 
 
@@ -44,9 +77,12 @@ class Spool:
         self.max_reports = max_reports
         self.max_bytes = max_bytes
         self.dropped = 0
+        self.corrupt = 0
+        self.disk_error: str | None = None  # why the last write failed, until one succeeds
         try:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "rejected").mkdir(exist_ok=True)
+            (directory / "corrupt").mkdir(exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"cannot create spool directory {directory}: {exc}") from exc
         self._sizes: dict[int, int] = {}
@@ -76,14 +112,39 @@ class Spool:
     def next_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
-        _write_atomic(self.directory / "seq", str(self._next_seq).encode())
+        try:
+            _write_atomic(self.directory / "seq", str(self._next_seq).encode())
+        except OSError as exc:
+            # Kept in memory; the next write records it. After a restart the spooled
+            # reports' own numbers (and the time-based start) keep seq increasing.
+            self._disk_trouble(exc)
         return seq
 
     # -- reports ---------------------------------------------------------------------
-    def put(self, seq: int, data: bytes) -> None:
-        _write_atomic(self.directory / f"{seq:020d}{_SUFFIX}", data)
-        self._sizes[seq] = len(data)
-        self._bytes += len(data)
+    def put(self, seq: int, data: bytes) -> bool:
+        """Keep a report until it is acked. On a full disk the oldest reports make room
+        (dropped, counted); returns False when even that left no room for this one."""
+        path = self.directory / f"{seq:020d}{_SUFFIX}"
+        framed = frame(data)
+        evicted = False
+        while True:
+            try:
+                _write_atomic(path, framed)
+                break
+            except OSError as exc:
+                evicted = True
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._sizes:
+                    self._disk_trouble(exc)
+                    self.dropped += 1
+                    return False
+                self._disk_trouble(exc)
+                self._remove(min(self._sizes))
+                self.dropped += 1
+        if self.disk_error is not None and not evicted:  # room without making any
+            log.warning("spool %s is writable again", self.directory)
+            self.disk_error = None
+        self._sizes[seq] = len(framed)
+        self._bytes += len(framed)
         while len(self._sizes) > self.max_reports or self._bytes > self.max_bytes:
             oldest = min(self._sizes)
             if oldest == seq:
@@ -91,6 +152,18 @@ class Spool:
             self._remove(oldest)
             self.dropped += 1
             log.warning("spool full: dropped unacknowledged report seq=%d", oldest)
+        return True
+
+    def _disk_trouble(self, exc: OSError) -> None:
+        """One clear line per episode, naming the path, however many writes fail."""
+        if self.disk_error is None:
+            log.error(
+                "cannot write to spool %s (%s): dropping the oldest unacknowledged reports "
+                "to keep the newest; sampling goes on",
+                self.directory,
+                exc.strerror or exc,
+            )
+        self.disk_error = str(exc)
 
     def _remove(self, seq: int) -> None:
         size = self._sizes.pop(seq, None)
@@ -103,18 +176,39 @@ class Spool:
         self._remove(seq)
 
     def reject(self, seq: int) -> None:
+        """Move a report the collector refused to ``rejected/``, as a plain serialized
+        ``NodeReport`` (header removed) for inspection."""
+        path = self.directory / f"{seq:020d}{_SUFFIX}"
+        with contextlib.suppress(OSError, SpoolCorrupt):
+            _write_atomic(path, unframe(path.read_bytes()))
+        self._move_aside(seq, "rejected")
+
+    def set_aside(self, seq: int, reason: str) -> None:
+        """Move a report that cannot be read back to ``corrupt/``, count it and say so."""
+        if self._move_aside(seq, "corrupt"):
+            self.corrupt += 1
+            log.error(
+                "spool: report seq=%d cannot be read (%s); moved to %s, delivery continues",
+                seq,
+                reason,
+                self.directory / "corrupt",
+            )
+
+    def _move_aside(self, seq: int, folder: str) -> bool:
         if seq not in self._sizes:
-            return
+            return False
         name = f"{seq:020d}{_SUFFIX}"
         with contextlib.suppress(FileNotFoundError):
-            (self.directory / name).replace(self.directory / "rejected" / name)
+            (self.directory / name).replace(self.directory / folder / name)
         self._bytes -= self._sizes.pop(seq)
+        return True
 
     def pending(self, after: int = 0) -> list[int]:
         return sorted(s for s in self._sizes if s > after)
 
     def read(self, seq: int) -> bytes:
-        return (self.directory / f"{seq:020d}{_SUFFIX}").read_bytes()
+        """The report as it was put; SpoolCorrupt when the file was damaged since."""
+        return unframe((self.directory / f"{seq:020d}{_SUFFIX}").read_bytes())
 
     def __len__(self) -> int:
         return len(self._sizes)

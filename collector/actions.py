@@ -8,17 +8,46 @@ so the ladder can retry and fall back and the audit log can say why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
-from gpuwarden.collector.slurm import SlurmClient
+from gpuwarden.slurm import SlurmClient
 
 log = logging.getLogger(__name__)
 
 
+def worker_processes(names: Mapping[str, str], worker_name: str) -> list[str]:
+    """Addresses of the worker processes that ``worker_name`` stands for. A Slurm job of
+    dask-jobqueue runs ``--name NAME --nworkers N``; with N > 1 its processes are named
+    ``NAME-0`` ... ``NAME-<N-1>`` (the name the agent sees on the command line is NAME). An
+    exact match wins. Otherwise the ``NAME-<digits>`` workers are taken only when they look
+    like one such job: at least two, numbered 0 to N-1 without a gap, all on one host; anything
+    else names nothing (a release must never reach another job's workers)."""
+    exact = [a for a, n in names.items() if n == worker_name]
+    if exact:
+        return sorted(exact)
+    prefix = worker_name + "-"
+    numbered = {
+        int(n[len(prefix) :]): a
+        for a, n in names.items()
+        if n.startswith(prefix) and n[len(prefix) :].isascii() and n[len(prefix) :].isdigit()
+    }
+    hosts = {_host(a) for a in numbered.values()}
+    if len(numbered) < 2 or sorted(numbered) != list(range(len(numbered))) or len(hosts) != 1:
+        return []
+    return [numbered[i] for i in range(len(numbered))]
+
+
+def _host(address: str) -> str:
+    """``tcp://10.0.0.5:40123`` -> ``10.0.0.5`` (``[::1]`` forms keep their brackets)."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
 def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0) -> ActionOutcome:
-    """Retire one worker through its scheduler, gracefully: its data moves to the other
-    workers and, with ``close_workers=True``, the worker process (and so its Slurm job) ends.
+    """Retire a worker through its scheduler, gracefully: its data moves to the other
+    workers and, with ``close_workers=True``, the worker processes (and so their Slurm job)
+    end. Every process of a multi-process worker job goes (see ``worker_processes``).
     ``timeout_s`` bounds both the connection and the retirement call."""
     try:
         from distributed import Client
@@ -30,12 +59,13 @@ def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0
         ) as client:
             info: dict[str, Any] = client.scheduler_info(n_workers=-1)
             workers: dict[str, dict[str, Any]] = info.get("workers", {})
-            addresses = [a for a, w in workers.items() if str(w.get("name")) == worker_name]
+            names = {a: str(w.get("name")) for a, w in workers.items()}
+            addresses = worker_processes(names, worker_name)
             if not addresses:
                 return ActionOutcome(
                     False, f"no worker named {worker_name!r} is connected to {scheduler}"
                 )
-            if len(workers) == 1:
+            if len(addresses) == len(workers):
                 log.info("retiring the last worker of %s (its data cannot move)", scheduler)
             # Bounded: without callback_timeout a scheduler that accepts the call but never
             # answers (event loop blocked) would hold the collector's evaluation forever.
@@ -54,8 +84,14 @@ def retire_dask_worker(scheduler: str, worker_name: str, timeout_s: float = 30.0
         return ActionOutcome(
             False, f"scheduler {scheduler} refused to retire {worker_name!r} (no result)"
         )
+    if len(addresses) == 1:
+        return ActionOutcome(
+            True, f"retired dask worker {worker_name!r} ({addresses[0]}) via {scheduler}"
+        )
     return ActionOutcome(
-        True, f"retired dask worker {worker_name!r} ({addresses[0]}) via {scheduler}"
+        True,
+        f"retired dask worker {worker_name!r}: {len(addresses)} processes "
+        f"({', '.join(addresses)}) via {scheduler}",
     )
 
 

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuwarden.common.config import ConfigError, build_section, duration_field, ranged, read_toml
+from gpuwarden.common.address import split_host_port
+from gpuwarden.common.config import (
+    ConfigError,
+    build_section,
+    check_sections,
+    duration_field,
+    ranged,
+    read_toml,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,8 @@ class CollectorConfig:
     job_gone_after: float = duration_field(900.0, minimum=1.0)
     # per-node rate limit (back-pressure, nothing dropped): a spool replay after an outage
     # runs at this rate; a flooding node cannot starve the others
+    # the collector refuses to start with less free space than this under its database
+    min_free_space: int = ranged(16 * 1024 * 1024, minimum=0)
     max_reports_per_s: float = ranged(100.0, minimum=0.01)
     report_burst: int = ranged(1000, minimum=1)
 
@@ -39,8 +49,10 @@ class CollectorConfig:
             raise ValueError(
                 f"slurm_backend: {self.slurm_backend!r} is not one of auto, cli, pyslurm, none"
             )
-        if ":" not in self.listen:
-            raise ValueError(f"listen: {self.listen!r} is not HOST:PORT")
+        try:
+            split_host_port(self.listen)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
         if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):
             raise ValueError(
                 "tls_ca, tls_cert and tls_key are required (agents connect with mTLS); "
@@ -63,7 +75,9 @@ def load_collector_config(
 ) -> CollectorConfig:
     data: dict[str, Any] = {}
     if path is not None:
-        table = read_toml(path).get("collector", {})
+        doc = read_toml(path)
+        check_sections(doc, path)
+        table = doc.get("collector", {})
         if not isinstance(table, dict):
             raise ConfigError("[collector] must be a table")
         data.update(table)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.state import ClusterState
-from gpuwarden.collector.store import Store
+from gpuwarden.collector.store import Store, StoreUnavailable
 from gpuwarden.collector.validate import ReportInvalid
 from gpuwarden.common.types import NodeReport
 
@@ -48,6 +48,8 @@ class Ingestor:
         self.sinks = sinks or SinkSet()
         self.batch_max = batch_max
         self.listeners: list[StoredListener] = []
+        self.fault: str | None = None  # why the store cannot write now, None when it can
+        self.fault_listeners: list[Callable[[str | None], None]] = []
         self.stored = 0
         self.duplicates = 0
         self._queue: asyncio.Queue[tuple[NodeReport, asyncio.Future[bool]]] = asyncio.Queue()
@@ -107,23 +109,38 @@ class Ingestor:
         reports = [r for r, _ in batch]
         now = time.time()
         try:
-            return list(await asyncio.to_thread(self.store.write_reports, reports, now))
+            results: list[bool | BaseException] = list(
+                await asyncio.to_thread(self.store.write_reports, reports, now)
+            )
+        except StoreUnavailable as exc:
+            self._set_fault(str(exc))
+            return [exc] * len(reports)
         except Exception as exc:
             if len(reports) == 1:
                 return [self._blame(reports[0], exc)]
-            shared = exc
-        log.warning(
-            "a transaction of %d reports failed (%s); writing each alone",
-            len(batch),
-            shared,
-        )
-        out: list[bool | BaseException] = []
-        for r in reports:
-            try:
-                out.extend(await asyncio.to_thread(self.store.write_reports, [r], now))
-            except Exception as exc:
-                out.append(self._blame(r, exc))
-        return out
+            log.warning(
+                "a transaction of %d reports failed (%s); writing each alone", len(batch), exc
+            )
+            results = []
+            for r in reports:
+                try:
+                    results.extend(await asyncio.to_thread(self.store.write_reports, [r], now))
+                except Exception as exc:
+                    results.append(self._blame(r, exc))
+        self._set_fault(None)
+        return results
+
+    def _set_fault(self, reason: str | None) -> None:
+        """One log line and one callback per change, however many writes fail meanwhile."""
+        if reason == self.fault or (reason is not None and self.fault is not None):
+            return
+        self.fault = reason
+        if reason is None:
+            log.warning("the store is writable again; agents' spooled reports are coming in")
+        else:
+            log.error("cannot store reports: %s; agents keep them in their spools", reason)
+        for callback in self.fault_listeners:
+            callback(reason)
 
     @staticmethod
     def _blame(report: NodeReport, exc: Exception) -> BaseException:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import time
-from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.config import CollectorConfig
@@ -15,21 +14,36 @@ from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.slurm import make_slurm_client
 from gpuwarden.collector.validate import Limits
+from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
+from gpuwarden.slurm import make_slurm_client
 
 log = logging.getLogger(__name__)
 
 
+def preflight(cfg: CollectorConfig) -> tuple[bytes, bytes, bytes] | None:
+    """Check at start what the config names on disk; return the TLS files' bytes.
+
+    Raises ConfigError naming the setting (exit 2) for a missing certificate or a state
+    folder the collector cannot write in.
+    """
+    writable_dir("[collector] state_dir", cfg.state_dir)
+    if cfg.db_path:
+        writable_dir("[collector] db_path", cfg.database.parent)
+    if cfg.audit_jsonl:
+        writable_dir("[collector] audit_jsonl", cfg.audit_path.parent)
+    if cfg.insecure:
+        return None
+    return (
+        readable_pem("[collector] tls_ca", cfg.tls_ca),
+        readable_pem("[collector] tls_cert", cfg.tls_cert),
+        readable_pem("[collector] tls_key", cfg.tls_key),
+    )
+
+
 def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Collector:
-    tls = None
-    if not cfg.insecure:
-        tls = (
-            Path(cfg.tls_ca).read_bytes(),
-            Path(cfg.tls_cert).read_bytes(),
-            Path(cfg.tls_key).read_bytes(),
-        )
+    tls = preflight(cfg)
     return Collector(
         db_path=cfg.database,
         listen=cfg.listen,
@@ -40,6 +54,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
+        min_free_bytes=cfg.min_free_space,
     )
 
 

@@ -22,6 +22,8 @@ from typing import Any
 from gpuwarden.common.config import (
     ConfigError,
     build_section,
+    check_sections,
+    did_you_mean,
     duration_field,
     ranged,
     read_toml,
@@ -148,10 +150,16 @@ def load_policy(
         stray = sorted(k for k in doc if k in known)
         if stray:
             raise ConfigError(f"{path}: {stray[0]}: policy settings belong in a [policy] table")
+        check_sections(doc, path)
         raw = doc.get("policy", {})
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: [policy] must be a table")
         table = dict(raw)
+        for key, value in table.items():
+            if isinstance(value, dict) and key != "partition":
+                near = did_you_mean(key, ["partition"])
+                hint = f", did you mean [policy.{near}.<name>]?" if near else ""
+                raise ConfigError(f"{path}: [policy.{key}]: unknown section{hint}")
     parts = table.pop("partition", {})
     if not isinstance(parts, dict) or not all(isinstance(v, dict) for v in parts.values()):
         raise ConfigError("[policy.partition]: expected tables such as [policy.partition.gpu]")

@@ -55,7 +55,12 @@ from gpuwarden.collector.rules import (
     FindingKind,
     GpuRef,
 )
-from gpuwarden.common.argtypes import duration_arg, int_arg
+from gpuwarden.common.argtypes import (
+    attach_negative_values,
+    duration_arg,
+    int_arg,
+    positive_duration_arg,
+)
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.types import JobInfo
 
@@ -587,14 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trace", metavar="TRACE", help="JSON Lines trace file, or - for stdin")
     p.add_argument("--json", action="store_true", help="one JSON object per finding/action")
     p.add_argument("--policy", type=Path, metavar="FILE", help="TOML file with a [policy] table")
-    p.add_argument("--idle-window", type=duration_arg, metavar="D")
+    p.add_argument("--idle-window", type=positive_duration_arg, metavar="D")
     p.add_argument("--grace-period", type=duration_arg, metavar="D")
     p.add_argument("--warnings", type=int_arg(0), metavar="N")
     p.add_argument("--warn-interval", type=duration_arg, metavar="D")
     p.add_argument("--enforce", action="store_true", default=None, help="act (recorded only)")
     p.add_argument(
         "--window-s",
-        type=duration_arg,
+        type=positive_duration_arg,
         metavar="D",
         help="length of one sample's report window (default: policy window, 60 s)",
     )
@@ -612,7 +617,7 @@ def _open_lines(trace: str) -> Iterable[bytes]:
 def replay_main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
         return int(exc.code or 0)
     overrides = {

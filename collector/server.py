@@ -52,6 +52,12 @@ class AuditSource(Protocol):
         ...
 
 
+def _retrieve(fut: asyncio.Future[bool]) -> None:
+    """Mark an outcome nobody waits for any more as seen (no "never retrieved" noise)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _decoded(
     messages: AsyncIterator[pb.NodeReport], collector: Collector, context: Ctx
 ) -> AsyncIterator[pb.NodeReport]:
@@ -85,6 +91,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         node_seen: str | None = None
 
         refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
+        failed: list[Exception] = []  # the store could not write
 
         async def write_acks() -> None:
             while (item := await pending.get()) is not None:
@@ -93,6 +100,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     duplicate = not await fut
                 except ReportInvalid as exc:  # valid on the wire, but the store refused it
                     refused.append((msg.seq, exc))
+                    return
+                except Exception as exc:  # the store cannot write now: resend later
+                    failed.append(exc)
                     return
                 await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
 
@@ -130,10 +140,19 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             await acker
             if refused:
                 await refuse(refused[0][0], node_seen, refused[0][1])
+            if failed:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the collector cannot store reports now: {failed[0]}; keep them and retry",
+                )
         finally:
             acker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await acker
+            while not pending.empty():  # never acked: the agent resends them
+                item = pending.get_nowait()
+                if item is not None:
+                    item[1].add_done_callback(_retrieve)
             if node_seen is not None:
                 self.c.stream_closed(node_seen)
 
@@ -208,12 +227,13 @@ class Collector:
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
         rate_limiter: RateLimiter | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.listen = listen
         self.tls = tls
         self.limits = limits or Limits()
         self.shutdown_grace_s = shutdown_grace_s
-        self.store = Store(db_path)
+        self.store = Store(db_path, min_free_bytes=min_free_bytes)
         self.state = ClusterState()
         self.sinks = sinks or SinkSet()
         self.notifiers = notifiers or NotifierHub()  # fed ladder events through submit()
@@ -225,6 +245,7 @@ class Collector:
         self.rejected = 0
         self.undecodable = 0
         self.undecodable_logged = -math.inf
+        self.ingestor.fault_listeners.append(self._on_store_fault)
         self.port = 0
         self._streams: dict[str, int] = {}
         self._server: grpc.aio.Server | None = None
@@ -240,21 +261,31 @@ class Collector:
             options=[
                 ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
+                # The port is ours alone: with SO_REUSEPORT a second collector would start
+                # on it and the kernel would split the agents between the two databases.
+                ("grpc.so_reuseport", 0),
             ]
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if self.tls is None:
-            self.port = server.add_insecure_port(self.listen)
-        else:
-            ca, cert, key = self.tls
-            creds = grpc.ssl_server_credentials(
-                [(key, cert)], root_certificates=ca, require_client_auth=True
-            )
-            self.port = server.add_secure_port(self.listen, creds)
+        try:
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                ca, cert, key = self.tls
+                creds = grpc.ssl_server_credentials(
+                    [(key, cert)], root_certificates=ca, require_client_auth=True
+                )
+                self.port = server.add_secure_port(self.listen, creds)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
+            await server.stop(None)
+            raise OSError(
+                f"cannot listen on {self.listen}: the address is in use (another collector?) "
+                "or not available on this machine"
+            )
         await server.start()
         self._server = server
         for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
@@ -279,6 +310,26 @@ class Collector:
         await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
         await asyncio.to_thread(self.notifiers.stop)
         self.store.close()
+
+    @property
+    def store_fault(self) -> str | None:
+        """Why the store cannot write now (health is NOT_SERVING meanwhile), or None."""
+        return self.ingestor.fault
+
+    def _on_store_fault(self, reason: str | None) -> None:
+        if self._server is None:
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if reason is None
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+
+        async def set_all() -> None:
+            for name in ("", "gpuwarden.v1.AgentService"):
+                await self._health.set(name, status)
+
+        self.add_background(set_all, "health")
 
     # -- used by the servicers -----------------------------------------------------------
     def peer_common_name(self, context: Ctx) -> str | None:

@@ -9,7 +9,9 @@ job, errors) as a serialized ``GpuWindow``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -64,6 +66,28 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot write now (disk full, I/O error, read-only): nobody's report is at
+    fault; agents keep theirs in their spools and send them again later."""
+
+
+_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN = 13, 10, 8, 14
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The store-wide fault behind ``exc``, or None when it is not one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and code is not None:
+        primary = code & 0xFF
+        if primary == _SQLITE_FULL:
+            return StoreUnavailable(f"the disk under the store is full ({exc})")
+        if primary in (_SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return StoreUnavailable(f"the store cannot write ({exc})")
+    if isinstance(exc, OSError):
+        return StoreUnavailable(f"the store cannot write ({exc})")
+    return None
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -77,10 +101,17 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Store:
     """Owns one writer connection and one reader connection (WAL lets them run together)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, min_free_bytes: int = 0) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            st = os.statvfs(path.parent)
+            free = st.f_bavail * st.f_frsize
+            if free < min_free_bytes:
+                raise StoreUnavailable(
+                    f"cannot start on {path.parent}: the disk is full ({free} bytes free, "
+                    f"min_free_space is {min_free_bytes}); free some space and start again"
+                )
             self._w = connect(path)
             self._w.executescript(_SCHEMA)
             row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -168,8 +199,15 @@ class Store:
                     )
                     results.append(True)
                 cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite has already rolled back after some errors (SQLITE_FULL): a second
+                # ROLLBACK would only hide the cause behind "no transaction is active".
+                if self._w.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        cur.execute("ROLLBACK")
+                fault = unavailable(exc)
+                if fault is not None:
+                    raise fault from exc
                 raise
             self._windows += sum(len(r.gpus) for r, ok in zip(reports, results, strict=True) if ok)
         return results

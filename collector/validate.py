@@ -20,10 +20,9 @@ from gpuwarden.common.convert import report_from_pb
 from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
 from gpuwarden.common.types import NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
+from gpuwarden.slurm import is_job_id, is_node_name
 
-NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}", re.ASCII)
-JOB_ID_RE = re.compile(r"[0-9]{1,12}(?:[_+][0-9]{1,9})?", re.ASCII)
 # user, account, partition, QOS: POSIX/LDAP-like names (sssd users may carry '@domain')
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+$-]{0,127}", re.ASCII)
 STEP_RE = re.compile(r"[A-Za-z0-9_.+-]{0,32}", re.ASCII)
@@ -90,7 +89,7 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
     ``max_clock_skew_s``) is moved back to end at ``now``, keeping its length: a window from
     the future would otherwise make every honest window after it look late to the rules.
     """
-    if not NODE_RE.fullmatch(msg.node):
+    if not is_node_name(msg.node):
         raise ReportInvalid(f"node={msg.node[:80]!r} is not a valid node name")
     _integer("seq", msg.seq, 1, MAX_SEQ)
     for name in ("window_start", "window_end"):
@@ -196,7 +195,7 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> No
 
 
 def _validate_job(where: str, job: pb.JobInfo, limits: Limits, now: float) -> None:
-    if not JOB_ID_RE.fullmatch(job.job_id):
+    if not is_job_id(job.job_id):
         raise ReportInvalid(f"{where}.job_id={job.job_id[:40]!r} is not a Slurm job id")
     _identity(f"{where}.step", job.step, STEP_RE, "a Slurm step name")
     for field in ("user", "account", "partition", "qos"):

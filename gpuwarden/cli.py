@@ -15,8 +15,15 @@ import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
 from gpuwarden.collector.store import StoreError
-from gpuwarden.common.argtypes import duration_arg, int_arg
+from gpuwarden.common.argtypes import (
+    address_arg,
+    attach_negative_values,
+    checked,
+    int_arg,
+    positive_duration_arg,
+)
 from gpuwarden.common.config import ConfigError
+from gpuwarden.common.names import check_host, check_node, check_person
 from gpuwarden.query.commands import add_audit_parser, add_status_parser
 
 log = logging.getLogger("gpuwarden")
@@ -88,6 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
         report_interval_s=args.report_interval,
         refresh_s=args.refresh,
         idle_window_s=args.idle_window,
+        listen=args.listen,
     )
     return asyncio.run(run_demo(opts))
 
@@ -96,6 +104,54 @@ def _replay(args: argparse.Namespace) -> int:
     from gpuwarden.collector.replay import replay_main
 
     return replay_main(args.replay_args)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    try:
+        from gpuwarden.certs import CertsError, Issued, SiteCA
+    except ImportError as exc:
+        print(
+            f"gpuwarden certs: needs the 'cryptography' package "
+            f"(pip install 'gpuwarden[certs]'): {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    wanted: list[tuple[str, str, list[str]]] = []
+    if args.collector_host:
+        wanted.append(("collector", args.collector_host[0], args.collector_host))
+    wanted += [("node", n, []) for n in args.node]
+    wanted += [("admin", n, []) for n in args.admin]
+    wanted += [("reader", n, []) for n in args.reader]
+    try:
+        ca, made = SiteCA.open_or_create(
+            args.dir, org=args.org, name=args.ca_name, days=args.ca_days
+        )
+        print(f"{'made' if made else 'using'} site CA {ca.directory / 'ca.pem'}")
+        issued: list[Issued] = []
+        for role, name, hosts in wanted:
+            issued.append(ca.issue(role, name, hosts=hosts, days=args.days, force=args.force))
+    except (CertsError, OSError) as exc:
+        print(f"gpuwarden certs: {exc}", file=sys.stderr)
+        return 1
+    for i in issued:
+        print(f"  {i.role:<9} {i.name:<24} {i.cert}  (key {i.key.name})")
+    return 0
+
+
+CERTS_HELP = """\
+Files written to DIR: ca.pem, ca.key (the site CA, reused when it exists);
+collector.pem/.key; node-NAME.pem/.key; admin-NAME.pem/.key; reader-NAME.pem/.key.
+Keys are ECDSA P-256, mode 0600; copy each node's files to that node only.
+
+Roles: every certificate names its role as the subject alternative name URI
+gpuwarden:role:ROLE (collector, node, admin or reader), which the collector reads from the
+TLS peer, and as OU=ROLE in its subject. The collector's certificate is for TLS servers
+(extended key usage serverAuth) with the given hosts as DNS/IP names; the others are for
+TLS clients (clientAuth) with CN = the node or person.
+
+Example: gpuwarden certs /etc/gpuwarden/pki --collector-host gpu-mgmt \\
+           --collector-host 10.0.0.5 --node gpu01 --node gpu02 --admin alice --reader grafana
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--collector", metavar="HOST:PORT", help="collector address")
     a.add_argument("--sampler", choices=sorted(SAMPLERS), help="GPU source (default nvml)")
     a.add_argument("--spool-dir", type=Path, help="where un-acked reports wait")
-    a.add_argument("--sample-interval", type=duration_arg, metavar="D", help="default 1s")
-    a.add_argument("--report-interval", type=duration_arg, metavar="D", help="default 5s")
+    a.add_argument("--sample-interval", type=positive_duration_arg, metavar="D", help="default 1s")
+    a.add_argument("--report-interval", type=positive_duration_arg, metavar="D", help="default 5s")
     a.add_argument("--nvml-library", metavar="PATH", help="libnvidia-ml.so.1 to load")
     a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
     a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
@@ -152,15 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--nodes", type=int_arg(1), default=16, help="default 16")
     d.add_argument("--gpus", type=int_arg(1), default=4, help="GPUs per node, default 4")
-    d.add_argument("--duration", type=duration_arg, metavar="D", help="stop after D (e.g. 60s)")
+    d.add_argument(
+        "--duration", type=positive_duration_arg, metavar="D", help="stop after D (e.g. 60s)"
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--state-dir", type=Path, help="keep the database here (default: temp)")
-    d.add_argument("--sample-interval", type=duration_arg, default=1.0, metavar="D")
-    d.add_argument("--report-interval", type=duration_arg, default=2.0, metavar="D")
-    d.add_argument("--refresh", type=duration_arg, default=2.0, metavar="D", help="table refresh")
+    d.add_argument(
+        "--listen",
+        type=address_arg,
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="the demo collector's gRPC address, e.g. to point `gpuwarden status` at it "
+        "(default: a free port on 127.0.0.1)",
+    )
+    d.add_argument("--sample-interval", type=positive_duration_arg, default=1.0, metavar="D")
+    d.add_argument("--report-interval", type=positive_duration_arg, default=2.0, metavar="D")
+    d.add_argument(
+        "--refresh", type=positive_duration_arg, default=2.0, metavar="D", help="table refresh"
+    )
     d.add_argument(
         "--idle-window",
-        type=duration_arg,
+        type=positive_duration_arg,
         default=20.0,
         metavar="D",
         help="idle window for the demo's detection (default 20s so it shows quickly)",
@@ -179,6 +247,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_status_parser(sub)
+
+    ce = sub.add_parser(
+        "certs",
+        help="make a site CA and the collector, node, admin and reader certificates",
+        description="Make (or reuse) a site certificate authority in DIR and issue the "
+        "mTLS certificates gpuwarden uses. Existing certificates are not overwritten "
+        "unless --force.",
+        epilog=CERTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ce.add_argument("dir", type=Path, metavar="DIR", help="where the files are written")
+    ce.add_argument(
+        "--collector-host",
+        action="append",
+        default=[],
+        type=checked(check_host),
+        metavar="HOST",
+        help="issue collector.pem for this DNS name or IP (repeat for each; the first is "
+        "its CN); agents must connect to one of them",
+    )
+    for role, what in (
+        ("node", "a GPU node (CN = node name)"),
+        ("admin", "an administrator"),
+        ("reader", "a read-only user or tool"),
+    ):
+        ce.add_argument(
+            f"--{role}",
+            action="append",
+            default=[],
+            type=checked(check_node if role == "node" else check_person),
+            metavar="NAME",
+            help=f"issue {role}-NAME.pem for {what} (repeatable)",
+        )
+    ce.add_argument("--days", type=int_arg(1), default=825, help="validity (default 825)")
+    ce.add_argument(
+        "--ca-days", type=int_arg(1), default=3650, help="CA validity when made (default 3650)"
+    )
+    ce.add_argument("--ca-name", default="gpuwarden site CA", help="the CA's common name")
+    ce.add_argument("--org", default="gpuwarden", help="organisation (O=) in new subjects")
+    ce.add_argument("--force", action="store_true", help="overwrite existing certificates")
+    ce.set_defaults(func=_certs)
     return parser
 
 
@@ -200,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return replay_main(replay_args)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(argv))
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

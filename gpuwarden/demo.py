@@ -22,6 +22,7 @@ from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
+from gpuwarden.common.address import connect_address
 from gpuwarden.common.types import AuditRecord, ClusterSnapshot
 from gpuwarden.query import QueryClient, cluster_view
 from gpuwarden.query.format import fit_width, format_decisions, format_status
@@ -40,6 +41,7 @@ class DemoOptions:
     report_interval_s: float = 2.0
     refresh_s: float = 2.0
     idle_window_s: float = 20.0
+    listen: str = "127.0.0.1:0"
 
 
 async def run_demo(opts: DemoOptions) -> int:
@@ -51,8 +53,14 @@ async def run_demo(opts: DemoOptions) -> int:
         state_dir = opts.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
     interactive = opts.duration_s is None and sys.stdout.isatty()
-    collector = Collector(db_path=state_dir / "gpuwarden.db", listen="127.0.0.1:0")
-    await collector.start()
+    collector = Collector(db_path=state_dir / "gpuwarden.db", listen=opts.listen)
+    try:
+        await collector.start()
+    except OSError:  # e.g. --listen on a port in use: leave no temporary folder behind
+        await collector.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
     # windows short enough to show within a minute.
     policy = Policy(
@@ -73,7 +81,7 @@ async def run_demo(opts: DemoOptions) -> int:
         evaluate_interval_s=1.0,
         actor="gpuwarden-demo",
     )
-    target = f"127.0.0.1:{collector.port}"
+    target = connect_address(opts.listen, collector.port)
     agents: list[Agent] = []
     for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
         name = sim.node

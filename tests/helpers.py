@@ -66,6 +66,18 @@ def gpuwarden_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gpuwarden", *args]
 
 
+def run_gpuwarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``gpuwarden ARGS`` to the end, as a user would; output captured as text."""
+    return subprocess.run(
+        gpuwarden_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
 class Proc:
     """A ``gpuwarden`` subprocess whose output goes to a log file (read it on failure)."""
 

@@ -8,18 +8,23 @@ bad config fails at start, never later.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gpuwarden.common.durations import parse_duration
 
 ENV_PREFIX = "GPUWARDEN_"
+# Every top-level table a gpuwarden config file may hold: one file can serve the agent, the
+# collector, its policy and outputs; any other name is a mistake worth stopping for. A new
+# section is added here.
+CONFIG_SECTIONS = ("agent", "collector", "policy", "sinks", "notifiers")
 T = TypeVar("T")
 
 
@@ -44,6 +49,29 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` is most likely a misspelling of, if any is close enough."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), by_lower, n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
+
+
+def check_sections(doc: Mapping[str, Any], path: Path) -> None:
+    """Refuse any top-level name of ``doc`` that is not one of :data:`CONFIG_SECTIONS`
+    (a misspelt ``[polcy]`` would otherwise be ignored and the defaults run)."""
+    known = ", ".join(f"[{s}]" for s in CONFIG_SECTIONS)
+    for key, value in doc.items():
+        if key in CONFIG_SECTIONS:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{path}: {key}: a setting outside any section (settings belong in {known})"
+            )
+        near = did_you_mean(key, CONFIG_SECTIONS)
+        hint = f", did you mean [{near}]?" if near else f" (known: {known})"
+        raise ConfigError(f"{path}: [{key}]: unknown section{hint}")
 
 
 def env_overrides(section: str, cls: type[Any], environ: Mapping[str, str]) -> dict[str, str]:
@@ -143,9 +171,9 @@ def build_section(
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
-            raise ConfigError(
-                f"[{section}] {key}: unknown setting (known: {', '.join(sorted(known))})"
-            )
+            near = did_you_mean(key, known)
+            hint = f", did you mean {near}?" if near else f" (known: {', '.join(sorted(known))})"
+            raise ConfigError(f"[{section}] {key}: unknown setting{hint}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     env = env_overrides(section, cls, os.environ if environ is None else environ)

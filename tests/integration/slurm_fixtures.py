@@ -207,7 +207,14 @@ def cancel(job_id: str) -> None:
 
 
 def job_field(job_id: str, key: str) -> str | None:
-    """One ``Key=value`` of ``scontrol -o show job`` (None if the job is gone)."""
+    """One ``Key=value`` of ``scontrol -o show job`` (None if the job is gone). JobState is
+    read from ``squeue --json``: scontrol's text would take it from a job name that holds
+    ``JobState=...``."""
+    if key == "JobState":
+        from gpuwarden.slurm import CliSlurmClient
+
+        job = CliSlurmClient(timeout_s=30).job(job_id)
+        return job.state if job is not None else None
     proc = subprocess.run(
         ["scontrol", "-o", "show", "job", job_id],
         capture_output=True,

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.helpers import Proc, free_port, wait_for_sync
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpuwarden", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        check=False,
-    )
+from tests.helpers import run_gpuwarden as run
 
 
 def test_demo_runs_a_simulated_cluster_over_grpc_and_ends_with_a_summary() -> None:
@@ -45,7 +35,7 @@ def test_demo_runs_a_simulated_cluster_over_grpc_and_ends_with_a_summary() -> No
 
 
 def test_every_subcommand_has_help() -> None:
-    for cmd in ("agent", "collector", "demo", "status", "audit", "replay"):
+    for cmd in ("agent", "collector", "demo", "status", "audit", "replay", "certs"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and f"usage: gpuwarden {cmd}" in r.stdout, (cmd, r.stderr)
 
@@ -155,3 +145,62 @@ def test_status_without_a_collector_is_a_clear_error() -> None:
     r = run("status", "--insecure", "--collector", f"127.0.0.1:{free_port()}", timeout=60)
     assert r.returncode == 1
     assert "gpuwarden status: collector 127.0.0.1:" in r.stderr and "UNAVAILABLE" in r.stderr
+
+
+def test_misspelt_policy_section_stops_the_collector_naming_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[collector]\ninsecure = true\n[polcy]\nenforce = true\nidle_window = "1h"\n')
+    r = run("collector", "--config", str(cfg), "--state-dir", str(tmp_path), timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "[polcy]: unknown section, did you mean [policy]?" in r.stderr
+    assert "listening" not in r.stdout
+
+
+def test_demo_listens_where_it_is_told(tmp_path: Path) -> None:
+    port = free_port()
+    r = run(
+        "demo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--nodes",
+        "2",
+        "--duration",
+        "4s",
+        "--report-interval",
+        "1s",
+        "--state-dir",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"collector on 127.0.0.1:{port}" in r.stdout
+    assert re.search(r"summary: nodes 2, GPUs 8, reports produced [1-9]", r.stdout), r.stdout
+
+
+def test_demo_on_a_port_in_use_says_so_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        r = subprocess.run(
+            [sys.executable, "-m", "gpuwarden", "demo", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    assert r.returncode == 1
+    assert f"gpuwarden demo: cannot listen on 127.0.0.1:{port}: the address is in use" in (r.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_a_listen_address_that_is_not_host_port() -> None:
+    for bad, why in [
+        ("localhost", "'localhost' is not HOST:PORT"),
+        ("127.0.0.1:99999", "port 99999 is not in 0-65535"),
+        (":50051", "':50051' has no host"),
+    ]:
+        r = run("demo", "--listen", bad, "--duration", "1s", timeout=30)
+        assert r.returncode == 2, (bad, r.stdout)
+        assert f"argument --listen: {why}" in r.stderr, r.stderr

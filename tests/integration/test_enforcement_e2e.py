@@ -46,8 +46,8 @@ from gpuwarden.collector.enforce import Enforcer, attach_enforcement  # noqa: E4
 from gpuwarden.collector.ladder import Action, ActionExecutor, ActionOutcome, Decision  # noqa: E402
 from gpuwarden.collector.policy import Policy, PolicySet  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.types import AuditRecord  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
@@ -159,7 +159,9 @@ class Harness:
             agent = Agent(
                 node=self.node,
                 sampler=NvmlSampler(),
-                attributor=SlurmAttributor(self.node, cache_ttl_s=0.5, timeout_s=5.0),
+                attributor=SlurmAttributor(
+                    self.node, cache_ttl_s=0.5, timeout_s=5.0, refresh_s=0.5
+                ),
                 spool=Spool(self.workdir / "spool"),
                 collector=f"127.0.0.1:{collector.port}",
                 sample_interval_s=0.1,

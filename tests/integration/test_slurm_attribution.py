@@ -10,8 +10,8 @@ pytest.register_assert_rewrite("slurm_fixtures")
 from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, wait_state  # noqa: E402
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.types import GpuSample, ProcessInfo  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
 pytestmark = pytest.mark.slurm
@@ -74,7 +74,7 @@ def test_controller_down_gives_proc_facts_quickly_and_full_facts_after_restart(
     job_id = submit("sleep 600", "-J", "gw-t-attr-ctld", "--gres=gpu:1")
     wait_state(job_id, "RUNNING")
     pids = job_pids(job_id)
-    attributor = SlurmAttributor(slurm_cluster.node, cache_ttl_s=0.5, timeout_s=1.0)
+    attributor = SlurmAttributor(slurm_cluster.node, cache_ttl_s=0.5, timeout_s=1.0, refresh_s=0.5)
     (gpu,) = _gres_indices(attributor, job_id)
     sample = _gpu(gpu, pids=(pids[-1],))
     assert attributor.attribute([sample]).slurm.available

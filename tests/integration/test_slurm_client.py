@@ -21,14 +21,15 @@ from slurm_fixtures import (  # noqa: E402
     wait_state,
 )
 
-from gpuwarden.collector import slurm as slurm_module  # noqa: E402
-from gpuwarden.collector.pyslurm_client import PyslurmClient, pyslurm_version  # noqa: E402
-from gpuwarden.collector.slurm import (  # noqa: E402
+from gpuwarden.slurm import (  # noqa: E402
     CliSlurmClient,
     Outcome,
+    PyslurmClient,
     SlurmClient,
     make_slurm_client,
 )
+from gpuwarden.slurm import pyslurm_client as pyslurm_module  # noqa: E402
+from gpuwarden.slurm.pyslurm_client import pyslurm_version  # noqa: E402
 
 pytest_plugins = ("slurm_fixtures",)  # the slurm_cluster fixture
 pytestmark = pytest.mark.slurm
@@ -217,8 +218,8 @@ def test_make_slurm_client_picks_pyslurm_only_where_it_matches_the_running_slurm
     # 22.05: no pyslurm release matches it. Whether or not the 25.11 pyslurm is installed,
     # the CLI is used and the reason is logged once, however often a client is made.
     why = "does not match Slurm 22.05" if pyslurm_version() else "pyslurm is not installed"
-    monkeypatch.setattr(slurm_module, "_logged_choices", set())  # as in a fresh process
-    with caplog.at_level(logging.INFO, logger="gpuwarden.collector.slurm"):
+    monkeypatch.setattr(pyslurm_module, "_logged_choices", set())  # as in a fresh process
+    with caplog.at_level(logging.INFO, logger="gpuwarden.slurm.pyslurm_client"):
         assert isinstance(make_slurm_client("auto"), CliSlurmClient)
         assert isinstance(make_slurm_client("auto"), CliSlurmClient)
     said = [

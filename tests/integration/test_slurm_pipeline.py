@@ -14,9 +14,9 @@ from slurm_fixtures import SlurmCluster, controller_stopped, job_pids, submit, w
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.server import Collector  # noqa: E402
-from gpuwarden.collector.slurm import CliSlurmClient  # noqa: E402
 from gpuwarden.common.types import GpuSample, GpuWindow, NodeState  # noqa: E402
 from gpuwarden.query import QueryClient  # noqa: E402
+from gpuwarden.slurm import CliSlurmClient  # noqa: E402
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid  # noqa: E402
 from tests.helpers import running_agent, wait_for  # noqa: E402
 
@@ -50,7 +50,7 @@ async def test_jobs_gpus_are_attributed_end_to_end_and_survive_a_controller_outa
     fake_nvml.add_process(busy_uuid, pid, 3 * GIB)
     fake_nvml.set(busy_uuid, util_gpu=70, mem_used_bytes=3 * GIB)
 
-    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=3.0)
+    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=3.0, refresh_s=0.5)
     async with (
         running_agent(
             collector,
@@ -133,7 +133,7 @@ def test_job_cpu_use_is_measured_for_input_bound_advice(slurm_cluster: SlurmClus
     wait_state(burner, "RUNNING")
     wait_state(sleeper, "RUNNING")
     job_pids(burner)
-    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=5.0)
+    attributor = SlurmAttributor(node, cache_ttl_s=0.5, timeout_s=5.0, refresh_s=0.5)
     gpus = [
         GpuSample(uuid=default_gpu_uuid(gpu_index(j, node)), index=gpu_index(j, node))
         for j in (burner, sleeper)

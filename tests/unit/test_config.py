@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from gpuwarden.agent.config import load_agent_config
 from gpuwarden.collector.config import load_collector_config
+from gpuwarden.collector.policy import load_policy
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.durations import parse_duration
 
@@ -25,7 +27,7 @@ def test_durations_accept_seconds_and_units() -> None:
     assert parse_duration("2h") == 7200.0
     assert parse_duration("0.5") == 0.5
     assert parse_duration("2d") == 172800.0
-    for bad in ("10 minutes", "-5", "1w", "", True):
+    for bad in ("10 minutes", "-5", "1y", "", True):
         with pytest.raises(ValueError):
             parse_duration(bad)
 
@@ -92,3 +94,83 @@ def test_command_line_flags_win_over_environment_and_file(tmp_path: Path) -> Non
     cfg = load_agent_config(path, {"report_interval": 30.0, "node": None}, environ=env)
     assert cfg.report_interval == 30.0  # flag
     assert cfg.node_name == "envnode"  # no flag given: the environment wins over the file
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[polcy]\nidle_window = "1h"\n', "[polcy]: unknown section, did you mean [policy]?"),
+        ("[Policy]\nwarnings = 1\n", "[Policy]: unknown section, did you mean [policy]?"),
+        (
+            "[colector]\ninsecure = true\n",
+            r"[colector]: unknown section, did you mean [collector]?",
+        ),
+        ("[frobnicate]\nx = 1\n", "[frobnicate]: unknown section (known: [agent], [collector]"),
+        ("insecure = true\n", "insecure: a setting outside any section"),
+    ],
+)
+def test_unknown_section_stops_every_loader_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text + "[collector]\ninsecure = true\n[agent]\ninsecure = true\n")
+    for load in (load_collector_config, load_agent_config, load_policy):
+        with pytest.raises(ConfigError) as err:
+            load(path, environ={})
+        assert message in str(err.value), load
+        assert str(path) in str(err.value)
+
+
+def test_a_misspelt_policy_subtable_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[policy.partiton.gpu]\nwarnings = 1\n")
+    with pytest.raises(ConfigError, match=r"\[policy.partiton\]: unknown section, did you mean"):
+        load_policy(path, environ={})
+
+
+def test_a_misspelt_key_gets_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\ninsecure = true\nreport_intervall = 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(path, environ={})
+    assert str(err.value) == (
+        "[agent] report_intervall: unknown setting, did you mean report_interval?"
+    )
+    path = write(tmp_path, "[policy]\nidle_windw = 5\n")
+    with pytest.raises(ConfigError, match=r"did you mean idle_window\?"):
+        load_policy(path, environ={})
+
+
+def test_one_file_serves_collector_policy_and_agent(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[agent]\ninsecure = true\nnode = "n1"\n[collector]\ninsecure = true\n'
+        '[policy]\nidle_window = "1h"\n[policy.partition.debug]\nwarnings = 0\n',
+    )
+    assert load_agent_config(path, environ={}).node == "n1"
+    assert load_collector_config(path, environ={}).insecure
+    assert load_policy(path, environ={}).partitions["debug"].warnings == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[collector]\ninsecure = true\nlisten = "50051"\n', "listen: '50051' is not HOST:PORT"),
+        ('[collector]\ninsecure = true\nlisten = "h:70000"\n', "listen: port 70000 is not in"),
+        ('[agent]\ninsecure = true\ncollector = "::1:5"\n', "collector: '::1:5' is not HOST:PORT"),
+    ],
+)
+def test_addresses_are_checked_at_start(tmp_path: Path, text: str, message: str) -> None:
+    load = load_agent_config if text.startswith("[agent]") else load_collector_config
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(write(tmp_path, text), environ={})
+    assert load_collector_config(None, {"insecure": True, "listen": "[::1]:0"}, environ={})
+
+
+def test_output_tables_share_the_file_and_a_misspelt_one_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[collector]\ninsecure = true\n[sinks.archive]\ntype = "jsonl"\npath = "w.jsonl"\n'
+        '[notifiers.journal]\ntype = "log"\n',
+    )
+    assert load_collector_config(path, environ={}).insecure
+    path = write(tmp_path, '[collector]\ninsecure = true\n[sink.archive]\ntype = "jsonl"\n')
+    with pytest.raises(ConfigError, match=r"\[sink\]: unknown section, did you mean \[sinks\]\?"):
+        load_collector_config(path, environ={})

@@ -1,5 +1,5 @@
 """Per-job CPU use from /proc/PID/stat, as a share of the job's CPUs on the node (for the
-input-bound advice), on a /proc tree the test writes and captured scontrol output."""
+input-bound advice), on a /proc tree the test writes and captured squeue --json output."""
 
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ class Clock:
 
 
 def scontrol(tmp: Path) -> str:
-    script = tmp / "scontrol"
-    script.write_text(f"#!/bin/sh\ncat {FIX / 'slurm' / 'scontrol_show_job_2.txt'}\n")
+    """Path of a scontrol whose sibling squeue prints a captured ``squeue --json``."""
+    script = tmp / "squeue"
+    script.write_text(f"#!/bin/sh\ncat {FIX / 'slurm' / 'squeue_2.json'}\n")
     script.chmod(0o755)
-    return str(script)
+    return str(tmp / "scontrol")
 
 
 def test_job_cpu_counts_every_process_of_the_job_not_only_those_on_the_gpu(

@@ -1,4 +1,4 @@
-"""gpuwarden.common.slurm parsers on real captures (tests/fixtures/slurm and /proc)."""
+"""gpuwarden.slurm parsers on real captures (tests/fixtures/slurm and /proc)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.common.slurm import (
+from gpuwarden.slurm import (
     expand_hostlist,
     parse_cmdline,
     parse_dask_worker_cmdline,
@@ -17,6 +17,7 @@ from gpuwarden.common.slurm import (
     parse_scontrol_jobs,
     parse_squeue_json,
     validate_job_id,
+    validate_node_name,
 )
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -37,12 +38,57 @@ def test_valid_job_ids_are_accepted_unchanged(job_id: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", " 1", "1 ", "-1", "--help", "1,2", "1;rm -rf /", "12_", "1_2_3", "1+", "abc", "1.0"]
+    "bad",
+    [
+        "",
+        " 1",
+        "1 ",
+        "1\n",
+        "123\n",
+        "\uff11\uff12\uff13",  # full-width digits: \\d would take them
+        "12_\u0663",
+        "-1",
+        "--help",
+        "1,2",
+        "1;rm -rf /",
+        "12_",
+        "1_2_3",
+        "1+",
+        "abc",
+        "1.0",
+    ],
 )
 def test_invalid_job_ids_raise_value_error_naming_the_input(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid Slurm job id") as e:
         validate_job_id(bad)
     assert repr(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("node", ["gpu01", "vm", "n1.cluster", "gpu_a-01", "a" * 64])
+def test_valid_node_names_are_accepted_unchanged(node: str) -> None:
+    assert validate_node_name(node) == node
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "gpu01\n", "gpu01 ", "-gpu01", ".gpu", "gpu[01-02]", "gpu\u0661", "a" * 65]
+)
+def test_invalid_node_names_raise_value_error_naming_the_input(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid node name") as e:
+        validate_node_name(bad)
+    assert repr(bad) in str(e.value)
+
+
+def test_entry_points_for_site_tooling_are_importable_from_the_package() -> None:
+    import gpuwarden.slurm as slurm
+
+    for name in (
+        "parse_scontrol_jobs",
+        "parse_squeue_json",
+        "parse_proc_cgroup",
+        "parse_gres_indices",
+        "parse_dask_worker_cmdline",
+    ):
+        assert callable(getattr(slurm, name))
 
 
 # ---- /proc/PID/cgroup
@@ -155,6 +201,10 @@ def test_hostlist_expansion_keeps_zero_padding() -> None:
     assert expand_hostlist("(null)") == ()
     with pytest.raises(ValueError, match="invalid hostlist"):
         expand_hostlist("gpu[a-b]")
+    with pytest.raises(ValueError, match="invalid hostlist"):
+        expand_hostlist("gpu[\u0661-\u0663]")  # Arabic-Indic digits are not a range
+    with pytest.raises(ValueError, match="invalid hostlist"):
+        expand_hostlist("gpu[0-99999999]")  # refused, not expanded into memory
 
 
 # ---- scontrol -d -o show job

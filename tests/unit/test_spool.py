@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.agent.spool import Spool, SpoolError
+from gpuwarden.agent.spool import Spool, SpoolCorrupt, SpoolError
 
 
 def test_reports_survive_a_restart_in_sequence_order_and_acks_delete_them(tmp_path: Path) -> None:
@@ -40,11 +40,11 @@ def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:
 
 
 def test_byte_bound_is_kept(tmp_path: Path) -> None:
-    s = Spool(tmp_path, max_bytes=10)
+    s = Spool(tmp_path, max_bytes=26)  # two files: 8-byte header + 5 bytes each
     for _ in range(4):
         seq = s.next_seq()
         s.put(seq, b"12345")
-    assert s.size_bytes <= 10
+    assert s.size_bytes <= 26
     assert s.dropped == 2
 
 
@@ -69,3 +69,25 @@ def test_unwritable_spool_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SpoolError, match="cannot create spool directory"):
         Spool(blocker / "spool")
+
+
+def test_a_damaged_file_is_named_corrupt_and_set_aside(tmp_path: Path) -> None:
+    s = Spool(tmp_path)
+    seqs = [s.next_seq() for _ in range(4)]
+    for seq in seqs:
+        s.put(seq, b"report %d" % seq)
+    files = [tmp_path / f"{seq:020d}.pb" for seq in seqs]
+    files[0].write_bytes(files[0].read_bytes()[:-1])
+    files[1].write_bytes(b"")
+    files[2].write_bytes(b"\x00" * 12)
+    for seq, why in zip(
+        seqs, ["checksum mismatch", "shorter than", "no spool header"], strict=False
+    ):
+        with pytest.raises(SpoolCorrupt, match=why):
+            s.read(seq)
+        s.set_aside(seq, why)
+    assert s.pending() == seqs[3:] and s.corrupt == 3
+    assert s.read(seqs[3]) == b"report %d" % seqs[3]
+    again = Spool(tmp_path)  # a restart does not bring them back
+    assert again.pending() == seqs[3:]
+    assert sorted(p.name for p in (tmp_path / "corrupt").iterdir()) == [f.name for f in files[:3]]

@@ -1,4 +1,5 @@
-"""``PyslurmClient``: job facts, requeue, requeuehold and cancel through pyslurm's API.
+"""``PyslurmClient``: job facts, requeue, requeuehold and cancel through pyslurm's API, and
+``make_slurm_client``: pyslurm where it matches the running Slurm, the CLI everywhere else.
 
 For a Slurm whose major version is pyslurm's (pyslurm 25.11.x talks to Slurm 25.11): the
 same answers as ``CliSlurmClient`` (same guards before acting, Slurm's error text mapped to
@@ -31,20 +32,12 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
-from gpuwarden.collector.slurm import (
-    ActionResult,
-    Outcome,
-    SlurmError,
-    act_guarded,
-    classify_error,
-)
-from gpuwarden.common.slurm import (
-    SlurmJob,
-    expand_hostlist,
-    parse_index_list,
-    validate_job_id,
-)
 from gpuwarden.common.types import SlurmStatus
+from gpuwarden.slurm.client import ActionResult, CliSlurmClient, SlurmClient, act_guarded
+from gpuwarden.slurm.hostlist import expand_hostlist, parse_index_list
+from gpuwarden.slurm.ids import validate_job_id
+from gpuwarden.slurm.job import SlurmJob
+from gpuwarden.slurm.runner import Outcome, SlurmError, SlurmRunner, classify_error
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +46,7 @@ __all__ = [
     "PyslurmUnavailableError",
     "job_from_pyslurm",
     "load_matching_pyslurm",
+    "make_slurm_client",
     "pyslurm_version",
 ]
 
@@ -161,8 +155,9 @@ def _opt_str(value: Any) -> str | None:
 
 
 def job_from_pyslurm(job: Any) -> SlurmJob:
-    """A ``pyslurm.Job`` as the SlurmJob the CLI parsers give for the same job, except
-    ``sluid``: pyslurm 25.11 does not expose a job's SLUID (None here)."""
+    """A ``pyslurm.Job`` as the SlurmJob ``squeue --json`` gives for the same job, and more:
+    ``cpus_by_node`` (squeue's JSON has no per-node CPU ids). pyslurm 25.11 does not expose
+    a job's SLUID (None here)."""
     state = _text(job.state).split()[0] if job.state else ""
     gpus_by_node: dict[str, tuple[int, ...]] = {}
     cpus_by_node: dict[str, int] = {}
@@ -174,8 +169,6 @@ def job_from_pyslurm(job: Any) -> SlurmJob:
                 cpus_by_node[str(node)] = len(parse_index_list(cpu_ids))
     start = job.start_time if state != "PENDING" else None
     end = job.end_time
-    if state in ("RUNNING", "SUSPENDED", "PENDING") and job.time_limit is None:
-        end = None  # an unlimited job's end, as scontrol shows it: Unknown
     het_id = job.heterogeneous_id
     return SlurmJob(
         job_id=validate_job_id(str(job.id)),
@@ -288,6 +281,17 @@ class PyslurmClient:
         loaded = self._call("load jobs", lambda: self._ps.Jobs.load())
         return [job_from_pyslurm(j) for j in loaded.values()]
 
+    def node_jobs(self, node: str) -> list[SlurmJob]:
+        """The jobs allocated on ``node``: one ping and one job-info RPC (Slurm has no
+        per-node job query; only this node's records are converted). For the agent."""
+        self._controller_up()
+        loaded = self._call("load jobs", lambda: self._ps.Jobs.load())
+        return [
+            job_from_pyslurm(j)
+            for j in loaded.values()
+            if node in expand_hostlist(_text(j.allocated_nodes))
+        ]
+
     # ---------------------------------------------------------------------------- actions
 
     def requeue(self, job_id: str, hold: bool = False) -> ActionResult:
@@ -306,3 +310,42 @@ class PyslurmClient:
             self.job,
             lambda job: self._call("cancel", lambda: self._ps.Job(int(job.job_id)).cancel()),
         )
+
+
+# ---------------------------------------------------------------------------------- choice
+
+_logged_choices: set[str] = set()  # each reason for the CLI is logged once per process
+
+
+def make_slurm_client(
+    backend: str = "auto", timeout_s: float = 10.0, bin_dir: str | None = None
+) -> SlurmClient:
+    """``"cli"``: CliSlurmClient. ``"pyslurm"``: PyslurmClient, or ValueError saying why not.
+    ``"auto"``: PyslurmClient when pyslurm is installed and its major version is the one of
+    ``scontrol --version`` (pyslurm 25.11 for Slurm 25.11), else the CLI, logging the reason
+    once per process."""
+    if backend not in ("auto", "cli", "pyslurm"):
+        raise ValueError(f"slurm backend {backend!r} is not one of auto, cli, pyslurm")
+    if backend == "cli":
+        return CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
+    try:
+        version: str | None = SlurmRunner(timeout_s=timeout_s, bin_dir=bin_dir).output(
+            "scontrol", "--version"
+        )
+    except SlurmError:
+        version = None
+    try:
+        module = load_matching_pyslurm(version)
+    except PyslurmUnavailableError as e:
+        if backend == "pyslurm":
+            raise ValueError(f"slurm backend pyslurm unavailable: {e}") from e
+        why = str(e)
+        if why not in _logged_choices:
+            _logged_choices.add(why)
+            log.log(
+                logging.INFO if why == "pyslurm is not installed" else logging.WARNING,
+                "slurm client: the Slurm CLI (%s)",
+                why,
+            )
+        return CliSlurmClient(timeout_s=timeout_s, bin_dir=bin_dir)
+    return PyslurmClient(module, timeout_s=timeout_s)
