@@ -17,7 +17,7 @@ from typing import Protocol
 
 from gpuwarden.common.types import SlurmStatus
 from gpuwarden.slurm.ids import validate_job_id
-from gpuwarden.slurm.job import SlurmJob
+from gpuwarden.slurm.job import SlurmJob, find_job
 from gpuwarden.slurm.runner import Outcome, SlurmError, SlurmRunner, classify_error, last_line
 from gpuwarden.slurm.squeue import parse_squeue_json
 
@@ -79,11 +79,7 @@ class CliSlurmClient:
             if e.outcome is Outcome.UNKNOWN_JOB:
                 return None
             raise
-        jobs = parse_squeue_json(text, job_ids=[job_id])
-        for job in jobs:  # "123_4" names that task; "123" of an array names every task
-            if job.job_id == job_id or job.display_id == job_id:
-                return job
-        return jobs[0] if len(jobs) == 1 else None
+        return find_job(parse_squeue_json(text), job_id)
 
     def jobs(self) -> list[SlurmJob]:
         return parse_squeue_json(self.runner.output("squeue", "--json", "--states=all"))

@@ -20,7 +20,6 @@ without that wait; a controller that dies between the ping and the call costs up
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import importlib.metadata
 import logging
@@ -36,7 +35,7 @@ from gpuwarden.common.types import SlurmStatus
 from gpuwarden.slurm.client import ActionResult, CliSlurmClient, SlurmClient, act_guarded
 from gpuwarden.slurm.hostlist import expand_hostlist, parse_index_list
 from gpuwarden.slurm.ids import validate_job_id
-from gpuwarden.slurm.job import SlurmJob
+from gpuwarden.slurm.job import SlurmJob, find_job
 from gpuwarden.slurm.runner import Outcome, SlurmError, SlurmRunner, classify_error
 
 log = logging.getLogger(__name__)
@@ -198,27 +197,6 @@ def job_from_pyslurm(job: Any) -> SlurmJob:
     )
 
 
-def _by_display_id(jobs: list[SlurmJob], job_id: str) -> SlurmJob | None:
-    """The job users call ``job_id``; for ``ARRAY_TASK`` of a pending array whose tasks
-    still share one record, that record as task TASK (what ``scontrol show job`` shows)."""
-    for job in jobs:
-        if job.display_id == job_id:
-            return job
-    array, sep, task = job_id.partition("_")
-    if not sep:
-        return None
-    for job in jobs:
-        if job.array_job_id != array or not job.array_task_id or job.array_task_id.isdigit():
-            continue
-        try:
-            waiting = parse_index_list(job.array_task_id.split("%")[0])
-        except ValueError:
-            continue
-        if int(task) in waiting:
-            return dataclasses.replace(job, array_task_id=task)
-    return None
-
-
 # ---------------------------------------------------------------------------------- client
 
 
@@ -267,7 +245,7 @@ class PyslurmClient:
         validate_job_id(job_id)
         self._controller_up()
         if not job_id.isdigit():  # "123_4" / "123+1": matched by the id users see
-            return _by_display_id(self.jobs(), job_id)
+            return find_job(self.jobs(), job_id)
         try:
             raw = self._call(f"load job {job_id}", lambda: self._ps.Job.load(int(job_id)))
         except SlurmError as e:

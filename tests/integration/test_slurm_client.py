@@ -140,8 +140,9 @@ def test_backend_reports_the_same_job_facts_as_scontrol(client: SlurmClient) -> 
         mine, theirs = client.job(job_id), cli.job(job_id)
         assert mine is not None and theirs is not None
         if isinstance(client, PyslurmClient):
-            assert mine.sluid is None  # pyslurm 25.11 does not expose it
-            theirs = dataclasses.replace(theirs, sluid=None)
+            # pyslurm also knows the CPUs on each node (squeue's JSON does not)
+            assert sum(mine.cpus_by_node.values()) == (mine.num_cpus if mine.nodes else 0)
+            mine = dataclasses.replace(mine, cpus_by_node={})
         assert mine == theirs, (mine, theirs)
     job = client.job(running)
     assert job is not None and job.name == "gw-t-facts" and job.user == "root"
@@ -160,7 +161,7 @@ def test_array_task_is_found_by_the_id_users_see(client: SlurmClient) -> None:
     mine, theirs = client.job(array), CliSlurmClient(timeout_s=5.0).job(array)
     assert mine is not None and theirs is not None
     assert mine.array_task_id == theirs.array_task_id == "0-1"
-    assert dataclasses.replace(mine, sluid=None) == dataclasses.replace(theirs, sluid=None)
+    assert dataclasses.replace(mine, cpus_by_node={}) == theirs
 
 
 def test_bad_job_id_is_refused_without_running_any_command(
