@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -197,6 +197,18 @@ def job_from_pyslurm(job: Any) -> SlurmJob:
     )
 
 
+def _convert(records: Iterable[Any]) -> list[SlurmJob]:
+    """Each record as a SlurmJob; one that cannot be read is skipped and logged, never the
+    whole list."""
+    out: list[SlurmJob] = []
+    for record in records:
+        try:
+            out.append(job_from_pyslurm(record))
+        except (ValueError, TypeError, AttributeError) as e:
+            log.warning("pyslurm: skipped one job record (%r): %s", record, e)
+    return out
+
+
 # ---------------------------------------------------------------------------------- client
 
 
@@ -257,18 +269,16 @@ class PyslurmClient:
     def jobs(self) -> list[SlurmJob]:
         self._controller_up()
         loaded = self._call("load jobs", lambda: self._ps.Jobs.load())
-        return [job_from_pyslurm(j) for j in loaded.values()]
+        return _convert(loaded.values())
 
     def node_jobs(self, node: str) -> list[SlurmJob]:
         """The jobs allocated on ``node``: one ping and one job-info RPC (Slurm has no
         per-node job query; only this node's records are converted). For the agent."""
         self._controller_up()
         loaded = self._call("load jobs", lambda: self._ps.Jobs.load())
-        return [
-            job_from_pyslurm(j)
-            for j in loaded.values()
-            if node in expand_hostlist(_text(j.allocated_nodes))
-        ]
+        return _convert(
+            j for j in loaded.values() if node in expand_hostlist(_text(j.allocated_nodes))
+        )
 
     # ---------------------------------------------------------------------------- actions
 
