@@ -28,6 +28,7 @@ class AgentConfig:
     collector: str = "127.0.0.1:50051"
     sampler: str = "nvml"
     nvml_library: str = ""  # preload this libnvidia-ml.so.1 instead of the linker's choice
+    dcgm_host: str = "localhost"  # the DCGM host engine, for sampler = "dcgm"
     sample_interval: float = duration_field(1.0, minimum=0.05)
     report_interval: float = duration_field(5.0, minimum=0.1)
     spool_dir: Path = Path("/var/lib/gpuwarden-agent/spool")

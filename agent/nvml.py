@@ -7,9 +7,17 @@ logged once per function. A device whose calls fail (GPU lost, or any other NVML
 sample with ``errors`` and ``None`` values while the other devices read as usual. nvidia-smi is
 never spawned.
 
+Identity: every sample carries the GPU's minor number (``/dev/nvidiaN``), which Slurm's GRES
+indices follow on most sites while NVML's index follows the PCI bus order.
+
 MIG: a GPU in MIG mode with instances is reported as its instances, each its own sample with
-``uuid`` = the MIG UUID, ``parent_uuid`` = the GPU's UUID and ``index`` = the GPU's index. The
-layout is read at ``open()``; a MIG reconfiguration needs a new sampler.
+``uuid`` = the MIG UUID, ``parent_uuid`` = the GPU's UUID, ``index`` and ``minor_number`` =
+the GPU's, its ``gpu_instance_id`` and the minor of its ``/dev/nvidia-caps`` access file (from
+``PROC_ROOT/driver/nvidia-caps/mig-minors``). The layout is read at ``open()``; a MIG
+reconfiguration needs a new sampler.
+
+Profiling: on GPUs with GPM (Hopper and later) each sample's ``extra`` has the activity since
+the previous sample, per GPU and per MIG instance (``agent/gpm.py`` lists the fields).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from typing import Any, TypeVar
 
 import pynvml
 
+from gpuwarden.agent.gpm import GpmReader, GpmSource
+from gpuwarden.agent.nvidia_caps import read_mig_minors
 from gpuwarden.agent.sampler import SamplerError
 from gpuwarden.common.types import GpuSample, ProcessInfo
 
@@ -53,6 +63,9 @@ class NvmlDevice:
     index: int
     name: str
     parent_uuid: str = ""  # set for a MIG instance
+    minor_number: int | None = None  # /dev/nvidiaN (a MIG instance: its GPU's)
+    gpu_instance_id: int | None = None  # MIG only
+    mig_caps_minor: int | None = None  # MIG only: /dev/nvidia-caps/nvidia-capN
 
     @property
     def is_mig(self) -> bool:
@@ -65,6 +78,7 @@ class _Entry:
     handle: Any
     nvml_index: int
     error: str = ""  # why the identity could not be read, e.g. "gpu_lost"
+    gpm: GpmSource | None = None  # profiling counters, where the GPU has GPM
 
 
 def nvml_error_tag(exc: Exception) -> str:
@@ -92,6 +106,8 @@ class NvmlSampler:
         self._entries: list[_Entry] = []
         self._use_memory_v2 = _MEMORY_V2 is not None
         self._logged: set[str] = set()
+        self._gpm = GpmReader()
+        self._caps: dict[tuple[int, int], int] | None = None  # read when a MIG GPU is found
         self.driver_version = ""
 
     # -- session -----------------------------------------------------------------------------
@@ -133,6 +149,7 @@ class NvmlSampler:
             return
         self._open = False
         self._entries = []
+        self._gpm.close()
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError as exc:
@@ -156,10 +173,10 @@ class NvmlSampler:
             if entry.device is None:
                 samples.append(self._unknown_sample(entry))
             else:
-                samples.append(self._read(entry.device, entry.handle))
+                samples.append(self._read(entry.device, entry.handle, entry.gpm))
         return samples
 
-    def _read(self, dev: NvmlDevice, handle: Any) -> GpuSample:
+    def _read(self, dev: NvmlDevice, handle: Any, gpm: GpmSource | None) -> GpuSample:
         try:
             util = self._call(pynvml.nvmlDeviceGetUtilizationRates, handle)
             mem = self._memory(handle)
@@ -173,12 +190,18 @@ class NvmlSampler:
                 name=dev.name,
                 parent_uuid=dev.parent_uuid,
                 errors=(nvml_error_tag(exc),),
+                minor_number=dev.minor_number,
+                gpu_instance_id=dev.gpu_instance_id,
+                mig_caps_minor=dev.mig_caps_minor,
             )
         return GpuSample(
             uuid=dev.uuid,
             index=dev.index,
             name=dev.name,
             parent_uuid=dev.parent_uuid,
+            minor_number=dev.minor_number,
+            gpu_instance_id=dev.gpu_instance_id,
+            mig_caps_minor=dev.mig_caps_minor,
             util_gpu_pct=None if util is None else float(util.gpu),
             util_mem_pct=None if util is None else float(util.memory),
             mem_used_bytes=None if mem is None else int(mem.used),
@@ -186,6 +209,7 @@ class NvmlSampler:
             power_w=None if power_mw is None else int(power_mw) / 1000.0,
             temperature_c=None if temp is None else float(temp),
             processes=() if procs is None else self._processes(procs),
+            extra={} if gpm is None else self._gpm.read(gpm),
         )
 
     def _memory(self, handle: Any) -> Any:
@@ -250,19 +274,43 @@ class NvmlSampler:
         except pynvml.NVMLError as exc:
             log.warning("GPU %d: cannot read its identity (%s); retrying each sample", i, exc)
             return [_Entry(device=None, handle=None, nvml_index=i, error=nvml_error_tag(exc))]
-        migs = self._mig_instances(gpu, handle)
+        gpm = self._gpm.supported(handle, gpu.uuid)  # probed once per GPU
+        migs = self._mig_instances(gpu, handle, gpm)
         if migs:
             return migs
-        return [_Entry(device=gpu, handle=handle, nvml_index=i)]
+        src = self._gpm.source(handle, gpu.uuid) if gpm else None
+        return [_Entry(device=gpu, handle=handle, nvml_index=i, gpm=src)]
 
     def _identity(self, handle: Any, parent: NvmlDevice | None = None) -> NvmlDevice:
         uuid = str(pynvml.nvmlDeviceGetUUID(handle))
         name = str(pynvml.nvmlDeviceGetName(handle))
         if parent is not None:
-            return NvmlDevice(uuid=uuid, index=parent.index, name=name, parent_uuid=parent.uuid)
-        return NvmlDevice(uuid=uuid, index=int(pynvml.nvmlDeviceGetIndex(handle)), name=name)
+            gi = self._call(pynvml.nvmlDeviceGetGpuInstanceId, handle)
+            return NvmlDevice(
+                uuid=uuid,
+                index=parent.index,
+                name=name,
+                parent_uuid=parent.uuid,
+                minor_number=parent.minor_number,
+                gpu_instance_id=None if gi is None else int(gi),
+                mig_caps_minor=self._caps_minor(parent.minor_number, gi),
+            )
+        minor = self._call(pynvml.nvmlDeviceGetMinorNumber, handle)
+        return NvmlDevice(
+            uuid=uuid,
+            index=int(pynvml.nvmlDeviceGetIndex(handle)),
+            name=name,
+            minor_number=None if minor is None else int(minor),
+        )
 
-    def _mig_instances(self, gpu: NvmlDevice, handle: Any) -> list[_Entry]:
+    def _caps_minor(self, gpu_minor: int | None, gi: int | None) -> int | None:
+        if gpu_minor is None or gi is None:
+            return None
+        if self._caps is None:
+            self._caps = read_mig_minors(self._proc_root)
+        return self._caps.get((gpu_minor, int(gi)))
+
+    def _mig_instances(self, gpu: NvmlDevice, handle: Any, gpm: bool) -> list[_Entry]:
         try:
             mode = self._call(pynvml.nvmlDeviceGetMigMode, handle)
             if mode is None or mode[0] != pynvml.NVML_DEVICE_MIG_ENABLE:
@@ -275,7 +323,10 @@ class NvmlSampler:
                 except pynvml.NVMLError_NotFound:
                     continue  # empty slot
                 mig = self._identity(mig_handle, parent=gpu)
-                entries.append(_Entry(device=mig, handle=mig_handle, nvml_index=gpu.index))
+                gi = mig.gpu_instance_id
+                # GPM samples a GPU instance through its parent GPU's handle.
+                src = self._gpm.source(handle, mig.uuid, gi) if gpm and gi is not None else None
+                entries.append(_Entry(device=mig, handle=mig_handle, nvml_index=gpu.index, gpm=src))
         except pynvml.NVMLError as exc:
             log.warning("GPU %s: cannot read its MIG layout (%s); sampling the GPU", gpu.uuid, exc)
             return []
@@ -292,7 +343,12 @@ class NvmlSampler:
                 device=None, handle=None, nvml_index=entry.nvml_index, error=nvml_error_tag(exc)
             )
         log.info("GPU %d is readable again: %s", entry.nvml_index, device.uuid)
-        return _Entry(device=device, handle=handle, nvml_index=entry.nvml_index)
+        gpm = (
+            self._gpm.source(handle, device.uuid)
+            if self._gpm.supported(handle, device.uuid)
+            else None
+        )
+        return _Entry(device=device, handle=handle, nvml_index=entry.nvml_index, gpm=gpm)
 
     def _unknown_sample(self, entry: _Entry) -> GpuSample:
         # No UUID could ever be read: name the GPU by its NVML index so it is not invisible.

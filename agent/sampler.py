@@ -53,7 +53,15 @@ SamplerFactory = Callable[["AgentConfig"], SamplerSetup]
 def _nvml(cfg: AgentConfig) -> SamplerSetup:
     from gpuwarden.agent.nvml import NvmlSampler
 
-    return SamplerSetup(NvmlSampler(library_path=cfg.nvml_library or None))
+    return SamplerSetup(NvmlSampler(library_path=cfg.nvml_library or None, proc_root=cfg.proc_root))
+
+
+def _dcgm(cfg: AgentConfig) -> SamplerSetup:
+    from gpuwarden.agent.dcgm import DcgmSampler
+    from gpuwarden.agent.nvml import NvmlSampler
+
+    nvml = NvmlSampler(library_path=cfg.nvml_library or None, proc_root=cfg.proc_root)
+    return SamplerSetup(DcgmSampler(nvml, host=cfg.dcgm_host))
 
 
 def _sim(cfg: AgentConfig) -> SamplerSetup:
@@ -64,7 +72,8 @@ def _sim(cfg: AgentConfig) -> SamplerSetup:
 
 
 SAMPLERS: dict[str, SamplerFactory] = {
-    "nvml": _nvml,  # real GPUs through NVML
+    "nvml": _nvml,  # real GPUs through NVML (with GPM profiling fields where the card has it)
+    "dcgm": _dcgm,  # NVML plus DCGM's profiling fields (needs DCGM's bindings and host engine)
     "sim": _sim,  # a simulated node (demo, tests)
 }
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuwarden.agent.attribution import Attribution, GpuAttribution
+from gpuwarden.agent.gpu_order import gres_index_map
 from gpuwarden.agent.proc_jobs import ProcEntry, ProcessJob, ProcJobReader
 from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
 from gpuwarden.slurm import (
@@ -70,8 +71,10 @@ class _Snapshot:
 class SlurmAttributor:
     """Implements ``gpuwarden.agent.attribution.Attributor`` for a Slurm node.
 
-    ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index;
-    by default they are equal (gres.conf lists /dev/nvidia0..N in order, as on most sites).
+    ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index.
+    By default it is derived from the samples' minor numbers (GRES counts /dev/nvidiaN in
+    minor order; NVML counts in PCI bus order, which can differ); when a minor number is
+    unknown the two are taken as equal.
     ``scontrol``: path of scontrol; ``squeue`` is taken from the same folder unless given.
     """
 
@@ -111,6 +114,7 @@ class SlurmAttributor:
             timeout_s=timeout_s, paths={"scontrol": scontrol, "squeue": squeue}
         )
         self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
+        self._index_map: dict[int, int] | None = self.gpu_index_map  # in force now
         self.procs = ProcJobReader(proc_root)
         self.skipped_records = 0  # Slurm job records that could not be read, since start
         self._clock = clock
@@ -140,6 +144,12 @@ class SlurmAttributor:
     # --------------------------------------------------------------------------- internals
 
     def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
+        index_map = self.gpu_index_map
+        if index_map is None:  # Slurm counts GPUs in minor-number order, NVML in PCI order
+            index_map = gres_index_map(samples)
+        if index_map != self._index_map:
+            self._index_map = index_map
+            self._snap = None  # GPUs are mapped to jobs when the snapshot is filled
         entries = self.procs.scan()
         pids = [e.job for e in entries] + [
             pj for s in samples for p in s.processes if (pj := self._pj(p.pid)) is not None
@@ -225,9 +235,9 @@ class SlurmAttributor:
         return nvml_index in {self._nvml_index(i) for i in env.job_gpus}
 
     def _nvml_index(self, gres_index: int) -> int:
-        if self.gpu_index_map is None:
+        if self._index_map is None:
             return gres_index
-        return self.gpu_index_map.get(gres_index, -1)
+        return self._index_map.get(gres_index, -1)
 
     @staticmethod
     def _sluid_job(snap: _Snapshot, sluid: str | None) -> str | None:

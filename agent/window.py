@@ -128,6 +128,9 @@ class _Acc:
             allocated=attribution.allocated if attribution else False,
             extra_mean={k: self.extra_sum[k] / n for k, n in self.extra_n.items()},
             extra_max=dict(self.extra_max),
+            minor_number=s.minor_number,
+            gpu_instance_id=s.gpu_instance_id,
+            mig_caps_minor=s.mig_caps_minor,
         )
 
     def merged_sample(self) -> GpuSample:
@@ -147,6 +150,9 @@ class _Acc:
             processes=tuple(sorted(self.processes.values(), key=lambda p: p.pid)),
             errors=tuple(self.errors),
             extra=s.extra,
+            minor_number=s.minor_number,
+            gpu_instance_id=s.gpu_instance_id,
+            mig_caps_minor=s.mig_caps_minor,
         )
 
 

@@ -138,6 +138,7 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> No
         raise ReportInvalid(f"{where}.parent_uuid={g.parent_uuid[:100]!r} is not a valid GPU UUID")
     if g.index > 4096:
         raise ReportInvalid(f"{where}.index={g.index} is out of range")
+    _validate_identity(where, g)
     _integer(f"{where}.samples", g.samples, 0, int(limits.max_window_s * 1000))
     _string(f"{where}.name", g.name, limits.max_string_len)
     for field in ("util_mean", "util_max", "util_min", "mem_util_mean"):
@@ -192,6 +193,23 @@ def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> No
                 raise ReportInvalid(f"{where}.{part}: {problem}")
     if g.HasField("job"):
         _validate_job(f"{where}.job", g.job, limits, now)
+
+
+MAX_DEVICE_MINOR = (1 << 20) - 1  # Linux minor numbers have 20 bits
+MAX_GPU_INSTANCE_ID = 4096
+
+
+def _validate_identity(where: str, g: pb.GpuWindow) -> None:
+    """Minor numbers within Linux's range; MIG identity only on a MIG instance."""
+    for field, top in (
+        ("minor_number", MAX_DEVICE_MINOR),
+        ("gpu_instance_id", MAX_GPU_INSTANCE_ID),
+        ("mig_caps_minor", MAX_DEVICE_MINOR),
+    ):
+        if g.HasField(field):
+            _integer(f"{where}.{field}", getattr(g, field), 0, top)
+            if field != "minor_number" and not g.parent_uuid:
+                raise ReportInvalid(f"{where}.{field} is set on a GPU without parent_uuid")
 
 
 def _validate_job(where: str, job: pb.JobInfo, limits: Limits, now: float) -> None:

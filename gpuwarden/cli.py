@@ -24,6 +24,7 @@ from gpuwarden.common.argtypes import (
 )
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
+from gpuwarden.deploy.commands import add_deploy_parsers
 from gpuwarden.query.commands import add_audit_parser, add_status_parser
 
 log = logging.getLogger("gpuwarden")
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--org", default="gpuwarden", help="organisation (O=) in new subjects")
     ce.add_argument("--force", action="store_true", help="overwrite existing certificates")
     ce.set_defaults(func=_certs)
+    add_deploy_parsers(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,6 +67,23 @@ def gpuwarden_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gpuwarden", *args]
 
 
+def copy_of_the_repository(dest: Path) -> Path:
+    """The repository's files (tracked and new, not ignored ones) copied to ``dest``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in files:
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 def run_gpuwarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``gpuwarden ARGS`` to the end, as a user would; output captured as text."""
     return subprocess.run(
@@ -81,11 +99,19 @@ def run_gpuwarden(*args: str, timeout: float = 120) -> subprocess.CompletedProce
 class Proc:
     """A ``gpuwarden`` subprocess whose output goes to a log file (read it on failure)."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        *,
+        program: list[str] | None = None,
+    ) -> None:
+        """``program`` (default: this interpreter's ``-m gpuwarden``) is run with ``args``."""
         self.log = log
         self._fh = log.open("ab")
         self.p = subprocess.Popen(
-            gpuwarden_cmd(*args),
+            [*(program or gpuwarden_cmd()), *args],
             stdout=self._fh,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -87,7 +87,13 @@ _GPU_OPTIONAL_FLOATS = (
     "power_mean_w",
     "temperature_c",
 )
-_GPU_OPTIONAL_INTS = ("mem_used_max_bytes", "mem_total_bytes")
+_GPU_OPTIONAL_INTS = (
+    "mem_used_max_bytes",
+    "mem_total_bytes",
+    "minor_number",
+    "gpu_instance_id",
+    "mig_caps_minor",
+)
 
 
 def gpu_to_pb(gpu: GpuWindow) -> pb.GpuWindow:
@@ -140,6 +146,9 @@ def gpu_from_pb(msg: pb.GpuWindow) -> GpuWindow:
         allocated=msg.allocated,
         extra_mean=dict(msg.extra_mean),
         extra_max=dict(msg.extra_max),
+        minor_number=_opt_int(msg, "minor_number"),
+        gpu_instance_id=_opt_int(msg, "gpu_instance_id"),
+        mig_caps_minor=_opt_int(msg, "mig_caps_minor"),
     )
 
 

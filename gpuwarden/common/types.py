@@ -45,6 +45,13 @@ class JobInfo:
         return bool(self.dask_scheduler and self.dask_worker)
 
 
+# IDENTITY_NOTE: ``minor_number`` is the N of the GPU's /dev/nvidiaN (for a MIG instance, its
+# parent GPU's), the order Slurm's GRES indices follow on most sites, which NVML's index order
+# (PCI bus order) need not match; ``gpu_instance_id`` is a MIG instance's GPU instance id and
+# ``mig_caps_minor`` the minor of its /dev/nvidia-caps/nvidia-capN access file. None: unknown
+# (not a MIG instance, or the source cannot tell).
+
+
 @dataclass(frozen=True, slots=True)
 class GpuSample:
     """One instantaneous reading of one GPU (or MIG instance), as a sampler returns it."""
@@ -64,6 +71,10 @@ class GpuSample:
     # Further measurements by name (e.g. "sm_active_pct"); a name that could not be read is
     # left out, never 0. Names follow ``gpuwarden.common.extra``; they travel to the store.
     extra: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # Identity that attribution maps Slurm's GRES indices with (see IDENTITY_NOTE below).
+    minor_number: int | None = None
+    gpu_instance_id: int | None = None
+    mig_caps_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,9 @@ class GpuWindow:
     # no sample of the window had it).
     extra_mean: Mapping[str, float] = field(default_factory=dict, hash=False)
     extra_max: Mapping[str, float] = field(default_factory=dict, hash=False)
+    minor_number: int | None = None  # as in GpuSample
+    gpu_instance_id: int | None = None
+    mig_caps_minor: int | None = None
 
 
 # What an agent reports as its Slurm error when it does not attribute GPUs to Slurm at all.

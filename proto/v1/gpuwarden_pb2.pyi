@@ -49,7 +49,7 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., step: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ..., partition: _Optional[str] = ..., name: _Optional[str] = ..., qos: _Optional[str] = ..., batch: _Optional[bool] = ..., requeue: _Optional[bool] = ..., start_time: _Optional[int] = ..., dask_scheduler: _Optional[str] = ..., dask_worker: _Optional[str] = ..., source: _Optional[str] = ..., cpu_util_pct: _Optional[float] = ...) -> None: ...
 
 class GpuWindow(_message.Message):
-    __slots__ = ("uuid", "index", "name", "parent_uuid", "samples", "util_mean", "util_max", "util_min", "zero_frac", "mem_util_mean", "mem_used_max_bytes", "mem_total_bytes", "power_mean_w", "temperature_c", "processes", "errors", "job", "allocated", "extra_mean", "extra_max")
+    __slots__ = ("uuid", "index", "name", "parent_uuid", "samples", "util_mean", "util_max", "util_min", "zero_frac", "mem_util_mean", "mem_used_max_bytes", "mem_total_bytes", "power_mean_w", "temperature_c", "processes", "errors", "job", "allocated", "extra_mean", "extra_max", "minor_number", "gpu_instance_id", "mig_caps_minor")
     class ExtraMeanEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,9 @@ class GpuWindow(_message.Message):
     ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     EXTRA_MEAN_FIELD_NUMBER: _ClassVar[int]
     EXTRA_MAX_FIELD_NUMBER: _ClassVar[int]
+    MINOR_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    GPU_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MIG_CAPS_MINOR_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     index: int
     name: str
@@ -104,7 +107,10 @@ class GpuWindow(_message.Message):
     allocated: bool
     extra_mean: _containers.ScalarMap[str, float]
     extra_max: _containers.ScalarMap[str, float]
-    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., samples: _Optional[int] = ..., util_mean: _Optional[float] = ..., util_max: _Optional[float] = ..., util_min: _Optional[float] = ..., zero_frac: _Optional[float] = ..., mem_util_mean: _Optional[float] = ..., mem_used_max_bytes: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., power_mean_w: _Optional[float] = ..., temperature_c: _Optional[float] = ..., processes: _Optional[_Iterable[_Union[ProcessInfo, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ..., job: _Optional[_Union[JobInfo, _Mapping]] = ..., allocated: _Optional[bool] = ..., extra_mean: _Optional[_Mapping[str, float]] = ..., extra_max: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    minor_number: int
+    gpu_instance_id: int
+    mig_caps_minor: int
+    def __init__(self, uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., samples: _Optional[int] = ..., util_mean: _Optional[float] = ..., util_max: _Optional[float] = ..., util_min: _Optional[float] = ..., zero_frac: _Optional[float] = ..., mem_util_mean: _Optional[float] = ..., mem_used_max_bytes: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., power_mean_w: _Optional[float] = ..., temperature_c: _Optional[float] = ..., processes: _Optional[_Iterable[_Union[ProcessInfo, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ..., job: _Optional[_Union[JobInfo, _Mapping]] = ..., allocated: _Optional[bool] = ..., extra_mean: _Optional[_Mapping[str, float]] = ..., extra_max: _Optional[_Mapping[str, float]] = ..., minor_number: _Optional[int] = ..., gpu_instance_id: _Optional[int] = ..., mig_caps_minor: _Optional[int] = ...) -> None: ...
 
 class SlurmStatus(_message.Message):
     __slots__ = ("available", "error")

@@ -80,6 +80,13 @@ def reset_counts(lib: ctypes.CDLL) -> None:
     lib.fake_nvml_reset_counts()
 
 
+def gpm_samples_live(lib: ctypes.CDLL) -> int:
+    """How many GPM samples are allocated and not yet freed in the fake."""
+    live = lib.fake_nvml_gpm_samples_live
+    live.restype = ctypes.c_long
+    return int(live())
+
+
 def env_for(
     lib_dir: Path, state_path: Path, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -113,6 +120,8 @@ class FakeMig:
     processes: list[Process] = field(default_factory=list)
     lost: bool = False
     error_code: int | None = None  # every call on the device returns this NVML error
+    gpu_instance_id: int | None = None  # None: position among the GPU's instances + 1
+    gpm_metrics: dict[int, float] = field(default_factory=dict)  # NVML_GPM_METRIC_* -> value
 
 
 @dataclass(slots=True)
@@ -135,6 +144,11 @@ class FakeGpu:
     error_code: int | None = None  # every call on the device returns this NVML error
     mig_mode: bool | None = None  # None: GPU not MIG-capable (NOT_SUPPORTED)
     mig: list[FakeMig] = field(default_factory=list)
+    minor_number: int | None = None  # /dev/nvidiaN; None: equal to ``index``
+    # GPM: True on Hopper and later; False (the default) on older cards; None: the driver
+    # answers NOT_SUPPORTED to the support query itself.
+    gpm_supported: bool | None = False
+    gpm_metrics: dict[int, float] = field(default_factory=dict)  # NVML_GPM_METRIC_* -> value
 
 
 def default_gpu_uuid(index: int) -> str:
@@ -231,12 +245,16 @@ class FakeNvmlState:
         if not self.memory_v2:
             lines.append("memory_v2 off")
         for gpu in self.gpus:
-            lines += [f"gpu {gpu.uuid}", f"index {gpu.index}"]
+            minor = gpu.index if gpu.minor_number is None else gpu.minor_number
+            lines += [f"gpu {gpu.uuid}", f"index {gpu.index}", f"minor {minor}"]
             lines += _device_lines(gpu)
             if gpu.mig_mode is not None:
                 lines.append(f"mig_mode {int(gpu.mig_mode)}")
-            for mig in gpu.mig:
-                lines.append(f"mig {mig.uuid}")
+            gpm = "NA" if gpu.gpm_supported is None else str(int(gpu.gpm_supported))
+            lines.append(f"gpm {gpm}")
+            for pos, mig in enumerate(gpu.mig):
+                gi = pos + 1 if mig.gpu_instance_id is None else mig.gpu_instance_id
+                lines += [f"mig {mig.uuid}", f"gi {gi}"]
                 lines += _device_lines(mig)
         return "\n".join(lines) + "\n"
 
@@ -273,6 +291,8 @@ def _device_lines(dev: FakeGpu | FakeMig) -> list[str]:
         lines.append("procs NA")
     for pid, used in dev.processes:
         lines.append(f"proc {pid} {_na(used)}")
+    for metric, value in dev.gpm_metrics.items():
+        lines.append(f"gpm_metric {metric} {value!r}")
     if dev.error_code is not None:
         lines.append(f"error {dev.error_code}")
     if dev.lost:

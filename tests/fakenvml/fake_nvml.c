@@ -13,7 +13,16 @@
  *   gpu UUID               starts a GPU (NVML index = order in the file); keys below apply to it
  *   mig UUID               starts a MIG instance of the current GPU; keys below apply to it.
  *                          A MIG instance's util, power and temp default to NA.
- *   index N                minor number reported by nvmlDeviceGetIndex (default: file order)
+ *   index N                NVML index reported by nvmlDeviceGetIndex (default: file order)
+ *   minor N | minor NA     GPU only: nvmlDeviceGetMinorNumber, the N of /dev/nvidiaN (default:
+ *                          the NVML index); it may differ from the index order, as on real nodes
+ *   gi N                   MIG only: nvmlDeviceGetGpuInstanceId (default: position + 1); also the
+ *                          gpuInstanceId of the instance's processes
+ *   gpm 0|1|NA             GPU only: nvmlGpmQueryDeviceSupport's isSupportedDevice; NA makes
+ *                          the query return NOT_SUPPORTED (default 0: no GPM, as before Hopper)
+ *   gpm_metric ID VALUE    a GPM metric (NVML_GPM_METRIC_* id) of this GPU or MIG instance; a
+ *                          metric not listed comes back from nvmlGpmMetricsGet with its own
+ *                          nvmlReturn = NOT_SUPPORTED
  *   name REST OF LINE
  *   util GPU_PCT MEM_PCT | util NA
  *   mem TOTAL USED [RESERVED] | mem NA     (bytes; v1 "used" includes reserved, as NVML's does)
@@ -25,11 +34,23 @@
  *   lost                   every call on this device (and its MIG instances) returns 15 (GPU lost)
  *   error CODE             every call on this device (and its MIG instances) returns CODE
  *
+ * GPM works like the real counters: each source (a GPU, or one GPU instance of it) has running
+ * totals that every nvmlGpmSampleGet / nvmlGpmMigSampleGet (parent GPU handle + GPU instance
+ * id) advances by the source's current gpm_metric values and copies into the sample.
+ * nvmlGpmMetricsGet(sample1, sample2) divides the difference by the number of samples between
+ * them: a metric is the mean of the values the source had at the samples in (sample1, sample2],
+ * i.e. the activity of that interval when the state is steady between samples. Pairing a new
+ * sample with an old one therefore averages in the old activity, as on a real GPU. A metric
+ * the source does not list at sample2 comes back NOT_SUPPORTED; "nan" as a value comes back NaN. It refuses (INVALID_ARGUMENT)
+ * samples of different sources, an unfilled or freed sample and a sample2 not newer than
+ * sample1. fake_nvml_gpm_samples_live() counts allocated samples.
+ *
  * A missing or unreadable state file makes nvmlInit* return 9 (driver not loaded) and any later
  * call return 999 (unknown). Test hook: fake_nvml_call_count("nvmlDeviceGetUUID") returns how
  * many times a symbol was called since load (or since fake_nvml_reset_counts()).
  */
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +71,10 @@
 #define MAX_GPUS 16
 #define MAX_MIG 7
 #define MAX_PROCS 64
+#define MAX_METRICS 64
+#define METRIC_IDS 512 /* NVML_GPM_METRIC_* ids are below this */
+#define MAX_GPM_REQUEST 1024
+#define GPM_MAGIC 0x47504d53u
 
 typedef struct { unsigned pid; unsigned long long used; unsigned gi; unsigned ci; } proc_v3;
 typedef struct { unsigned version; unsigned long long total, reserved, free, used; } mem_v2;
@@ -57,11 +82,31 @@ typedef struct { int gpu, mig; } handle_t; /* mig = -1 for the GPU itself */
 typedef struct {
     char uuid[96], name[96];
     long long index, util_gpu, util_mem, mem_total, mem_used, mem_reserved, power_mw, temp;
+    long long minor, gi;
     int nprocs, procs_na, fail; /* fail: error code of every call, 0 = none */
     unsigned proc_pid[MAX_PROCS];
     unsigned long long proc_used[MAX_PROCS];
+    int nmetrics;
+    unsigned metric_id[MAX_METRICS];
+    double metric_val[MAX_METRICS];
 } dev_t_;
-typedef struct { dev_t_ d; long long mig_mode; int nmig; dev_t_ mig[MAX_MIG]; } gpu_t;
+typedef struct { dev_t_ d; long long mig_mode, gpm; int nmig; dev_t_ mig[MAX_MIG]; } gpu_t;
+typedef struct { unsigned version, supported; } gpm_support_t;
+typedef struct { unsigned long long count; double sum[METRIC_IDS]; } gpm_totals_t;
+typedef struct {
+    unsigned magic;
+    int filled, gpu, slot; /* slot 0: the whole GPU; m + 1: its MIG instance m */
+    unsigned long long stamp;
+    gpm_totals_t totals;
+    unsigned char present[METRIC_IDS];
+} gpm_sample_t;
+typedef struct { const char *short_name, *long_name, *unit; } metric_info_t;
+typedef struct { unsigned id; int ret; double value; metric_info_t info; } gpm_metric_t;
+typedef struct {
+    unsigned version, count;
+    gpm_sample_t *sample1, *sample2;
+    gpm_metric_t metrics[]; /* count entries */
+} gpm_metrics_get_t;
 
 static struct { int init_error, memory_v2_off, ngpus; char driver[80]; gpu_t g[MAX_GPUS]; } S;
 static handle_t H[MAX_GPUS][MAX_MIG + 1];
@@ -75,8 +120,14 @@ static const char *names[] = {
     "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetPowerUsage",
     "nvmlDeviceGetTemperature", "nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetMigMode",
     "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
-    "nvmlDeviceIsMigDeviceHandle", "nvmlDeviceGetDeviceHandleFromMigDeviceHandle", NULL};
-static unsigned long long counts[32];
+    "nvmlDeviceIsMigDeviceHandle", "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
+    "nvmlDeviceGetMinorNumber", "nvmlDeviceGetGpuInstanceId", "nvmlGpmQueryDeviceSupport",
+    "nvmlGpmSampleAlloc", "nvmlGpmSampleFree", "nvmlGpmSampleGet", "nvmlGpmMigSampleGet",
+    "nvmlGpmMetricsGet", NULL};
+static unsigned long long counts[64];
+static long gpm_live;
+static unsigned long long gpm_clock;
+static gpm_totals_t gpm_totals[MAX_GPUS][MAX_MIG + 1]; /* kept across state reloads */
 
 static void count(const char *fn) {
     for (int i = 0; names[i]; i++)
@@ -88,6 +139,7 @@ unsigned long long fake_nvml_call_count(const char *fn) {
     return 0;
 }
 void fake_nvml_reset_counts(void) { memset(counts, 0, sizeof counts); }
+long fake_nvml_gpm_samples_live(void) { return gpm_live; }
 
 static long long num(const char *s) { return (!s || !strcmp(s, "NA")) ? NA : strtoll(s, NULL, 10); }
 
@@ -95,7 +147,7 @@ static void dev_defaults(dev_t_ *d, const char *uuid, long long index, int is_mi
     memset(d, 0, sizeof *d);
     snprintf(d->uuid, sizeof d->uuid, "%s", uuid);
     snprintf(d->name, sizeof d->name, "Fake GPU");
-    d->index = index;
+    d->index = d->minor = index;
     d->util_gpu = d->util_mem = d->power_mw = d->temp = is_mig ? NA : 0;
 }
 
@@ -123,13 +175,23 @@ static int load(void) { /* 0 on success */
             g = &S.g[S.ngpus];
             dev_defaults(&g->d, a, S.ngpus, 0);
             g->mig_mode = NA;
+            g->gpm = 0;
             S.ngpus++;
             d = &g->d;
         } else if (!strcmp(key, "mig") && a && g && g->nmig < MAX_MIG) {
             d = &g->mig[g->nmig++];
             dev_defaults(d, a, g->d.index, 1);
+            d->gi = g->nmig; /* position + 1 */
         } else if (!d) continue;
         else if (!strcmp(key, "index")) d->index = num(a);
+        else if (!strcmp(key, "minor")) d->minor = num(a);
+        else if (!strcmp(key, "gi")) d->gi = num(a);
+        else if (!strcmp(key, "gpm") && g && d == &g->d) g->gpm = num(a);
+        else if (!strcmp(key, "gpm_metric") && a && b && d->nmetrics < MAX_METRICS) {
+            if (!strcmp(b, "NA")) continue;
+            d->metric_id[d->nmetrics] = (unsigned)num(a);
+            d->metric_val[d->nmetrics++] = strtod(b, NULL);
+        }
         else if (!strcmp(key, "name") && a) { snprintf(d->name, sizeof d->name, "%.95s", whole);
         } else if (!strcmp(key, "util")) { d->util_gpu = num(a); d->util_mem = a && b ? num(b) : NA; }
         else if (!strcmp(key, "mem")) {
@@ -276,7 +338,7 @@ int nvmlDeviceGetComputeRunningProcesses_v3(void *h, unsigned *n, proc_v3 *out) 
         dev_t_ *src = m < 0 ? d : &g->mig[m];
         for (int i = 0; i < src->nprocs; i++, k++)
             out[k] = (proc_v3){src->proc_pid[i], src->proc_used[i],
-                               mig >= 0 ? (unsigned)mig : m >= 0 ? (unsigned)m : 0xFFFFFFFFu,
+                               mig >= 0 ? (unsigned)d->gi : m >= 0 ? (unsigned)src->gi : 0xFFFFFFFFu,
                                (mig >= 0 || m >= 0) ? 0 : 0xFFFFFFFFu};
     }
     *n = (unsigned)total;
@@ -310,5 +372,98 @@ int nvmlDeviceGetDeviceHandleFromMigDeviceHandle(void *h, void **out) {
     ENTER("nvmlDeviceGetDeviceHandleFromMigDeviceHandle"); DEV(h);
     if (mig < 0) RETURN(E_INVALID);
     *out = &H[((handle_t *)h)->gpu][0];
+    RETURN(OK);
+}
+int nvmlDeviceGetMinorNumber(void *h, unsigned *minor) {
+    ENTER("nvmlDeviceGetMinorNumber"); DEV(h);
+    if (mig >= 0) RETURN(E_NOT_SUPPORTED);
+    if (d->minor == NA) RETURN(E_NOT_SUPPORTED);
+    *minor = (unsigned)d->minor;
+    RETURN(OK);
+}
+int nvmlDeviceGetGpuInstanceId(void *h, unsigned *gi) {
+    ENTER("nvmlDeviceGetGpuInstanceId"); DEV(h);
+    if (mig < 0) RETURN(E_NOT_SUPPORTED);
+    *gi = (unsigned)d->gi;
+    RETURN(OK);
+}
+
+/* ---- GPM ---- */
+int nvmlGpmQueryDeviceSupport(void *h, gpm_support_t *s) {
+    ENTER("nvmlGpmQueryDeviceSupport"); DEV(h);
+    if (!s) RETURN(E_INVALID);
+    if (s->version != 1) RETURN(E_VERSION);
+    if (g->gpm == NA) RETURN(E_NOT_SUPPORTED);
+    s->supported = g->gpm == 1;
+    RETURN(OK);
+}
+int nvmlGpmSampleAlloc(gpm_sample_t **out) {
+    ENTER("nvmlGpmSampleAlloc");
+    if (!out) RETURN(E_INVALID);
+    gpm_sample_t *s = calloc(1, sizeof *s);
+    if (!s) RETURN(E_UNKNOWN);
+    s->magic = GPM_MAGIC;
+    gpm_live++;
+    *out = s;
+    RETURN(OK);
+}
+int nvmlGpmSampleFree(gpm_sample_t *s) {
+    ENTER("nvmlGpmSampleFree");
+    if (!s || s->magic != GPM_MAGIC) RETURN(E_INVALID);
+    s->magic = 0;
+    free(s);
+    gpm_live--;
+    RETURN(OK);
+}
+static void snapshot(gpm_sample_t *s, const dev_t_ *d, int gpu, int slot) {
+    gpm_totals_t *t = &gpm_totals[gpu][slot];
+    t->count++;
+    memset(s->present, 0, sizeof s->present);
+    for (int k = 0; k < d->nmetrics; k++)
+        if (d->metric_id[k] < METRIC_IDS) {
+            /* A non-finite value (a driver fault) is returned as is and kept out of the totals. */
+            int finite = isfinite(d->metric_val[k]);
+            if (finite) t->sum[d->metric_id[k]] += d->metric_val[k];
+            s->present[d->metric_id[k]] = finite ? 1 : 2;
+        }
+    s->filled = 1; s->gpu = gpu; s->slot = slot; s->stamp = ++gpm_clock;
+    s->totals = *t;
+}
+int nvmlGpmSampleGet(void *h, gpm_sample_t *s) {
+    ENTER("nvmlGpmSampleGet"); DEV(h);
+    if (!s || s->magic != GPM_MAGIC) RETURN(E_INVALID);
+    if (mig >= 0 || g->gpm != 1) RETURN(E_NOT_SUPPORTED);
+    snapshot(s, d, ((handle_t *)h)->gpu, 0);
+    RETURN(OK);
+}
+int nvmlGpmMigSampleGet(void *h, unsigned gi, gpm_sample_t *s) {
+    ENTER("nvmlGpmMigSampleGet"); DEV(h);
+    if (!s || s->magic != GPM_MAGIC || mig >= 0) RETURN(E_INVALID);
+    if (g->gpm != 1 || g->mig_mode != 1) RETURN(E_NOT_SUPPORTED);
+    for (int m = 0; m < g->nmig; m++) {
+        if (g->mig[m].gi != (long long)gi) continue;
+        if (g->mig[m].fail) RETURN(g->mig[m].fail);
+        snapshot(s, &g->mig[m], ((handle_t *)h)->gpu, m + 1);
+        RETURN(OK);
+    }
+    RETURN(E_NOT_FOUND);
+}
+int nvmlGpmMetricsGet(gpm_metrics_get_t *m) {
+    ENTER("nvmlGpmMetricsGet");
+    if (!m) RETURN(E_INVALID);
+    if (m->version != 1) RETURN(E_VERSION);
+    gpm_sample_t *a = m->sample1, *b = m->sample2;
+    if (m->count > MAX_GPM_REQUEST || !a || !b) RETURN(E_INVALID);
+    if (a->magic != GPM_MAGIC || b->magic != GPM_MAGIC || !a->filled || !b->filled) RETURN(E_INVALID);
+    if (a->gpu != b->gpu || a->slot != b->slot || b->stamp <= a->stamp) RETURN(E_INVALID);
+    double n = (double)(b->totals.count - a->totals.count);
+    for (unsigned i = 0; i < m->count; i++) {
+        gpm_metric_t *out = &m->metrics[i];
+        unsigned id = out->id;
+        int ok = id < METRIC_IDS && b->present[id];
+        out->ret = ok ? OK : E_NOT_SUPPORTED;
+        out->value = !ok ? 0.0 : b->present[id] == 2 ? NAN : (b->totals.sum[id] - a->totals.sum[id]) / n;
+        out->info = (metric_info_t){NULL, NULL, NULL};
+    }
     RETURN(OK);
 }

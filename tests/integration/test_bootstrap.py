@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, copy_of_the_repository
+
 TEST_TOOLS = ("pytest", "mypy", "ruff", "hypothesis", "distributed", "dask-jobqueue")
-
-
-def copy_of_the_repository(dest: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def bootstrap(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -49,8 +49,8 @@ def test_agent_config_from_file_with_environment_override(tmp_path: Path) -> Non
         ("[agent]\nreport_intervall = 5\ninsecure = true\n", "[agent] report_intervall: unknown"),
         ('[agent]\nreport_interval = "5 min"\ninsecure = true\n', "[agent] report_interval"),
         (
-            '[agent]\nsampler = "dcgm"\ninsecure = true\n',
-            "sampler: 'dcgm' is not a known sampler (known: nvml, sim)",
+            '[agent]\nsampler = "nvml-x"\ninsecure = true\n',
+            "sampler: 'nvml-x' is not a known sampler (known: dcgm, nvml, sim)",
         ),
         ("[agent]\nspool_max_reports = 0\ninsecure = true\n", "spool_max_reports: 0 is below"),
         ('[agent]\ninsecure = "yes"\n', "[agent] insecure: expected true or false"),

@@ -82,6 +82,7 @@ def test_every_value_of_a_busy_gpu_is_read_in_its_units(
         power_w=312.5,
         temperature_c=64.0,
         processes=(ProcessInfo(pid=4242, used_mem_bytes=29 * GIB, name="python"),),
+        minor_number=2,
     )
     assert samples[0].util_gpu_pct == 0.0  # an idle GPU reads 0, not None
     assert samples[0].errors == ()
@@ -177,6 +178,7 @@ def test_a_gpu_lost_at_open_is_reported_by_index_then_by_uuid_when_back(
     finally:
         s.close()
     assert first[1] == GpuSample(uuid="nvml-index-1", index=1, errors=("gpu_lost",))
+    assert second[GPU1].minor_number == 1
     assert second[GPU1].util_gpu_pct == 9.0
     assert second[GPU1].errors == ()
 

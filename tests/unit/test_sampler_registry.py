@@ -30,7 +30,9 @@ def test_unknown_sampler_name_lists_the_known_ones(tmp_path: Path) -> None:
     path.write_text('[agent]\nsampler = "dcgmx"\ninsecure = true\n')
     with pytest.raises(ConfigError) as err:
         load_agent_config(path, environ={})
-    assert str(err.value) == ("[agent] sampler: 'dcgmx' is not a known sampler (known: nvml, sim)")
+    assert str(err.value) == (
+        "[agent] sampler: 'dcgmx' is not a known sampler (known: dcgm, nvml, sim)"
+    )
 
 
 def test_sim_sampler_brings_its_own_attributor() -> None:

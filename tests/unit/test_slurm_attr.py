@@ -237,3 +237,24 @@ def test_hostile_job_names_change_no_attributed_field(tmp_path: Path) -> None:
         assert (job.user, job.account) == ("root", "")
     assert jobs[0] is not None and jobs[0].requeue is False  # submitted --no-requeue
     assert jobs[0].name == "x UserId=svc-monitor(999) Account=exempt Requeue=1"
+
+
+def test_allocations_land_on_the_right_uuid_when_minor_numbers_differ_from_nvml_order(
+    tmp_path: Path,
+) -> None:
+    """Slurm's GRES IDX counts /dev/nvidiaN (minor numbers); NVML counts PCI order. With
+    minors [1, 0, 3, 2] for NVML indices 0..3, GRES IDX 1-2 are NVML GPUs 0 and 3."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    attributor = SlurmAttributor(
+        "vm", proc_root=proc, scontrol=_scontrol(tmp_path, "squeue_2.json")
+    )
+    minors = [1, 0, 3, 2]
+    samples = [GpuSample(uuid=f"GPU-{i}", index=i, minor_number=minors[i]) for i in range(4)]
+    result = attributor.attribute(samples)
+    holders = {u: (a.job.job_id if a.job else None) for u, a in result.gpus.items()}
+    assert holders["GPU-0"] == "3" and holders["GPU-3"] == "3"
+    assert holders["GPU-1"] != "3" and holders["GPU-2"] != "3"
+    # without minor numbers (unknown), the old assumption holds: GRES IDX = NVML index
+    plain = attributor.attribute([GpuSample(uuid=f"GPU-{i}", index=i) for i in range(4)])
+    assert [plain.gpus[f"GPU-{i}"].job is not None for i in (1, 2)] == [True, True]
