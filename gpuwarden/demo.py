@@ -44,6 +44,22 @@ class DemoOptions:
     listen: str = "127.0.0.1:0"
 
 
+def demo_policy(opts: DemoOptions) -> Policy:
+    """Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
+    windows short enough to show within a minute. ``gpuwarden replay`` of an exported demo
+    run with this policy gives the demo's decisions."""
+    return Policy(
+        idle_window=opts.idle_window_s,
+        grace_period=0.0,
+        warnings=1,
+        warn_interval=max(opts.idle_window_s, 10.0),
+        underuse_window=max(4 * opts.idle_window_s, 60.0),
+        window=opts.report_interval_s,
+        max_gap=max(3 * opts.report_interval_s, 10.0),
+        enforce=False,
+    )
+
+
 async def run_demo(opts: DemoOptions) -> int:
     tmp: str | None = None
     if opts.state_dir is None:
@@ -61,21 +77,10 @@ async def run_demo(opts: DemoOptions) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
-    # windows short enough to show within a minute.
-    policy = Policy(
-        idle_window=opts.idle_window_s,
-        grace_period=0.0,
-        warnings=1,
-        warn_interval=max(opts.idle_window_s, 10.0),
-        underuse_window=max(4 * opts.idle_window_s, 60.0),
-        window=opts.report_interval_s,
-        max_gap=max(3 * opts.report_interval_s, 10.0),
-        enforce=False,
-    )
     attach_enforcement(
         collector,
-        policies=PolicySet(default=policy),
+        policies=PolicySet(default=demo_policy(opts)),
+        reorder_s=2 * opts.report_interval_s,
         executor=None,
         audit_jsonl=state_dir / "audit.jsonl",
         evaluate_interval_s=1.0,

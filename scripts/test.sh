@@ -8,6 +8,7 @@ cd "$root"
 ./scripts/bootstrap.sh
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && ./scripts/typecheck.sh
+echo "== mosquitto" && ./scripts/mosquitto-install.sh
 # Both test clusters: Debian's 22.05 and 25.11 beside it (built once into a cache outside
 # the clone: minutes the first time, nothing after), and pyslurm 25.11 built against it.
 trap './scripts/slurm-down.sh --slurm 25.11 || true; ./scripts/slurm-down.sh || true' EXIT
