@@ -14,7 +14,7 @@
 # Idempotent: when the cluster is already up with the same config, it does nothing; stale
 # daemons are stopped (and waited for) first. --ctld-only starts only slurmctld (after a
 # `slurm-down.sh --ctld-only`); running jobs survive the controller restart.
-# Needs root; works without systemd. See /work/shared/SLURM-LOCAL.md for why each line is here.
+# Needs root; works without systemd. The comments below say why each setting is there.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
