@@ -17,8 +17,9 @@ from gpuwarden.agent.window import WindowAggregator
 from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.rules import FindingKind
-from gpuwarden.common.types import GpuSample, WindowRecord
+from gpuwarden.common.types import WindowRecord
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid
+from tests.unit.test_nvml_identity import read
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CARD = default_gpu_uuid(0)
@@ -60,15 +61,6 @@ def _one_mig_card(fake_nvml: FakeNvmlState) -> list[str]:
     return slices
 
 
-def _sample(proc_root: Path) -> list[GpuSample]:
-    sampler = NvmlSampler(proc_root=proc_root)
-    sampler.open()
-    try:
-        return sampler.sample(1.0)
-    finally:
-        sampler.close()
-
-
 def test_three_mig_jobs_on_one_card_are_attributed_to_their_own_slices(
     fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
@@ -78,7 +70,7 @@ def test_three_mig_jobs_on_one_card_are_attributed_to_their_own_slices(
     fake_nvml.set(by_gi[3], mem_used_bytes=6 * GIB, processes=[(100, 6 * GIB)])
     fake_nvml.set(by_gi[4], mem_used_bytes=2 * GIB, processes=[(200, 2 * GIB)])
     proc = _proc_root(tmp_path, {100: 21, 200: 22})
-    samples = _sample(proc)
+    samples = read(proc)
     assert {s.uuid for s in samples} == set(by_gi.values())  # a MIG card is its slices
     assert gres_device_map(samples) == {0: (0, 3), 1: (0, 4), 2: (0, 5)}
 
@@ -107,7 +99,7 @@ def test_slices_are_attributed_by_allocation_alone_when_nothing_runs(
     attributor = SlurmAttributor(
         "vm", proc_root=proc, scontrol=_squeue(tmp_path, "squeue_mig.json")
     )
-    result = attributor.attribute(_sample(proc))
+    result = attributor.attribute(read(proc))
     owners = {gi: (result.gpus[u].job or None) for gi, u in by_gi.items()}
     assert {gi: j.job_id if j else None for gi, j in owners.items()} == {
         3: "21",
@@ -123,7 +115,7 @@ def test_without_the_caps_table_slices_are_attributed_only_through_their_process
     fake_nvml.set(by_gi[4], processes=[(200, GIB)])
     proc = _proc_root(tmp_path, {200: 22})
     (proc / MIG_MINORS).unlink()  # Slurm's order of the slices cannot be known
-    samples = _sample(proc)
+    samples = read(proc)
     assert gres_device_map(samples) is None
     attributor = SlurmAttributor(
         "vm", proc_root=proc, scontrol=_squeue(tmp_path, "squeue_mig.json")
