@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gpuwarden.common.types import GpuSample
+from gpuwarden.slurm.gres import gres_order
 
 
 def gres_index_map(samples: Iterable[GpuSample]) -> dict[int, int] | None:
@@ -21,13 +22,4 @@ def gres_index_map(samples: Iterable[GpuSample]) -> dict[int, int] | None:
     ``None`` when the order cannot be known: a GPU without a minor number (e.g. lost before
     it could be read), two GPUs with one minor number, or one index with two.
     """
-    minor_of: dict[int, int] = {}  # NVML index -> minor number
-    for s in samples:
-        if s.minor_number is None:
-            return None
-        if minor_of.setdefault(s.index, s.minor_number) != s.minor_number:
-            return None
-    if len(set(minor_of.values())) != len(minor_of):
-        return None
-    ranked = sorted(minor_of, key=minor_of.__getitem__)
-    return dict(enumerate(ranked))  # GRES index -> NVML index
+    return gres_order((s.index, s.minor_number) for s in samples)

@@ -11,6 +11,7 @@ from pathlib import Path
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
+from gpuwarden.collector.corroborate import Corroborator, SchedulerTrust, parse_networks
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
@@ -81,11 +82,30 @@ async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
         await asyncio.sleep(10.0)
 
 
-def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
+def build_executor(cfg: CollectorConfig, collector: Collector) -> ClusterExecutor:
+    """Acts only on what Slurm corroborates, with each node's GPU layout as its agent last
+    reported it; contacts a Dask scheduler only inside ``dask_trusted_networks`` or at the
+    address the worker's node connects from."""
     slurm = None
     if cfg.slurm_backend != "none":
         slurm = make_slurm_client(cfg.slurm_backend, timeout_s=cfg.slurm_timeout)
-    return ClusterExecutor(slurm, dask_timeout_s=cfg.dask_timeout)
+
+    def node_gpus(node: str) -> list[tuple[int, int | None]]:
+        state = collector.state.node(node)
+        if state is None:
+            return []
+        return [(g.latest.index, g.latest.minor_number) for g in state.gpus]
+
+    trust = SchedulerTrust(
+        networks=parse_networks(cfg.dask_trusted_networks),
+        node_address=collector.node_addresses.get,
+    )
+    return ClusterExecutor(
+        slurm,
+        dask_timeout_s=cfg.dask_timeout,
+        trust=trust,
+        corroborator=Corroborator(slurm, node_gpus) if slurm is not None else None,
+    )
 
 
 async def run_collector(
@@ -103,7 +123,7 @@ async def run_collector(
     enforcer = attach_enforcement(
         collector,
         policies=policies,
-        executor=build_executor(cfg),
+        executor=build_executor(cfg, collector),
         audit_jsonl=cfg.audit_path,
         evaluate_interval_s=cfg.evaluate_interval,
         actor=cfg.actor,
