@@ -84,6 +84,12 @@ class Enforcer:
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
 
+    def set_policies(self, policies: PolicySet) -> None:
+        """Take a reloaded policy (between two evaluations)."""
+        with self.lock:
+            self.policies = policies
+            self.engine.set_policies(policies)
+
     def add_listener(self, listener: AuditListener) -> None:
         """Subscribe to every audit record (called from a thread of its own; must not block
         for long, and what it raises is logged)."""

@@ -6,19 +6,21 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.corroborate import Corroborator, SchedulerTrust, parse_networks
-from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.validate import Limits
+from gpuwarden.common.config import ConfigError
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
 from gpuwarden.slurm import make_slurm_client
@@ -108,9 +110,31 @@ def build_executor(cfg: CollectorConfig, collector: Collector) -> ClusterExecuto
     )
 
 
+def _describe(policies: PolicySet) -> str:
+    modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
+    return "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition"
+
+
+async def _reload_policy(enforcer: Enforcer, load: Callable[[], PolicySet]) -> None:
+    """SIGHUP: read the policy again; a bad one is refused (logged, naming the key) and the
+    one in force is kept."""
+    try:
+        policies = await asyncio.to_thread(load)
+    except (ConfigError, OSError) as exc:
+        log.error("policy reload refused, keeping the policy in force: %s", exc)
+        return
+    await asyncio.to_thread(enforcer.set_policies, policies)
+    log.warning("policy reloaded; enforcement: %s", _describe(policies))
+
+
 async def run_collector(
-    cfg: CollectorConfig, policies: PolicySet | None = None, outputs: Outputs | None = None
+    cfg: CollectorConfig,
+    policies: PolicySet | None = None,
+    outputs: Outputs | None = None,
+    reload_policy: Callable[[], PolicySet] | None = None,
 ) -> None:
+    """Run until SIGTERM/SIGINT. ``reload_policy`` (re-reading the config file) is called
+    on SIGHUP; without it SIGHUP is logged and ignored."""
     policies = policies or PolicySet()
     collector = build_collector(cfg, outputs)
     stop = asyncio.Event()
@@ -130,11 +154,18 @@ async def run_collector(
         job_gone_after_s=cfg.job_gone_after,
     )
     collector.policy_source = lambda: enforcer.policies  # AdminService.GetPolicy
-    modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
-    log.warning(
-        "enforcement: %s",
-        "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition",
-    )
+    log.warning("enforcement: %s", _describe(policies))
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        if reload_policy is None:
+            log.warning("SIGHUP: no config file to reload the policy from; ignored")
+            return
+        task = asyncio.create_task(_reload_policy(enforcer, reload_policy))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
     if collector.munge_port:
