@@ -8,14 +8,7 @@ from typing import Any
 
 from gpuwarden.collector.corroborate import parse_networks
 from gpuwarden.common.address import split_host_port
-from gpuwarden.common.config import (
-    ConfigError,
-    build_section,
-    check_sections,
-    duration_field,
-    ranged,
-    read_toml,
-)
+from gpuwarden.common.config import duration_field, load_section, ranged
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +84,4 @@ def load_collector_config(
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> CollectorConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        doc = read_toml(path)
-        check_sections(doc, path)
-        table = doc.get("collector", {})
-        if not isinstance(table, dict):
-            raise ConfigError("[collector] must be a table")
-        data.update(table)
-    return build_section(CollectorConfig, "collector", data, environ, flags=overrides)
+    return load_section(CollectorConfig, "collector", path, environ, overrides)

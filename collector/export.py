@@ -1,7 +1,7 @@
 """``gpuwarden export``: the stored windows and jobs of a time range as a replay trace.
 
 Reads the collector's SQLite database through a read-only connection (safe beside a running
-collector) and writes JSON Lines in the replay contract (DESIGN.md): first one job line per
+collector) and writes JSON Lines in the replay format (docs/policy.md): first one job line per
 run of a job (a job id and its start time), then one sample line per stored GPU window,
 sorted by window end. Job facts (user, account, partition, QOS, name, batch, requeue, Dask
 worker, start) come from the facts the agents reported with the windows; a run's ``end`` is

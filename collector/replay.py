@@ -1,6 +1,6 @@
 """``gpuwarden replay``: a trace adapter in front of the collector's own :class:`Engine`.
 
-Trace lines (DESIGN.md's replay contract, parsed in :mod:`trace`) become the very records
+Trace lines (the replay format of docs/policy.md, parsed in :mod:`trace`) become the very records
 the live collector gets: a job line is an allocation known in advance (:meth:`Engine.on_job`),
 a sample line is a stored window of that GPU, attributed to the job that holds the GPU at that
 time, as the agent attributes it. The engine runs on a simulated clock (the trace's times)

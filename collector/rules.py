@@ -5,13 +5,13 @@ windows to one :class:`AllocationTracker` per allocation (a job and its GPUs) an
 :meth:`AllocationTracker.evaluate`, which is cheap (a few comparisons per GPU) and keeps
 bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``.
 
-Coverage rule (DESIGN.md: missing data is unknown, never idle). Per GPU, an *idle streak* is a
-run of report windows none of which is active. Only the part of a window that lies after the
-job's start + ``grace_period`` and after the previous window's end counts (overlaps are not
-counted twice). The streak's *covered time* is the sum of those parts: time with no report adds
-nothing. A gap between two windows longer than ``max_gap`` ends the streak (the GPU may have
-been busy while nobody was looking), and so does any active window, or an active window that
-arrives late. A window whose utilisation is unknown counts as a gap. The allocation is
+Coverage rule (missing data is unknown, never idle; docs/architecture.md). Per GPU, an *idle
+streak* is a run of report windows none of which is active. Only the part of a window that lies
+after the job's start + ``grace_period`` and after the previous window's end counts (overlaps
+are not counted twice). The streak's *covered time* is the sum of those parts: time with no
+report adds nothing. A gap between two windows longer than ``max_gap`` ends the streak (the GPU
+may have been busy while nobody was looking), and so does any active window, or an active window
+that arrives late. A window whose utilisation is unknown counts as a gap. The allocation is
 **idle** when every GPU has an idle streak whose covered time is at least ``idle_window`` and
 whose newest window ended at most ``max_gap`` before ``now`` (fresh data).
 """

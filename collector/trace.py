@@ -1,4 +1,4 @@
-"""Replay traces (JSON Lines, DESIGN.md's replay contract): parsing and checking of lines.
+"""Replay traces (JSON Lines, the replay format of docs/policy.md): parsing and checking of lines.
 
 Every line is hostile until checked: a malformed one raises :class:`TraceError` naming its
 line number and key. A job line becomes an :class:`Allocation`; a sample line becomes a

@@ -14,6 +14,7 @@ import grpc
 import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
+from gpuwarden.alerts import add_alerts_parser
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import (
     address_arg,
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_status_parser(sub)
+    add_alerts_parser(sub)
 
     ce = sub.add_parser(
         "certs",
