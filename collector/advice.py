@@ -56,10 +56,12 @@ def usage_findings(
     mean = util / dur
     gpus = tuple(refs)
     since = first * bucket_s
-    ev = evidence()
+    ev: list[tuple[GpuEvidence, ...]] = []  # built with the first finding: most checks find none
 
     def finding(kind: FindingKind, detail: str, code: str = "") -> Finding:
-        return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev)
+        if not ev:
+            ev.append(evidence())
+        return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev[0])
 
     prof = _profile_means(usages, need * len(usages))
     sm = prof[SM]
