@@ -88,9 +88,11 @@ def usage_findings(
         out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
     if any(r.uuid.startswith("MIG-") for r in gpus):
         return out  # already a MIG slice
+    if not any(u.any_active() for u in usages):
+        return out
     peaks = [u.peak_mem() for u in usages]
     known = [x for x in peaks if x is not None]
-    if len(known) < len(peaks) or not any(u.any_active() for u in usages):
+    if len(known) < len(peaks):
         return out
     if all(peak < total * p.mig_mem_pct / 100.0 for peak, total in known):
         worst = max(peak / total for peak, total in known)

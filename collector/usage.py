@@ -123,12 +123,14 @@ class UsageWindow:
 
     def peak_mem(self) -> tuple[int, int] | None:
         """(peak memory used, card memory) over the buckets kept; None when unknown."""
-        peak = max(
-            (b.mem_max_bytes for b in self.buckets if b.mem_max_bytes is not None), default=None
-        )
-        total = max(
-            (b.mem_total_bytes for b in self.buckets if b.mem_total_bytes is not None), default=None
-        )
+        peak: int | None = None
+        total: int | None = None
+        for b in self.buckets:  # one pass: checked every few windows of every job
+            used, card = b.mem_max_bytes, b.mem_total_bytes
+            if used is not None and (peak is None or used > peak):
+                peak = used
+            if card is not None and (total is None or card > total):
+                total = card
         if peak is None or not total:
             return None
         return peak, total
