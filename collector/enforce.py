@@ -77,6 +77,9 @@ class Enforcer:
         )
         self.listeners: list[AuditListener] = list(listeners)
         self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
+        # (job id, end) of every run that ended, e.g. to write its summary
+        self.run_end_listeners: list[Callable[[tuple[str, float]], None]] = []
+        self.run_ends: Fanout[tuple[str, float]] = Fanout(self.run_end_listeners)
         self.evaluations = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
@@ -146,6 +149,8 @@ class Enforcer:
                 if why is not None:
                     events.append(engine.on_action_result(decision, ActionOutcome(False, why)))
             out = [self._emit(e) for e in events]
+            for ended in engine.take_ended_runs():
+                self.run_ends.publish(ended)
             self.evaluations += 1
             return out
 
@@ -170,6 +175,7 @@ class Enforcer:
         if self.worker is not None:
             self.worker.close()
         self.fanout.close()
+        self.run_ends.close()
 
     def jobs(self) -> list[str]:
         return self.engine.jobs()
@@ -222,6 +228,8 @@ def attach_enforcement(
         job_gone_after_s=job_gone_after_s,
         reorder_s=reorder_s,
     )
+    collector.jobstats.policies = policies
+    enforcer.run_end_listeners.append(collector.jobstats.on_run_end)
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
 
