@@ -27,6 +27,7 @@ from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
 from gpuwarden.deploy.commands import add_deploy_parsers
 from gpuwarden.query.commands import add_audit_parser, add_status_parser
+from gpuwarden.query.jobstats_cmd import add_jobstats_parser, add_report_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_status_parser(sub)
+    add_jobstats_parser(sub)
+    add_report_parser(sub)
     add_alerts_parser(sub)
 
     ce = sub.add_parser(
