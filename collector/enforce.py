@@ -77,9 +77,9 @@ class Enforcer:
         )
         self.listeners: list[AuditListener] = list(listeners)
         self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
-        # (job id, end) of every run that ended, e.g. to write its summary
-        self.run_end_listeners: list[Callable[[tuple[str, float]], None]] = []
-        self.run_ends: Fanout[tuple[str, float]] = Fanout(self.run_end_listeners)
+        # (job id, start or 0, end) of every run that ended, e.g. to write its summary
+        self.run_end_listeners: list[Callable[[tuple[str, int, float]], None]] = []
+        self.run_ends: Fanout[tuple[str, int, float]] = Fanout(self.run_end_listeners)
         self.evaluations = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time

@@ -4,7 +4,8 @@
 time-weighted means, the peaks and the idle periods (runs of windows in which the GPU was
 reported but not active, gaps up to ``max_gap_s`` bridged, kept when at least
 ``min_idle_s`` long). The live collector writes this summary when a job run ends
-(:mod:`summaries`) and computes it on the fly for running jobs. :func:`waste_rows` adds
+(:mod:`summaries`); for running jobs a :class:`JobAccumulator` is fed each window as it is
+stored, so a summary costs nothing whatever the job's length. :func:`waste_rows` adds
 summaries up by user, account and partition for ``gpuwarden report``.
 """
 
@@ -52,7 +53,15 @@ class _Gpu:
                 self.idle_more += 1
         self.idle_start = None
 
-    def stats(self) -> GpuStats:
+    def stats(self, min_idle_s: float) -> GpuStats:
+        """The figures so far; an idle streak still open counts as a period to its end."""
+        idle = list(self.idle)
+        more = self.idle_more
+        if self.idle_start is not None and self.idle_end - self.idle_start >= min_idle_s:
+            if len(idle) < MAX_IDLE_PERIODS:
+                idle.append(IdlePeriod(self.idle_start, self.idle_end))
+            else:
+                more += 1
         return GpuStats(
             node=self.node,
             uuid=self.uuid,
@@ -69,46 +78,54 @@ class _Gpu:
             tensor_active_mean_pct=(
                 self.tensor_s / self.tensor_dur_s if self.tensor_dur_s > 0 else None
             ),
-            idle_periods=tuple(self.idle),
-            idle_periods_more=self.idle_more,
+            idle_periods=tuple(idle),
+            idle_periods_more=more,
         )
 
 
-def summarize(
-    job_id: str,
-    windows: Iterable[WindowRecord],
-    decisions: Sequence[AuditRecord] = (),
-    *,
-    active_util_pct: float = 5.0,
-    min_idle_s: float = 300.0,
-    max_gap_s: float = 60.0,
-    end: float | None = None,
-    source: str = "windows",
-) -> JobStats | None:
-    """The summary of ``job_id`` from its ``windows`` (oldest first; windows of other jobs
-    are skipped); None when there is none. ``end`` set: the job ended then."""
-    gpus: dict[tuple[str, str], _Gpu] = {}
-    job: JobInfo | None = None
-    first: float | None = None
-    last: float | None = None
-    cpu_s = cpu_dur_s = 0.0
-    for rec in windows:
+class JobAccumulator:
+    """One job's figures so far, window by window (oldest first; windows of other jobs are
+    skipped). :meth:`stats` gives the summary at any time, at no cost in the job's length."""
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        active_util_pct: float = 5.0,
+        min_idle_s: float = 300.0,
+        max_gap_s: float = 60.0,
+    ) -> None:
+        self.job_id = job_id
+        self.active_util_pct = active_util_pct
+        self.min_idle_s = min_idle_s
+        self.max_gap_s = max_gap_s
+        self.gpus: dict[tuple[str, str], _Gpu] = {}
+        self.job: JobInfo | None = None
+        self.first: float | None = None
+        self.last: float | None = None
+        self.cpu_s = 0.0
+        self.cpu_dur_s = 0.0
+
+    def add(self, rec: WindowRecord) -> None:
         w = rec.gpu
-        if w.job is None or w.job.job_id != job_id:
-            continue
-        job = w.job
+        if w.job is None or w.job.job_id != self.job_id:
+            return
+        job = self.job = w.job
         dur = max(0.0, rec.window_end - rec.window_start)
-        first = rec.window_start if first is None else min(first, rec.window_start)
-        last = rec.window_end if last is None else max(last, rec.window_end)
-        g = gpus.get((rec.node, w.uuid))
+        if self.first is None or rec.window_start < self.first:
+            self.first = rec.window_start
+        if self.last is None or rec.window_end > self.last:
+            self.last = rec.window_end
+        g = self.gpus.get((rec.node, w.uuid))
         if g is None:
-            g = gpus[(rec.node, w.uuid)] = _Gpu(rec.node, w.uuid, w.index, w.name)
+            g = self.gpus[(rec.node, w.uuid)] = _Gpu(rec.node, w.uuid, w.index, w.name)
         if job.cpu_util_pct is not None:
-            cpu_s += job.cpu_util_pct * dur
-            cpu_dur_s += dur
+            self.cpu_s += job.cpu_util_pct * dur
+            self.cpu_dur_s += dur
+        min_idle_s = self.min_idle_s
         if "gpu_lost" in w.errors:
             g.close_idle(min_idle_s)
-            continue  # unknown: neither active nor idle
+            return  # unknown: neither active nor idle
         g.reported_s += dur
         mean = w.util_mean if w.util_mean is not None else w.util_max
         if mean is not None:
@@ -125,44 +142,77 @@ def summarize(
         if w.power_mean_w is not None:
             g.power_s += w.power_mean_w * dur
             g.power_dur_s += dur
-        sm = w.extra_mean.get("sm_active_pct")
-        if sm is not None:
-            g.sm_s += sm * dur
-            g.sm_dur_s += dur
-        tensor = w.extra_mean.get("tensor_active_pct")
-        if tensor is not None:
-            g.tensor_s += tensor * dur
-            g.tensor_dur_s += dur
+        if w.extra_mean:
+            sm = w.extra_mean.get("sm_active_pct")
+            if sm is not None:
+                g.sm_s += sm * dur
+                g.sm_dur_s += dur
+            tensor = w.extra_mean.get("tensor_active_pct")
+            if tensor is not None:
+                g.tensor_s += tensor * dur
+                g.tensor_dur_s += dur
         if w.util_max is None:
             g.close_idle(min_idle_s)
-        elif w.util_max >= active_util_pct:
+        elif w.util_max >= self.active_util_pct:
             g.active_s += dur
             g.close_idle(min_idle_s)
         else:
-            if g.idle_start is not None and rec.window_start - g.idle_end > max_gap_s:
+            if g.idle_start is not None and rec.window_start - g.idle_end > self.max_gap_s:
                 g.close_idle(min_idle_s)  # a gap in the reports: unknown, not idle
             if g.idle_start is None:
                 g.idle_start = rec.window_start
             g.idle_end = max(g.idle_end, rec.window_end)
-    if job is None:
-        return None
-    for g in gpus.values():
-        g.close_idle(min_idle_s)
-    return JobStats(
-        job_id=job_id,
-        user=job.user,
-        account=job.account,
-        partition=job.partition,
-        name=job.name,
-        state="ended" if end is not None else "running",
-        start=float(job.start_time) if job.start_time else first,
-        end=end,
-        last_seen=last,
-        cpu_util_mean_pct=cpu_s / cpu_dur_s if cpu_dur_s > 0 else None,
-        gpus=tuple(g.stats() for g in sorted(gpus.values(), key=lambda g: (g.node, g.index))),
-        decisions=tuple(sorted(decisions, key=lambda r: r.ts)),
-        source=source,
+
+    def stats(
+        self,
+        decisions: Sequence[AuditRecord] = (),
+        *,
+        end: float | None = None,
+        source: str = "windows",
+    ) -> JobStats | None:
+        """The summary so far (None: no window of the job yet); ``end`` set: it ended."""
+        job = self.job
+        if job is None:
+            return None
+        return JobStats(
+            job_id=self.job_id,
+            user=job.user,
+            account=job.account,
+            partition=job.partition,
+            name=job.name,
+            state="ended" if end is not None else "running",
+            start=float(job.start_time) if job.start_time else self.first,
+            end=end,
+            last_seen=self.last,
+            cpu_util_mean_pct=self.cpu_s / self.cpu_dur_s if self.cpu_dur_s > 0 else None,
+            gpus=tuple(
+                g.stats(self.min_idle_s)
+                for g in sorted(self.gpus.values(), key=lambda g: (g.node, g.index))
+            ),
+            decisions=tuple(sorted(decisions, key=lambda r: r.ts)),
+            source=source,
+        )
+
+
+def summarize(
+    job_id: str,
+    windows: Iterable[WindowRecord],
+    decisions: Sequence[AuditRecord] = (),
+    *,
+    active_util_pct: float = 5.0,
+    min_idle_s: float = 300.0,
+    max_gap_s: float = 60.0,
+    end: float | None = None,
+    source: str = "windows",
+) -> JobStats | None:
+    """The summary of ``job_id`` from its ``windows`` (oldest first; windows of other jobs
+    are skipped); None when there is none. ``end`` set: the job ended then."""
+    acc = JobAccumulator(
+        job_id, active_util_pct=active_util_pct, min_idle_s=min_idle_s, max_gap_s=max_gap_s
     )
+    for rec in windows:
+        acc.add(rec)
+    return acc.stats(decisions, end=end, source=source)
 
 
 def reclaimed_s(stats: JobStats, until: float) -> float:

@@ -339,6 +339,7 @@ class Collector:
         )
         self.audit: AuditSource | None = None
         self.jobstats = JobStatsSource(self.store)  # attach_enforcement gives it the policy
+        self.ingestor.listeners.append(self.jobstats.on_stored)
         self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
         self.undecodable = 0
@@ -402,6 +403,16 @@ class Collector:
         for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
+        self.add_background(self._summarize_forever, "jobstats")
+
+    async def _summarize_forever(self) -> None:
+        """Add stored windows to the running jobs' summaries, off the event loop."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.jobstats.drain)
+            except Exception:
+                log.exception("job summaries: adding windows failed; trying again")
 
     def _add_munge_port(self, server: grpc.aio.Server) -> int:
         """The researchers' port: server-authenticated TLS that asks for no client
