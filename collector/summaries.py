@@ -242,12 +242,26 @@ class JobStatsSource:
             if entry is not None and not entry.complete:
                 entry = self._rebuild(key, 0.0 if ended is None else ended + 1e-6)  # type: ignore[arg-type]
             stats = None if entry is None else entry.acc.stats()
+        if stats is None and summary is None:
+            with self._lock:  # running since before this collector started: rebuild once
+                stats = self._adopt(job_id)
         if stats is not None:
             since = 0.0 if ended is None else ended
             return dataclasses.replace(stats, decisions=tuple(self._decisions(job_id, since)))
-        if summary is not None:
-            return summary
-        return self.compute(job_id)
+        return summary
+
+    def _adopt(self, job_id: str) -> JobStats | None:
+        """Rebuild ``job_id`` from the store and keep accumulating it (lock held)."""
+        if len(self._live) >= MAX_LIVE_JOBS:
+            return self.compute(job_id)
+        entry = self._rebuild((job_id, 0), 0.0)
+        job = entry.acc.job
+        if job is None:
+            del self._live[(job_id, 0)]
+            return None
+        if job.start_time:
+            self._live[(job_id, job.start_time)] = self._live.pop((job_id, 0))
+        return entry.acc.stats()
 
     def running(self) -> list[JobStats]:
         """The summaries so far of the jobs running now."""
