@@ -264,7 +264,7 @@ def format_jobstats(s: JobStats, *, color: bool = False, tz: dt.tzinfo | None = 
         out.append("")
         out += _heading("Warnings and Actions", color)
         for r in s.decisions:
-            dry = " (dry run)" if r.dry_run else ""
+            dry = " (dry run)" if r.dry_run and r.outcome != "dry_run" else ""
             head = f"  {_clock(r.ts, tz)} {r.kind} {r.action} [{r.outcome}]{dry}"
             out.append(head)
             out += ["    " + x for x in wrap_words(r.detail, WIDTH - 4)] if r.detail else []
@@ -284,7 +284,8 @@ def jobstats_json(s: JobStats, tz: dt.tzinfo | None = None) -> dict[str, Any]:
 
 
 def format_waste(rows: Sequence[WasteRow], since: float, tz: dt.tzinfo | None = None) -> str:
-    """GPU-hours by user, account and partition, one table each."""
+    """GPU-hours by user, account and partition, one table each. Allocated time without
+    reports (an agent down) is neither active nor idle; ``idle %`` is of the reported time."""
     out = [f"GPU-hours since {_time(since, tz)}"]
     for by in ("user", "account", "partition"):
         part = [r for r in rows if r.by == by]
@@ -297,7 +298,8 @@ def format_waste(rows: Sequence[WasteRow], since: float, tz: dt.tzinfo | None = 
             f"{'reclaimed':>10} {'idle %':>7}"
         )
         for r in part:
-            idle_pct = f"{r.idle_h / r.allocated_h * 100:.0f}%" if r.allocated_h > 0 else "-"
+            reported = r.active_h + r.idle_h  # idle % of the reported time: unknown is not idle
+            idle_pct = f"{r.idle_h / reported * 100:.0f}%" if reported > 0 else "-"
             out.append(
                 f"{(r.key or '-')[:key_w]:<{key_w}} {r.jobs:>5} {r.allocated_h:>10.1f} "
                 f"{r.active_h:>9.1f} {r.idle_h:>9.1f} {r.reclaimed_h:>10.1f} {idle_pct:>7}"
