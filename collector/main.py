@@ -8,6 +8,7 @@ import signal
 import time
 
 from gpuwarden.collector.actions import ClusterExecutor
+from gpuwarden.collector.admin import attach_admin
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.outputs.config import Outputs
@@ -92,15 +93,17 @@ async def run_collector(
     await collector.start()
     collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
+    executor = build_executor(cfg)
     attach_enforcement(
         collector,
         policies=policies,
-        executor=build_executor(cfg),
+        executor=executor,
         audit_jsonl=cfg.audit_path,
         evaluate_interval_s=cfg.evaluate_interval,
         actor=cfg.actor,
         job_gone_after_s=cfg.job_gone_after,
     )
+    attach_admin(collector, policies=policies, executor=executor, audit_jsonl=cfg.audit_path)
     modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
     log.warning(
         "enforcement: %s",

@@ -18,13 +18,14 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gpuwarden.collector.admin import AdminActions, AdminServicer, Exemptions
 from gpuwarden.collector.ingest import Ingestor
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.state import ClusterState
-from gpuwarden.collector.store import Store
+from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
 from gpuwarden.common.convert import (
     audit_record_to_pb,
@@ -241,6 +242,8 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.exemptions = Exemptions(connect(db_path))
+        self.admin: AdminActions | None = None  # set by collector.admin.attach_admin
         self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
         self.undecodable = 0
@@ -268,6 +271,7 @@ class Collector:
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
+        pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
             if self.tls is None:
@@ -288,7 +292,12 @@ class Collector:
             )
         await server.start()
         self._server = server
-        for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
+        for name in (
+            "",
+            "gpuwarden.v1.AgentService",
+            "gpuwarden.v1.QueryService",
+            "gpuwarden.v1.AdminService",
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
 
@@ -309,6 +318,9 @@ class Collector:
         await self.ingestor.stop()
         await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
         await asyncio.to_thread(self.notifiers.stop)
+        if self.admin is not None:
+            self.admin.close()
+        self.exemptions.close()
         self.store.close()
 
     @property
@@ -356,6 +368,11 @@ class Collector:
             nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
+
+    def is_exempt(self, job_id: str, now: float) -> str | None:
+        """Why detection must leave ``job_id`` alone at ``now`` (an admin exempted it), or
+        None: the engine's hook, safe from any thread."""
+        return self.exemptions.is_exempt(job_id, now)
 
     def live_view(self) -> LiveView:
         """What exporters render at scrape time."""

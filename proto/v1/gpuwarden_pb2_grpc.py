@@ -297,3 +297,75 @@ class QueryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RequestAction = channel.unary_unary(
+                '/gpuwarden.v1.AdminService/RequestAction',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def RequestAction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RequestAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestAction,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gpuwarden.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gpuwarden.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def RequestAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.AdminService/RequestAction',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
