@@ -26,6 +26,7 @@ from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
 from gpuwarden.deploy.commands import add_deploy_parsers
 from gpuwarden.query.commands import add_audit_parser, add_status_parser
+from gpuwarden.tui.command import add_top_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     add_status_parser(sub)
+    add_top_parser(sub)
 
     ce = sub.add_parser(
         "certs",

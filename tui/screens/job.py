@@ -53,8 +53,13 @@ class JobScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Action keys exist for admins only: a reader neither sees nor can press them."""
-        if action == "act":
-            return self.top.role == "admin"
+        if action != "act":
+            return True
+        if self.top.role != "admin":
+            return False
+        if parameters and parameters[0] == "release_dask_worker":
+            row = self.top.model.job(self.job_id)
+            return row is not None and row.dask  # only a Dask worker can be released
         return True
 
     def compose(self) -> ComposeResult:
@@ -145,6 +150,7 @@ class JobScreen(Screen[None]):
         self.query_one("#advice", Static).update(
             "\n".join(advice) or "no advice: the collector found nothing to say about this job"
         )
+        self.refresh_bindings()
         trail = Text("\n").join(record_line(r) for r in records[:30])
         self.query_one("#trail", Static).update(trail or Text("no records", "dim"))
 

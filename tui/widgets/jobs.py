@@ -54,7 +54,7 @@ def row_cells(r: JobRow) -> list[str]:
         _fit(str(r.gpus) + ("d" if r.dask else ""), 4, right=True),
         _fit(state, 6),
         _fit(util, 4, right=True),
-        _fit(f"{r.waste_gpu_h:.1f}", 6, right=True),
+        _fit(f"{r.waste_gpu_h:.2f}" if r.waste_gpu_h < 100 else f"{r.waste_gpu_h:.0f}", 6, True),
         _fit(age(r.age_s), 4, right=True),
     ]
 

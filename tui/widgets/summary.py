@@ -59,4 +59,6 @@ class Feed(Static):
         if not records:
             self.update(Text("no findings or actions yet", "dim"))
             return
-        self.update(Text("\n").join(record_line(r) for r in records[:height]))
+        text = Text("\n").join(record_line(r) for r in records[:height])
+        text.no_wrap, text.overflow = True, "ellipsis"  # one record, one line
+        self.update(text)
