@@ -60,13 +60,14 @@ class TopApp(App[None]):
         self.min_render_s = min_render_s
         self.connected = False
         self.banner = f"connecting to the collector at {cfg.collector} ..."
-        self.client = QueryClient.from_config(cfg)
+        self.client: QueryClient  # made in on_mount: a gRPC channel belongs to the running loop
         self.renders = 0
         self._last_render = 0.0
         self._render_timer_set = False
         self.theme = THEMES.get(theme, theme)
 
     def on_mount(self) -> None:
+        self.client = QueryClient.from_config(self.cfg)
         self.push_screen(MainScreen())
         self.watch_collector()
 
