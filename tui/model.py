@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gpuwarden.common.types import AuditRecord, NodeState
-from gpuwarden.query.views import GpuUse, GpuView, NodeView, count_gpus, node_view
+from gpuwarden.common.types import AuditRecord, JobInfo, NodeState
+from gpuwarden.query.views import GpuCounts, GpuUse, GpuView, NodeView, count_gpus, node_view
 
 ENFORCING_ACTIONS = frozenset({"release_dask_worker", "requeue", "requeuehold", "cancel"})
 FINDING_KINDS = frozenset({"idle", "partly_idle", "underused", "advice"})
@@ -114,6 +114,46 @@ class JobFilter:
         return all(w in hay for w in self.words)
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One job's GPUs on one node, worked out once when the node's state arrives."""
+
+    job_id: str
+    user: str
+    account: str
+    partition: str
+    node: str
+    uses: tuple[GpuUse, ...]
+    utils: tuple[float, ...]
+    start_time: int
+    dask: bool
+
+
+def _parts(node: NodeState, view: NodeView) -> list[_Part]:
+    jobs: dict[str, JobInfo] = {}
+    held: dict[str, list[GpuView]] = {}
+    for state, g in zip(sorted(node.gpus, key=lambda s: (s.latest.index, s.latest.uuid)),
+                        view.gpus, strict=True):  # fmt: skip
+        job = state.latest.job
+        if job is not None:
+            jobs.setdefault(job.job_id, job)
+            held.setdefault(job.job_id, []).append(g)
+    return [
+        _Part(
+            job_id=job_id,
+            user=gpus[0].user,
+            account=gpus[0].account,
+            partition=gpus[0].partition,
+            node=view.node,
+            uses=tuple(g.use for g in gpus),
+            utils=tuple(g.util_max_pct for g in gpus if g.util_max_pct is not None),
+            start_time=jobs[job_id].start_time,
+            dask=jobs[job_id].is_dask_worker,
+        )
+        for job_id, gpus in held.items()
+    ]
+
+
 def _job_state(uses: Sequence[GpuUse]) -> str:
     kinds = set(uses)
     if len(kinds) == 1:
@@ -165,6 +205,11 @@ class Dashboard:
         self._idle_s_by_day: dict[float, float] = {}
         self._finding_waste_s: dict[str, float] = {}
         self._rows: list[JobRow] | None = None  # cache, dropped by every change
+        self._parts: dict[str, list[_Part]] = {}
+        self._job_nodes: dict[str, set[str]] = {}
+        self._row_by_job: dict[str, JobRow] = {}
+        self._dirty: set[str] = set()  # jobs whose row must be built again
+        self._counts: dict[str, GpuCounts] = {}
         self.updates = 0
 
     # -- feeding ---------------------------------------------------------------------------
@@ -178,6 +223,14 @@ class Dashboard:
         self.raw[event.node] = event
         view = node_view(event, now)
         self.nodes[event.node] = view
+        for part in self._parts.get(event.node, ()):
+            self._dirty.add(part.job_id)
+            self._job_nodes.get(part.job_id, set()).discard(event.node)
+        self._parts[event.node] = _parts(event, view)
+        for part in self._parts[event.node]:
+            self._dirty.add(part.job_id)
+            self._job_nodes.setdefault(part.job_id, set()).add(event.node)
+        self._counts[event.node] = count_gpus(view.gpus)
         for g in view.gpus:
             last = self._last_end.get(g.uuid)
             self._last_end[g.uuid] = max(g.window_end, last or 0.0)
@@ -200,6 +253,7 @@ class Dashboard:
     def add_record(self, r: AuditRecord) -> None:
         self.feed.insert(0, r)
         del self.feed[MAX_FEED:]
+        self._dirty.add(r.job_id)
         by_job = self.records_by_job.setdefault(r.job_id, [])
         by_job.insert(0, r)
         del by_job[100:]
@@ -220,45 +274,41 @@ class Dashboard:
                 yield name, g
 
     def jobs(self) -> list[JobRow]:
-        """One row per job on the cluster now (cached until the next change)."""
-        if self._rows is not None:
+        """One row per job on the cluster now; only the rows of jobs that changed since the
+        last call are built again."""
+        if self._rows is not None and not self._dirty:
             return self._rows
-        by_job: dict[str, list[tuple[str, GpuView]]] = {}
-        for name, g in self.gpus():
-            if g.job_id:
-                by_job.setdefault(g.job_id, []).append((name, g))
-        rows = []
-        for job_id, held in by_job.items():
-            first = held[0][1]
-            job = next(
-                (gs.latest.job for gs in self.raw[held[0][0]].gpus if gs.latest.uuid == first.uuid),
-                None,
-            )
-            utils = [g.util_max_pct for _, g in held if g.util_max_pct is not None]
-            waste_s = max(
-                self._idle_s_by_job.get(job_id, 0.0), self._finding_waste_s.get(job_id, 0.0)
-            )
-            newest = self.records_by_job.get(job_id, [])
-            rows.append(
-                JobRow(
-                    job_id=job_id,
-                    user=first.user,
-                    account=first.account,
-                    partition=first.partition,
-                    nodes=tuple(dict.fromkeys(n for n, _ in held)),
-                    gpus=len(held),
-                    state=_job_state([g.use for _, g in held]),
-                    age_s=(max(0.0, self.now - job.start_time) if job and job.start_time else None),
-                    util_pct=sum(utils) / len(utils) if utils else None,
-                    waste_gpu_h=waste_s / 3600.0,
-                    dask=bool(job and job.is_dask_worker),
-                    exempt=any(
-                        r.action == "exempt" and r.outcome == "exempted" for r in newest[:5]
-                    ),
-                )
-            )
-        self._rows = rows
-        return rows
+        for job_id in self._dirty:
+            nodes = self._job_nodes.get(job_id)
+            if not nodes:
+                self._job_nodes.pop(job_id, None)
+                self._row_by_job.pop(job_id, None)
+                continue
+            parts = [p for n in sorted(nodes) for p in self._parts[n] if p.job_id == job_id]
+            self._row_by_job[job_id] = self._row(job_id, parts)
+        self._dirty.clear()
+        self._rows = list(self._row_by_job.values())
+        return self._rows
+
+    def _row(self, job_id: str, parts: list[_Part]) -> JobRow:
+        first = parts[0]
+        utils = [u for p in parts for u in p.utils]
+        waste_s = max(self._idle_s_by_job.get(job_id, 0.0), self._finding_waste_s.get(job_id, 0.0))
+        newest = self.records_by_job.get(job_id, ())
+        return JobRow(
+            job_id=job_id,
+            user=first.user,
+            account=first.account,
+            partition=first.partition,
+            nodes=tuple(p.node for p in parts),
+            gpus=sum(len(p.uses) for p in parts),
+            state=_job_state([u for p in parts for u in p.uses]),
+            age_s=max(0.0, self.now - first.start_time) if first.start_time else None,
+            util_pct=sum(utils) / len(utils) if utils else None,
+            waste_gpu_h=waste_s / 3600.0,
+            dask=any(p.dask for p in parts),
+            exempt=any(r.action == "exempt" and r.outcome == "exempted" for r in newest[:5]),
+        )
 
     def rows(
         self, flt: JobFilter | None = None, key: SortKey = SortKey.WASTE, reverse: bool = False
@@ -275,14 +325,14 @@ class Dashboard:
         return [(n, g) for n, g in self.gpus() if g.job_id == job_id]
 
     def figures(self) -> Figures:
-        counts = count_gpus(g for _, g in self.gpus())
+        per_node = list(self._counts.values())
         today = _midnight(self.now) if self.now else 0.0
         reclaimed_s = sum(
             len(r.gpus) * max(0.0, self.now - max(r.ts, today))
             for r in self.feed
             if r.outcome == "done" and r.action in ENFORCING_ACTIONS
         )
-        on_cluster = {g.job_id for _, g in self.gpus() if g.job_id}
+        on_cluster = {p.job_id for parts in self._parts.values() for p in parts}
         open_findings = sum(
             1
             for job_id in on_cluster
@@ -294,10 +344,10 @@ class Dashboard:
         idle_today_s = self._idle_s_by_day.get(today, 0.0)
         finding_today_s = sum(self._finding_waste_s.get(j, 0.0) for j in on_cluster)
         return Figures(
-            gpus=counts.gpus,
-            allocated=sum(1 for _, g in self.gpus() if g.job_id),
-            active=counts.busy,
-            idle=counts.idle + counts.empty,
+            gpus=sum(c.gpus for c in per_node),
+            allocated=sum(len(p.uses) for parts in self._parts.values() for p in parts),
+            active=sum(c.busy for c in per_node),
+            idle=sum(c.idle + c.empty for c in per_node),
             idle_gpu_h_today=max(idle_today_s, finding_today_s) / 3600.0,
             reclaimed_gpu_h=reclaimed_s / 3600.0,
             open_findings=open_findings,

@@ -32,6 +32,7 @@ class MainScreen(Screen[None]):
         self.reverse = False
         self.filter = JobFilter()
         self.filter_text = ""
+        self.banner_text = ""
 
     @property
     def top(self) -> TopApp:
@@ -63,8 +64,10 @@ class MainScreen(Screen[None]):
         model = app.model
         self.query_one(Header).show(model.figures(), app.connected)
         banner = self.query_one("#banner", Static)
-        banner.display = not app.connected
-        banner.update(app.banner)
+        if banner.display != (not app.connected) or app.banner != self.banner_text:
+            self.banner_text = app.banner
+            banner.display = not app.connected
+            banner.update(app.banner)
         self.query_one(GpuGrid).show([model.nodes[n] for n in sorted(model.nodes)])
         rows = model.rows(self.filter, self.sort_key, self.reverse)
         title = header_text(self.sort_key, self.reverse)

@@ -79,12 +79,15 @@ class GpuGrid(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.nodes: list[NodeView] = []
         self._cards: list[list[Card]] = []
+        self._views: list[NodeView] = []
         self.name_width = 6
         self.cell_width = MAX_CELL
 
     def show(self, nodes: list[NodeView]) -> None:
         self.nodes = nodes
-        self._cards = [cards(n) for n in nodes]
+        cache = {id(v): c for v, c in zip(self._views, self._cards, strict=True)}
+        self._views = list(nodes)  # the views the cards were cut from (kept alive for id())
+        self._cards = [cache.get(id(n)) or cards(n) for n in nodes]
         self.name_width = max((len(n.node) for n in nodes), default=4) + 1
         most = max((len(c) for c in self._cards), default=1) or 1
         room = max(self.size.width - self.name_width, MIN_CELL)

@@ -47,15 +47,25 @@ def record_line(r: AuditRecord) -> Text:
 
 
 class Header(Static):
+    shown: tuple[Figures, bool] | None = None
+
     def show(self, f: Figures, connected: bool) -> None:
-        self.update(figures_text(f, connected))
+        if self.shown != (f, connected):  # an unchanged header costs no layout
+            self.shown = (f, connected)
+            self.update(figures_text(f, connected))
 
 
 class Feed(Static):
     """The newest findings and actions, newest at the top."""
 
+    shown: tuple[int, int, int] | None = None
+
     def show(self, records: list[AuditRecord]) -> None:
         height = max(1, self.size.height or 5)
+        key = (id(records[0]) if records else 0, len(records), height)
+        if self.shown == key:
+            return
+        self.shown = key
         if not records:
             self.update(Text("no findings or actions yet", "dim"))
             return
