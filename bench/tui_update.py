@@ -72,8 +72,7 @@ def serve(nodes: int, gpus: int, seconds: float, port_q: Any, go: MpEvent, out_q
         for n, name in enumerate(names):  # the cluster exists before the dashboard starts
             await c.ingestor.submit(_report(name, n, 1, gpus, time.time()))
         port_q.put(c.port)
-        while not go.is_set():
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(go.wait)
         start = time.monotonic()
         seq = 1
         late = 0
@@ -198,9 +197,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     port_q, out_q = ctx.Queue(), ctx.Queue()
     go = ctx.Event()
-    child = ctx.Process(
-        target=serve, args=(args.nodes, args.gpus, args.seconds, port_q, go, out_q)
-    )
+    child = ctx.Process(target=serve, args=(args.nodes, args.gpus, args.seconds, port_q, go, out_q))
     child.start()
     port = port_q.get(timeout=300)
     r = asyncio.run(follow(port, go, args.seconds, (args.width, args.height)))
@@ -212,16 +209,27 @@ def main() -> None:
         f"{produced['seconds']} s; collector stored {produced['stored']} reports "
         f"({produced['late_seconds']} s where the producer ran late)"
     )
-    print(f"dashboard {args.width}x{args.height}: {r['received']} events in {r['elapsed']:.1f} s "
-          f"= {per_s:.0f}/s, {r['renders']} re-renders, {r['nodes_seen']} nodes shown")  # fmt: skip
-    print(f"apply one event to the model: mean {r['apply_ms'][0]:.3f} ms, p99 {r['apply_ms'][1]:.3f} ms")  # fmt: skip
+    print(
+        f"dashboard {args.width}x{args.height}: {r['received']} events in {r['elapsed']:.1f} s "
+        f"= {per_s:.0f}/s, {r['renders']} re-renders, {r['nodes_seen']} nodes shown"
+    )
+    print(
+        f"apply one event to the model: mean {r['apply_ms'][0]:.3f} ms, "
+        f"p99 {r['apply_ms'][1]:.3f} ms"
+    )
     print(f"re-render (show): mean {r['show_ms'][0]:.1f} ms, p99 {r['show_ms'][1]:.1f} ms")
-    print(f"Textual layout + paint per re-render: mean {r['paint_ms'][0]:.1f} ms, "
-          f"p99 {r['paint_ms'][1]:.1f} ms")  # fmt: skip
-    print(f"one update cycle (show + paint): mean {r['cycle_ms'][0]:.1f} ms, "
-          f"p99 {r['cycle_ms'][1]:.1f} ms (target < 50 ms)")  # fmt: skip
-    print(f"screen staleness when drawn: p50 {r['stale_s'][0]:.2f} s, p99 {r['stale_s'][1]:.2f} s, "
-          f"max {r['stale_s'][2]:.2f} s (window end -> on screen)")  # fmt: skip
+    print(
+        f"Textual layout + paint per re-render: mean {r['paint_ms'][0]:.1f} ms, "
+        f"p99 {r['paint_ms'][1]:.1f} ms"
+    )
+    print(
+        f"one update cycle (show + paint): mean {r['cycle_ms'][0]:.1f} ms, "
+        f"p99 {r['cycle_ms'][1]:.1f} ms (target < 50 ms)"
+    )
+    print(
+        f"screen staleness when drawn: p50 {r['stale_s'][0]:.2f} s, p99 {r['stale_s'][1]:.2f} s, "
+        f"max {r['stale_s'][2]:.2f} s (window end -> on screen)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,14 @@ def job(job_id: str, user: str, account: str, partition: str, **kw: Any) -> JobI
 ALICE = job("7001", "alice", "physics", "gpu", requeue=True)
 BOB = job("7002", "bob", "chem", "gpu")
 CAROL = job("7003", "carol", "bio", "long", requeue=True)
-DAVE = job("7004", "dave", "physics", "debug", dask_scheduler="tcp://10.0.0.9:8786",
-           dask_worker="SLURMCluster-1")  # fmt: skip
+DAVE = job(
+    "7004",
+    "dave",
+    "physics",
+    "debug",
+    dask_scheduler="tcp://10.0.0.9:8786",
+    dask_worker="SLURMCluster-1",
+)
 ERIN = job("7005", "erin", "astro", "mig")
 FRANK = job("7006", "frank", "astro", "mig")
 BOB2 = job("7007", "bob", "chem", "gpu")
@@ -113,8 +119,16 @@ def fixed_time(hour: int, minute: int = 0) -> float:
     return today.timestamp()
 
 
-def record(job_id: str, ts: float, kind: str, action: str, outcome: str, detail: str,
-           gpus: tuple[str, ...], since: float | None = None) -> AuditRecord:  # fmt: skip
+def record(
+    job_id: str,
+    ts: float,
+    kind: str,
+    action: str,
+    outcome: str,
+    detail: str,
+    gpus: tuple[str, ...],
+    since: float | None = None,
+) -> AuditRecord:
     evidence: dict[str, Any] = {"policy": {"enforce": False}}
     if since is not None:
         evidence["finding"] = {"kind": kind, "code": "", "since_ts": since}
@@ -141,13 +155,41 @@ async def fill(c: Collector) -> None:
     log = AuditLog(conn=connect(c.store.path))
     carol = ("GPU-gpu02-0", "GPU-gpu02-1")
     nine = fixed_time(9)
-    log.append(record("7003", nine, "idle", "warn", "warned", "idle for 30 min, warning 1 of 2",
-                      carol, since=nine - 3600))  # fmt: skip
-    log.append(record("7003", nine + 60, "idle", "requeue", "dry_run",
-                      "dry run: would requeue", carol, since=nine - 3600))  # fmt: skip
-    log.append(record("7002", nine + 120, "advice", "none", "reported",
-                      "memory held while idle: GPU 2 holds 10 GiB at 0 % utilisation",
-                      ("GPU-gpu01-2",)))  # fmt: skip
+    log.append(
+        record(
+            "7003",
+            nine,
+            "idle",
+            "warn",
+            "warned",
+            "idle for 30 min, warning 1 of 2",
+            carol,
+            since=nine - 3600,
+        )
+    )
+    log.append(
+        record(
+            "7003",
+            nine + 60,
+            "idle",
+            "requeue",
+            "dry_run",
+            "dry run: would requeue",
+            carol,
+            since=nine - 3600,
+        )
+    )
+    log.append(
+        record(
+            "7002",
+            nine + 120,
+            "advice",
+            "none",
+            "reported",
+            "memory held while idle: GPU 2 holds 10 GiB at 0 % utilisation",
+            ("GPU-gpu01-2",),
+        )
+    )
     log.close()
     c.audit = AuditQuery(c.store.path)
     attach_admin(
