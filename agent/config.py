@@ -9,16 +9,10 @@ from typing import Any
 
 from gpuwarden.agent.sampler import SAMPLERS, unknown_sampler_message
 from gpuwarden.common.address import split_host_port
-from gpuwarden.common.config import (
-    ConfigError,
-    build_section,
-    check_sections,
-    duration_field,
-    ranged,
-    read_toml,
-)
+from gpuwarden.common.config import duration_field, load_section, ranged
 
 SLURM_MODES = ("auto", "on", "off")
+SLURM_BACKENDS = ("auto", "cli", "pyslurm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +34,7 @@ class AgentConfig:
     slurm: str = "auto"
     proc_root: Path = Path("/proc")
     scontrol: str = "scontrol"
+    slurm_backend: str = "auto"  # how the node's jobs are listed: pyslurm where it matches
     slurm_cache_ttl: float = duration_field(10.0)
     slurm_timeout: float = duration_field(3.0, minimum=0.1)
     sim_gpus: int = ranged(4, minimum=1, maximum=64)
@@ -51,6 +46,10 @@ class AgentConfig:
             raise ValueError(unknown_sampler_message(self.sampler))
         if self.slurm not in SLURM_MODES:
             raise ValueError(f"slurm: {self.slurm!r} is not one of {', '.join(SLURM_MODES)}")
+        if self.slurm_backend not in SLURM_BACKENDS:
+            raise ValueError(
+                f"slurm_backend: {self.slurm_backend!r} is not one of {', '.join(SLURM_BACKENDS)}"
+            )
         if self.report_interval < self.sample_interval:
             raise ValueError(
                 f"report_interval ({self.report_interval:g} s) is shorter than "
@@ -76,12 +75,4 @@ def load_agent_config(
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> AgentConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        doc = read_toml(path)
-        check_sections(doc, path)
-        table = doc.get("agent", {})
-        if not isinstance(table, dict):
-            raise ConfigError("[agent] must be a table")
-        data.update(table)
-    return build_section(AgentConfig, "agent", data, environ, flags=overrides)
+    return load_section(AgentConfig, "agent", path, environ, overrides)

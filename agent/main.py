@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from gpuwarden.agent.attribution import Attributor, NoAttribution
@@ -18,6 +21,7 @@ from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_node
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
+from gpuwarden.slurm import SlurmJob
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,30 @@ def build_sampler_and_attributor(cfg: AgentConfig) -> tuple[Sampler, Attributor]
         scontrol=cfg.scontrol,
         cache_ttl_s=cfg.slurm_cache_ttl,
         timeout_s=cfg.slurm_timeout,
+        jobs_source=pyslurm_jobs_source(cfg),
     )
+
+
+def pyslurm_jobs_source(cfg: AgentConfig) -> Callable[[], list[SlurmJob]] | None:
+    """This node's jobs through pyslurm when ``slurm_backend`` allows it and pyslurm matches
+    the Slurm (else None: the attributor runs ``squeue --json``). ConfigError when
+    ``slurm_backend = "pyslurm"`` and pyslurm cannot be used."""
+    if cfg.slurm_backend == "cli":
+        return None
+    from gpuwarden.slurm import PyslurmClient, make_slurm_client
+
+    try:
+        client = make_slurm_client(
+            cfg.slurm_backend,
+            timeout_s=cfg.slurm_timeout,
+            bin_dir=os.path.dirname(cfg.scontrol) or None,  # noqa: PTH120
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[agent] slurm_backend: {exc}") from None
+    if not isinstance(client, PyslurmClient):
+        return None
+    log.info("slurm: the node's jobs come from pyslurm")
+    return functools.partial(client.node_jobs, cfg.node_name)
 
 
 def preflight(cfg: AgentConfig) -> None:

@@ -13,7 +13,10 @@ with no process on the node, state changes), and never more often than every
 ``cache_ttl_s``. A failure is kept for ``cache_ttl_s`` too, so a controller outage costs at
 most one timeout per TTL; while it lasts, ``slurm.available`` is False and only what
 ``/proc`` tells is reported. A job record Slurm prints that cannot be read is skipped and
-counted (``skipped_records``); it never blanks the node's other jobs.
+counted (``skipped_records``); it never blanks the node's other jobs. ``jobs_source``
+replaces ``squeue --json`` with another way of listing the node's jobs (the agent passes
+pyslurm's, ``PyslurmClient.node_jobs``, where pyslurm matches the Slurm); it raises
+SlurmError when Slurm cannot be asked.
 
 Each job's CPU use (all its processes on this node, data loaders included, not only those on
 a GPU) is measured between two calls from ``/proc/PID/stat`` and reported as a percentage
@@ -42,6 +45,7 @@ from gpuwarden.slurm import (
     SlurmRunner,
     validate_node_name,
 )
+from gpuwarden.slurm.parsed import ParsedJobs
 from gpuwarden.slurm.squeue import read_squeue_jobs
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,7 @@ class SlurmAttributor:
         *,
         squeue: str | None = None,
         refresh_s: float | None = None,
+        jobs_source: Callable[[], Sequence[SlurmJob]] | None = None,
     ) -> None:
         validate_node_name(node)
         if cache_ttl_s < 0:
@@ -104,6 +109,7 @@ class SlurmAttributor:
         self.node = node
         self.cache_ttl_s = cache_ttl_s
         self.refresh_s = refresh_s
+        self.jobs_source = jobs_source
         self.runner = SlurmRunner(
             timeout_s=timeout_s, paths={"scontrol": scontrol, "squeue": squeue}
         )
@@ -254,11 +260,15 @@ class SlurmAttributor:
                 return snap
         new = _Snapshot(taken_at=now)
         try:
-            parsed = read_squeue_jobs(self.runner.output("squeue", "--json"))
+            if self.jobs_source is not None:
+                parsed = ParsedJobs(jobs=list(self.jobs_source()))
+            else:
+                parsed = read_squeue_jobs(self.runner.output("squeue", "--json"))
         except SlurmError as exc:
             new.error = str(exc)
         except ValueError as exc:
-            new.error = f"cannot read squeue --json output: {exc}"
+            what = "the job list" if self.jobs_source is not None else "squeue --json output"
+            new.error = f"cannot read {what}: {exc}"
         else:
             if parsed.skipped:
                 self.skipped_records += len(parsed.skipped)

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_trace import cluster_lines
 
 from gpuwarden.collector.policy import load_policy
-from gpuwarden.collector.replay import _open_lines, replay_lines
+from gpuwarden.collector.replay import replay_lines
+from gpuwarden.collector.replay_cli import open_lines
 
 
 def main() -> int:
@@ -40,7 +41,7 @@ def main() -> int:
             )
         policies = load_policy(None, {"window": float(args.window_s)})
         t = time.perf_counter()
-        replayer, summary = replay_lines(_open_lines(str(trace)), policies)
+        replayer, summary = replay_lines(open_lines(str(trace)), policies)
         elapsed = time.perf_counter() - t
     rate = summary.lines / elapsed
     week_lines = args.gpus * 7 * 86400 / args.window_s

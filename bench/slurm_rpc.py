@@ -19,6 +19,7 @@ the per-agent-minute figures and what ``--nodes`` agents would send.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import socket
@@ -29,6 +30,7 @@ from collections import Counter
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor
 from gpuwarden.common.types import GpuSample
+from gpuwarden.slurm import PyslurmClient, make_slurm_client
 
 _RPC_RE = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)", re.MULTILINE)
 _COUNTED = ("REQUEST_STATS_INFO", "REQUEST_RESET_STATS")  # sdiag's own
@@ -91,6 +93,7 @@ _QUERIES = frozenset(
         "REQUEST_NODE_INFO",
         "REQUEST_PARTITION_INFO",
         "REQUEST_FED_INFO",
+        "REQUEST_PING",  # the pyslurm backend pings before each query
     }
 )
 
@@ -115,6 +118,13 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="GPU jobs on the node (default 2)")
     ap.add_argument("--minutes", type=float, default=10.0, help="simulated minutes (after)")
     ap.add_argument("--nodes", type=int, default=1000, help="cluster size for the estimate")
+    ap.add_argument(
+        "--backend",
+        choices=("cli", "pyslurm"),
+        default="cli",
+        help="how the agent lists its node's jobs: squeue --json (cli) or pyslurm (needs a "
+        "pyslurm matching the Slurm)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0 or not os.environ.get("SLURM_CONF"):
         print("needs root and SLURM_CONF (sdiag --reset is an operator command)", file=sys.stderr)
@@ -131,7 +141,14 @@ def main() -> int:
         before = show("before (scontrol -d -o show job every 10 s)", sdiag_rpcs(), 1.0, args.nodes)
 
         now = [1000.0]
-        attributor = SlurmAttributor(node, cache_ttl_s=10.0, timeout_s=10.0, clock=lambda: now[0])
+        source = None
+        if args.backend == "pyslurm":
+            client = make_slurm_client("pyslurm", timeout_s=10.0)
+            assert isinstance(client, PyslurmClient)
+            source = functools.partial(client.node_jobs, node)
+        attributor = SlurmAttributor(
+            node, cache_ttl_s=10.0, timeout_s=10.0, clock=lambda: now[0], jobs_source=source
+        )
         samples = [GpuSample(uuid=f"GPU-{i}", index=i) for i in range(4)]
         reports = int(args.minutes * 60 / 5)
         sdiag_reset()
@@ -146,8 +163,9 @@ def main() -> int:
             attributor.attribute(samples)
             now[0] += 5.0
         rpcs = counted + sdiag_rpcs()
+        how = "squeue --json" if source is None else "pyslurm ping + job info"
         after = show(
-            f"after (squeue --json on demand, refresh {attributor.refresh_s:g} s)",
+            f"after ({how} on demand, refresh {attributor.refresh_s:g} s)",
             rpcs,
             args.minutes,
             args.nodes,

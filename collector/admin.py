@@ -1,8 +1,9 @@
 """The admin API: actions a sysadmin takes on one job by hand (``AdminService``).
 
-``RequestAction`` is checked (admin role on an mTLS collector; a job the collector sees now;
-bounded text), carried out and written to the audit log with who asked: the caller's
-certificate common name, or ``local`` on a plaintext collector. What each action does:
+The authorization interceptor (``collector/authz.py``) lets only admins call
+``RequestAction`` (anyone on a plaintext collector); here the request is checked (a job the
+collector sees now, bounded text), carried out and written to the audit log with who asked:
+the caller's certificate common name, or ``local`` on a plaintext collector. What each action does:
 
 - ``warn``: a warning to the job's owner, through the same notifiers as the ladder's;
 - ``release_dask_worker``, ``requeue``, ``requeuehold``: the executor carries it out when the
@@ -21,18 +22,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from gpuwarden.collector.audit import AuditLog
+from gpuwarden.collector.authz import current_caller
+from gpuwarden.collector.findings import Allocation, Finding, FindingKind, GpuRef
 from gpuwarden.collector.ladder import Action, ActionExecutor, Decision
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.collector.rules import Allocation, Finding, FindingKind, GpuRef
-from gpuwarden.collector.store import connect
 from gpuwarden.common.convert import action_reply_to_pb, action_request_from_pb
-from gpuwarden.common.roles import role_from_uris
 from gpuwarden.common.types import (
     ADMIN_ACTIONS,
     ActionReply,
@@ -42,7 +40,6 @@ from gpuwarden.common.types import (
     NodeState,
 )
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
-from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.slurm.ids import is_job_id
 
 if TYPE_CHECKING:
@@ -161,18 +158,16 @@ class AdminActions:
         *,
         policies: PolicySet,
         executor: ActionExecutor | None,
-        audit: AuditLog,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.collector = collector
         self.policies = policies
         self.executor = executor
-        self.audit = audit
         self.clock = clock
         self._lock = threading.Lock()  # one admin action at a time
 
     def handle(self, req: ActionRequest, actor: str, nodes: list[NodeState]) -> AuditRecord:
-        """Act on ``req`` (already checked) for ``actor``; the audit record written.
+        """Act on ``req`` (already checked) for ``actor``; the audit record to write.
         LookupError when the collector sees no GPU of the job."""
         allocation = find_allocation(nodes, req.job_id)
         if allocation is None:
@@ -227,76 +222,50 @@ class AdminActions:
                 },
                 actor=actor,
             )
-            self.audit.append(record)
         self.collector.notifiers.submit(record)  # a warning or a done action reaches the owner
         log.warning("admin %s: job %s %s: %s", actor, req.job_id, req.action, detail)
         return record
 
-    def close(self) -> None:
-        with self._lock:
-            self.audit.close()
 
-
-def caller(collector: Collector, context: Ctx) -> tuple[str, str | None]:
-    """(who, role): the certificate's common name and role, or ``local`` on plaintext."""
-    if collector.tls is None:
-        return LOCAL_ACTOR, "admin"
-    auth = context.auth_context()
-    names = list(auth.get("x509_common_name") or [])
-    uris = list(auth.get("x509_subject_alternative_name") or []) + list(auth.get("peer_uri") or [])
-    name = names[0].decode(errors="replace") if names else "?"
-    return name, role_from_uris(uris)
-
-
-class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, collector: Collector) -> None:
-        self.c = collector
-
-    async def RequestAction(self, request: pb.ActionRequest, context: Ctx) -> pb.ActionReply:
-        who, role = caller(self.c, context)
-        if role != "admin":
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{who!r} may not act on jobs: actions need an admin certificate",
-            )
-        actions = self.c.admin
-        if actions is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "this collector takes no admin actions"
-            )
-            raise AssertionError  # abort raises; this line is for the type checker
-        try:
-            req = check_request(action_request_from_pb(request))
-        except RequestInvalid as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise
-        try:
-            record = await asyncio.to_thread(actions.handle, req, who, self.c.state.nodes())
-        except LookupError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            raise
-        self.c.state.publish(record)
-        return action_reply_to_pb(
-            ActionReply(
-                ok=record.outcome != "failed",
-                outcome=record.outcome,
-                detail=record.detail,
-                actor=record.actor,
-                dry_run=record.dry_run,
-            )
+async def request_action(
+    collector: Collector, request: pb.ActionRequest, context: Ctx
+) -> pb.ActionReply:
+    """``AdminService.RequestAction``: the authorization interceptor has let only an admin
+    (or anyone, on a plaintext collector) through; this checks, acts and audits."""
+    caller = current_caller()
+    actor = caller.name if caller.via != "none" else LOCAL_ACTOR
+    actions = collector.admin
+    if actions is None:
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION, "this collector takes no admin actions"
         )
+        raise AssertionError("abort returned")  # pragma: no cover
+    try:
+        req = check_request(action_request_from_pb(request))
+    except RequestInvalid as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise
+    try:
+        record = await asyncio.to_thread(actions.handle, req, actor, collector.state.nodes())
+    except LookupError as exc:
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        raise
+    await collector.audit_admin_call(record)  # the audit log and the watch stream
+    return action_reply_to_pb(
+        ActionReply(
+            ok=record.outcome != "failed",
+            outcome=record.outcome,
+            detail=record.detail,
+            actor=record.actor,
+            dry_run=record.dry_run,
+        )
+    )
 
 
 def attach_admin(
-    collector: Collector,
-    *,
-    policies: PolicySet,
-    executor: ActionExecutor | None,
-    audit_jsonl: Path | None,
+    collector: Collector, *, policies: PolicySet, executor: ActionExecutor | None
 ) -> AdminActions:
     """Let ``collector`` take admin actions (it refuses them with FAILED_PRECONDITION until
-    this is called). Records go to the same audit table and JSON Lines file as the engine's,
-    through a connection of their own."""
-    audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
-    collector.admin = AdminActions(collector, policies=policies, executor=executor, audit=audit)
+    this is called)."""
+    collector.admin = AdminActions(collector, policies=policies, executor=executor)
     return collector.admin

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gpuwarden.collector.ladder import LadderEvent
+from gpuwarden.collector.ladder import Action, LadderEvent, Status, action_chain
 from gpuwarden.collector.policy import Policy
 from gpuwarden.common.types import AuditRecord as AuditRecord  # re-exported (was defined here)
 
@@ -31,6 +31,23 @@ _POLICY_KEYS = (
 )
 
 
+def next_step(event: LadderEvent, policy: Policy) -> dict[str, Any]:
+    """What the ladder will do next about this finding and when, if the GPUs stay idle:
+    ``{"action": ..., "at_ts": ... or None, "reason": ...}`` (told to the researcher)."""
+    d = event.decision
+    if event.status is not Status.WARNED:
+        return {"action": Action.NONE.value, "at_ts": None, "reason": event.status.value}
+    at = d.ts + policy.warn_interval
+    if 0 < d.attempt < policy.warnings:
+        return {"action": Action.WARN.value, "at_ts": at, "reason": "another warning"}
+    if not policy.enforce:
+        return {"action": Action.NONE.value, "at_ts": None, "reason": "enforcement is off"}
+    chain = action_chain(d.allocation, policy)
+    if d.attempt == 0 or not chain:  # nothing (left) the policy allows: more warnings
+        return {"action": Action.WARN.value, "at_ts": at, "reason": d.reason or "no action"}
+    return {"action": chain[0].value, "at_ts": at, "reason": "policy"}
+
+
 def record_from_event(event: LadderEvent, policy: Policy, actor: str = "gpuwarden") -> AuditRecord:
     """The audit record of one ladder event: the finding's windows and the policy used."""
     d = event.decision
@@ -42,8 +59,11 @@ def record_from_event(event: LadderEvent, policy: Policy, actor: str = "gpuwarde
     }
     if d.attempt:
         evidence["attempt"] = d.attempt
+    evidence["next"] = next_step(event, policy)
     if d.reason:
         evidence["reason"] = d.reason
+    job = d.allocation.job
+    nodes = sorted({g.node for g in d.allocation.gpus} | {e.node for e in f.evidence})
     return AuditRecord(
         ts=d.ts,
         job_id=d.job_id,
@@ -55,6 +75,10 @@ def record_from_event(event: LadderEvent, policy: Policy, actor: str = "gpuwarde
         detail=event.detail,
         evidence=evidence,
         actor=actor,
+        user=job.user,
+        account=job.account,
+        partition=job.partition,
+        nodes=tuple(nodes),
     )
 
 
@@ -70,11 +94,31 @@ CREATE TABLE IF NOT EXISTS audit (
     gpus TEXT NOT NULL,
     detail TEXT NOT NULL,
     evidence TEXT NOT NULL,
-    actor TEXT NOT NULL
+    actor TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '',
+    partition TEXT NOT NULL DEFAULT '',
+    nodes TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS audit_job_ts ON audit (job_id, ts);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
+
+# columns added after the first release: a table made before them gets them (old rows keep
+# the defaults, meaning unknown)
+_ADDED_COLUMNS = (
+    ("user", "TEXT NOT NULL DEFAULT ''"),
+    ("account", "TEXT NOT NULL DEFAULT ''"),
+    ("partition", "TEXT NOT NULL DEFAULT ''"),
+    ("nodes", "TEXT NOT NULL DEFAULT '[]'"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    for name, decl in _ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {decl}")
 
 
 class AuditLog:
@@ -91,6 +135,7 @@ class AuditLog:
         self._fh: BinaryIO | None = None
         if conn is not None:
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.commit()
         if jsonl is not None:
             jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +147,8 @@ class AuditLog:
             with self._conn:
                 self._conn.execute(
                     "INSERT INTO audit (ts, job_id, kind, action, outcome, dry_run, gpus,"
-                    " detail, evidence, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " detail, evidence, actor, user, account, partition, nodes)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.ts,
                         record.job_id,
@@ -114,6 +160,10 @@ class AuditLog:
                         record.detail,
                         evidence,
                         record.actor,
+                        record.user,
+                        record.account,
+                        record.partition,
+                        json.dumps(list(record.nodes)),
                     ),
                 )
         if self._fh is not None:
@@ -136,8 +186,8 @@ class AuditLog:
             where.append("ts >= ?")
             args.append(since)
         sql = (
-            "SELECT ts, job_id, kind, action, outcome, dry_run, gpus, detail, evidence, actor"  # noqa: S608 (fixed clauses, values bound)
-            " FROM audit"
+            "SELECT ts, job_id, kind, action, outcome, dry_run, gpus, detail, evidence, actor,"  # noqa: S608 (fixed clauses, values bound)
+            " user, account, partition, nodes FROM audit"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY ts DESC, id DESC LIMIT ?"
         )
@@ -154,6 +204,10 @@ class AuditLog:
                 detail=row[7],
                 evidence=json.loads(row[8]),
                 actor=row[9],
+                user=row[10],
+                account=row[11],
+                partition=row[12],
+                nodes=tuple(json.loads(row[13])),
             )
             for row in self._conn.execute(sql, args)
         ]

@@ -7,14 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden.common.address import split_host_port
-from gpuwarden.common.config import (
-    ConfigError,
-    build_section,
-    check_sections,
-    duration_field,
-    ranged,
-    read_toml,
-)
+from gpuwarden.common.config import duration_field, load_section, ranged
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +36,12 @@ class CollectorConfig:
     min_free_space: int = ranged(16 * 1024 * 1024, minimum=0)
     max_reports_per_s: float = ranged(100.0, minimum=0.01)
     report_burst: int = ranged(1000, minimum=1)
+    # certificate common name -> role (node, reader, admin) for certificates that carry no
+    # gpuwarden:role: SAN URI (a site's existing PKI); an entry wins over the certificate's
+    roles_file: str = ""
+    # researchers' port (TLS without client certificates; every call needs MUNGE)
+    munge_listen: str = ""
+    munge_socket: str = ""  # munged's socket for unmunge; empty: munge's default
 
     def __post_init__(self) -> None:
         if self.slurm_backend not in ("auto", "cli", "pyslurm", "none"):
@@ -53,6 +52,13 @@ class CollectorConfig:
             split_host_port(self.listen)
         except ValueError as exc:
             raise ValueError(f"listen: {exc}") from None
+        if self.munge_listen:
+            try:
+                split_host_port(self.munge_listen)
+            except ValueError as exc:
+                raise ValueError(f"munge_listen: {exc}") from None
+            if self.munge_listen == self.listen:
+                raise ValueError("munge_listen: must differ from listen (agents need mTLS there)")
         if not self.insecure and not (self.tls_ca and self.tls_cert and self.tls_key):
             raise ValueError(
                 "tls_ca, tls_cert and tls_key are required (agents connect with mTLS); "
@@ -73,12 +79,4 @@ def load_collector_config(
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> CollectorConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        doc = read_toml(path)
-        check_sections(doc, path)
-        table = doc.get("collector", {})
-        if not isinstance(table, dict):
-            raise ConfigError("[collector] must be a table")
-        data.update(table)
-    return build_section(CollectorConfig, "collector", data, environ, flags=overrides)
+    return load_section(CollectorConfig, "collector", path, environ, overrides)

@@ -1,47 +1,44 @@
-"""Live detection and enforcement in the collector: the same rules and ladder as replay.
+"""Live detection and enforcement in the collector: the replay engine, wired to the world.
 
-Stored reports are queued by the ingest path (event loop) and drained by the evaluation,
-which runs in a worker thread every ``evaluate_interval`` because actions block (Slurm
-commands, Dask calls). Per job it keeps an :class:`AllocationTracker`; a tracker is rebuilt
-from the store when the job's GPU set or start time changes, and after a collector restart
-(so the idle streak survives it). Right before acting, the newest stored data is drained
-into the tracker and the allocation must still be idle. Every ladder event is appended to
-the audit log (SQLite table and JSON lines) and published on the watch stream.
+The live collector is :class:`Engine` + store + action worker + audit log + publishers.
+Stored reports are handed to the engine by the ingest path (event loop); the evaluation runs
+in a worker thread every ``evaluate_interval`` with the wall clock as ``now``, and the engine
+decides on data time (see :mod:`engine`), so the audit log holds what ``gpuwarden replay``
+of the same windows prints. Due actions go to an :class:`ActionWorker` (a small bounded
+pool, one action per job at a time) which re-checks the newest data right before acting;
+outcomes come back as events at the next evaluation. Every ladder event is appended to the
+audit log (SQLite table and JSON lines), published on the watch stream and handed, without
+blocking, to the subscribers in ``listeners`` (e.g. researcher notifiers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.collector.audit import AuditLog, AuditRecord, record_from_event
-from gpuwarden.collector.ladder import ActionExecutor, Ladder
-from gpuwarden.collector.policy import Policy, PolicySet
-from gpuwarden.collector.rules import Allocation, AllocationTracker, GpuRef, window_from_record
+from gpuwarden.collector.dispatch import ActionWorker, Fanout
+from gpuwarden.collector.engine import Engine
+from gpuwarden.collector.ladder import (
+    NOT_IDLE_ANYMORE,
+    ActionExecutor,
+    ActionOutcome,
+    Decision,
+    LadderEvent,
+)
+from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store, connect
-from gpuwarden.common.types import JobInfo, NodeReport, WindowRecord
+from gpuwarden.common.types import NodeReport, WindowRecord
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class _Job:
-    allocation: Allocation
-    tracker: AllocationTracker
-    policy: Policy
-    last_seen: float
-
-
-def _same_identity(a: JobInfo, b: JobInfo) -> bool:
-    return a.start_time == b.start_time and a.partition == b.partition
+AuditListener = Callable[[AuditRecord], None]
 
 
 class Enforcer:
@@ -54,122 +51,128 @@ class Enforcer:
         executor: ActionExecutor | None,
         actor: str = "gpuwarden-collector",
         publish: Callable[[AuditRecord], None] | None = None,
+        listeners: Sequence[AuditListener] = (),
         job_gone_after_s: float = 900.0,
+        reorder_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        action_workers: int = 4,
+        action_queue_max: int = 64,
     ) -> None:
         self.store = store
         self.policies = policies
         self.audit = audit
-        self.ladder = Ladder(executor)
         self.actor = actor
         self.publish = publish
-        self.job_gone_after_s = job_gone_after_s
         self.clock = clock
+        self.engine = Engine(policies, reorder_s=reorder_s, job_gone_after_s=job_gone_after_s)
+        self.worker = (
+            None
+            if executor is None
+            else ActionWorker(
+                executor,
+                self._still_idle,
+                workers=action_workers,
+                queue_max=action_queue_max,
+            )
+        )
+        self.listeners: list[AuditListener] = list(listeners)
+        self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
         self.evaluations = 0
-        self._pending: collections.deque[NodeReport] = collections.deque()
-        self._jobs: dict[str, _Job] = {}
+        self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
+
+    def add_listener(self, listener: AuditListener) -> None:
+        """Subscribe to every audit record (called from a thread of its own; must not block
+        for long, and what it raises is logged)."""
+        self.listeners.append(listener)
 
     # -- called from the ingest path (event loop thread) --------------------------------
     def on_stored(self, reports: Sequence[NodeReport]) -> None:
-        self._pending.extend(reports)  # deque appends are thread-safe
+        """Never waits for an evaluation: the reports are handed over through a queue."""
+        self._inbox.extend(reports)  # deque appends are thread-safe
+
+    def _drain(self) -> None:
+        """Move what ingest handed over into the engine (evaluation and action threads)."""
+        inbox = self._inbox
+        while inbox:
+            try:
+                r = inbox.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            attributed = r.slurm.available
+            for g in r.gpus:
+                rec = WindowRecord(r.node, r.window_start, r.window_end, g)
+                self.engine.on_window(rec, attributed)
+
+    def _still_idle(self, decision: Decision) -> bool:
+        """The check right before acting, with the newest windows stored."""
+        self._drain()
+        return self.engine.still_idle(decision)
+
+    def warm_up(self, now: float | None = None) -> None:
+        """After a restart: rebuild the idle streaks from the stored windows."""
+        now = self.clock() if now is None else now
+        horizon = max(
+            max(p.idle_window + p.grace_period, p.underuse_window) + p.max_gap
+            for p in (self.policies.default, *self.policies.partitions.values())
+        )
+        records, truncated = self.store.history(since=now - horizon, limit=2_000_000)
+        if truncated:
+            log.warning("warm-up: stored windows truncated; some idle streaks start afresh")
+        self.engine.warm_up(records, now - self.engine.reorder_s)
 
     # -- evaluation (worker thread) -----------------------------------------------------
-    def _drain(self, now: float) -> None:
-        rebuild: dict[str, JobInfo] = {}
-        fresh: list[WindowRecord] = []
-        while self._pending:
-            r = self._pending.popleft()
-            for g in r.gpus:
-                if g.job is None:
-                    continue
-                rec = WindowRecord(r.node, r.window_start, r.window_end, g)
-                job = self._jobs.get(g.job.job_id)
-                if job is None or rebuild.get(g.job.job_id) is not None:
-                    rebuild[g.job.job_id] = g.job
-                    continue
-                if (
-                    not _same_identity(job.allocation.job, g.job)
-                    or job.tracker.position(r.node, g.uuid) is None
-                ):
-                    rebuild[g.job.job_id] = g.job
-                    continue
-                if job.allocation.job != g.job:  # newer facts (e.g. Slurm came back)
-                    job.allocation = dataclasses.replace(job.allocation, job=g.job)
-                job.last_seen = max(job.last_seen, r.window_end)
-                fresh.append(rec)
-        for rec in fresh:
-            assert rec.gpu.job is not None
-            job = self._jobs.get(rec.gpu.job.job_id)
-            if job is not None and rec.gpu.job.job_id not in rebuild:
-                job.tracker.add(window_from_record(rec))
-        for job_id, info in rebuild.items():
-            self._rebuild(job_id, info, now)
-
-    def _rebuild(self, job_id: str, info: JobInfo, now: float) -> None:
-        """(Re)build a job's tracker from its stored windows: they are the truth."""
-        policy = self.policies.for_job(info)
-        horizon = max(policy.idle_window + policy.grace_period, policy.underuse_window)
-        since = now - horizon - policy.max_gap
-        records, truncated = self.store.history(job_id=job_id, since=since, limit=200_000)
-        if truncated:
-            log.warning("job %s: history truncated while rebuilding its tracker", job_id)
-        gpus: dict[tuple[str, str], GpuRef] = {}
-        for rec in records:
-            gpus.setdefault((rec.node, rec.gpu.uuid), GpuRef(rec.node, rec.gpu.uuid, rec.gpu.index))
-        if not gpus:
-            return
-        allocation = Allocation(job=info, gpus=tuple(gpus.values()))
-        tracker = AllocationTracker(allocation, policy)
-        for rec in records:
-            tracker.add(window_from_record(rec))
-        old = self._jobs.get(job_id)
-        self._jobs[job_id] = _Job(
-            allocation=allocation,
-            tracker=tracker,
-            policy=policy,
-            last_seen=max(records[-1].window_end, old.last_seen if old else 0.0),
-        )
-
     def evaluate(self, now: float | None = None) -> list[AuditRecord]:
-        """Drain new windows, run the rules and the ladder for every job; return the audit
-        records written."""
+        """Collect action outcomes, run the engine up to ``now`` (default: the clock), hand
+        due actions to the worker; return the audit records written."""
         with self.lock:
             now = self.clock() if now is None else now
-            self._drain(now)
-            out: list[AuditRecord] = []
-            for job_id, job in list(self._jobs.items()):
-                if now - job.last_seen > self.job_gone_after_s:
-                    del self._jobs[job_id]
-                    self.ladder.forget(job_id)
-                    continue
-                findings = job.tracker.evaluate(now)
-
-                def still_idle(_finding: object, job: _Job = job) -> bool:
-                    self._drain(self.clock())  # the newest stored data, right before acting
-                    current = self._jobs.get(job.allocation.job.job_id)
-                    return current is not None and current.tracker.still_idle(self.clock())
-
-                events = self.ladder.step(now, job.allocation, findings, job.policy, still_idle)
-                for event in events:
-                    record = record_from_event(event, job.policy, actor=self.actor)
-                    self.audit.append(record)
-                    out.append(record)
-                    log.info(
-                        "job %s: %s %s (%s) %s",
-                        record.job_id,
-                        record.kind,
-                        record.action,
-                        record.outcome,
-                        record.detail,
-                    )
-                    if self.publish is not None:
-                        self.publish(record)
+            self._drain()
+            engine = self.engine
+            events: list[LadderEvent] = []
+            if self.worker is not None:
+                for decision, outcome in self.worker.results():
+                    if outcome is None:
+                        events.append(engine.on_action_aborted(decision, NOT_IDLE_ANYMORE))
+                    else:
+                        events.append(engine.on_action_result(decision, outcome))
+            events.extend(engine.evaluate(now))
+            for decision in engine.take_actions():
+                why = (
+                    "no action executor is configured on the collector"
+                    if self.worker is None
+                    else self.worker.submit(decision)
+                )
+                if why is not None:
+                    events.append(engine.on_action_result(decision, ActionOutcome(False, why)))
+            out = [self._emit(e) for e in events]
             self.evaluations += 1
             return out
 
+    def _emit(self, event: LadderEvent) -> AuditRecord:
+        policy = self.policies.for_job(event.decision.allocation.job)
+        record = record_from_event(event, policy, actor=self.actor)
+        self.audit.append(record)
+        log.info(
+            "job %s: %s %s (%s) %s",
+            record.job_id,
+            record.kind,
+            record.action,
+            record.outcome,
+            record.detail,
+        )
+        if self.publish is not None:
+            self.publish(record)
+        self.fanout.publish(record)
+        return record
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+        self.fanout.close()
+
     def jobs(self) -> list[str]:
-        return sorted(self._jobs)
+        return self.engine.jobs()
 
 
 class AuditQuery:
@@ -193,9 +196,14 @@ def attach_enforcement(
     evaluate_interval_s: float,
     actor: str = "gpuwarden-collector",
     job_gone_after_s: float = 900.0,
+    reorder_s: float | None = None,
+    listeners: Sequence[AuditListener] = (),
 ) -> Enforcer:
     """Run detection (and, where policy says so, enforcement) inside ``collector``.
-    Call after ``collector.start()``."""
+    Call after ``collector.start()``. Every audit record goes to the collector's notifier
+    hub and to ``listeners``, off the evaluation thread. ``reorder_s``: how long windows wait
+    for stragglers from other nodes before the engine processes them (default: the policy's
+    ``window``)."""
     loop = asyncio.get_running_loop()
     audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
     collector.audit = AuditQuery(collector.store.path)
@@ -210,8 +218,11 @@ def attach_enforcement(
         executor=executor,
         actor=actor,
         publish=publish,
+        listeners=[collector.notifiers.submit, *listeners],  # researcher alerts first
         job_gone_after_s=job_gone_after_s,
+        reorder_s=reorder_s,
     )
+    enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
 
     async def evaluate_forever() -> None:
@@ -226,6 +237,7 @@ def attach_enforcement(
             # An evaluation may still be running in its thread (cancelled here, not there):
             # close the audit log only when it has finished, so no record is cut off.
             def close() -> None:
+                enforcer.close()
                 with enforcer.lock:
                     audit.close()
 

@@ -32,6 +32,9 @@ from gpuwarden.collector.rules import Allocation, Finding, FindingKind
 log = logging.getLogger(__name__)
 
 
+NOT_IDLE_ANYMORE = "newest data is no longer idle: not acting"
+
+
 class Action(StrEnum):
     NONE = "none"
     WARN = "warn"
@@ -113,7 +116,15 @@ def _why_no_action(allocation: Allocation, policy: Policy) -> str:
 
 
 class _State:
-    __slots__ = ("failures", "last_warn_ts", "next_try_ts", "pos", "since", "warnings_sent")
+    __slots__ = (
+        "failures",
+        "in_flight",
+        "last_warn_ts",
+        "next_try_ts",
+        "pos",
+        "since",
+        "warnings_sent",
+    )
 
     def __init__(self, since: float) -> None:
         self.since = since
@@ -122,20 +133,33 @@ class _State:
         self.pos = 0
         self.failures = 0
         self.next_try_ts: float | None = None
+        self.in_flight: Decision | None = None
 
 
 class Ladder:
-    """Per-job ladder state. Call :meth:`step` after every evaluation of an allocation."""
+    """Per-job ladder state. Call :meth:`step` after every evaluation of an allocation.
+
+    With an ``executor``, a due action is carried out inside :meth:`step` (replay, tests).
+    Without one, it is queued: :meth:`take_pending` hands it to the caller, who runs it
+    elsewhere and reports back with :meth:`on_result` or :meth:`on_aborted`; until then the
+    finding waits (at most one action in flight per finding).
+    """
 
     def __init__(self, executor: ActionExecutor | None = None) -> None:
         self._executor = executor
         self._states: dict[str, dict[tuple[str, str], _State]] = {}
         self._finished: dict[str, set[tuple[tuple[str, str], float]]] = {}
+        self._pending: list[Decision] = []
 
     def forget(self, job_id: str) -> None:
         """Drop all state of a job that has ended."""
         self._states.pop(job_id, None)
         self._finished.pop(job_id, None)
+
+    def take_pending(self) -> list[Decision]:
+        """The actions decided since the last call, to be carried out by the caller."""
+        out, self._pending = self._pending, []
+        return out
 
     def step(
         self,
@@ -220,21 +244,56 @@ class Ladder:
             finished.add((f.key, f.since_ts))
             d = Decision(now, allocation, f, action, attempt=0, reason="enforcement is off")
             return [LadderEvent(d, Status.DRY_RUN, f"dry run: would {action.value}: {f.detail}")]
+        if st.in_flight is not None:
+            return []  # its action is being carried out; the result comes back as an event
         if st.next_try_ts is not None and now < st.next_try_ts:
             return []
         d = Decision(now, allocation, f, action, attempt=st.failures + 1)
         if still_idle is not None and not still_idle(f):
-            return [LadderEvent(d, Status.ABORTED, "newest data is no longer idle: not acting")]
+            return [LadderEvent(d, Status.ABORTED, NOT_IDLE_ANYMORE)]
         if self._executor is None:
-            raise RuntimeError("enforcement is on but the ladder has no action executor")
+            st.in_flight = d
+            self._pending.append(d)
+            return []
         try:
             outcome = self._executor.execute(d)
         except Exception as exc:  # an executor bug must not stop the collector
             log.exception("action %s for job %s raised", action.value, job_id)
             outcome = ActionOutcome(False, f"{type(exc).__name__}: {exc}")
+        return [self._apply(d, st, outcome, policy)]
+
+    def _state_of(self, d: Decision) -> _State | None:
+        st = self._states.get(d.job_id, {}).get(d.finding.key)
+        if st is None or st.since != d.finding.since_ts:
+            return None
+        if st.in_flight is d:
+            st.in_flight = None
+        return st
+
+    def on_aborted(self, d: Decision, detail: str) -> LadderEvent:
+        """An action taken off :meth:`take_pending` was not carried out: the newest data,
+        checked right before acting, was no longer idle."""
+        self._state_of(d)
+        return LadderEvent(d, Status.ABORTED, detail)
+
+    def on_result(self, d: Decision, outcome: ActionOutcome, policy: Policy) -> LadderEvent:
+        """The outcome of an action taken off :meth:`take_pending`. A retry after a failure
+        is timed from the decision, so the ladder does not depend on how long it took."""
+        st = self._state_of(d)
+        if st is None:  # the finding is gone (active again, job ended): report what happened
+            st = _State(d.finding.since_ts)
+            st.failures = d.attempt - 1
+        return self._apply(d, st, outcome, policy)
+
+    def _apply(
+        self, d: Decision, st: _State, outcome: ActionOutcome, policy: Policy
+    ) -> LadderEvent:
+        f = d.finding
+        action = d.action
         if outcome.ok:
-            finished.add((f.key, f.since_ts))
-            return [LadderEvent(d, Status.DONE, outcome.detail or f"{action.value}: {f.detail}")]
+            self._finished.setdefault(d.job_id, set()).add((f.key, f.since_ts))
+            return LadderEvent(d, Status.DONE, outcome.detail or f"{action.value}: {f.detail}")
+        chain = action_chain(d.allocation, policy)
         st.failures += 1
         if st.failures >= policy.action_retries:
             st.pos += 1
@@ -247,9 +306,9 @@ class Ladder:
             )
         else:
             backoff = min(policy.action_backoff * 2 ** (st.failures - 1), policy.action_backoff_max)
-            st.next_try_ts = now + backoff
+            st.next_try_ts = d.ts + backoff
             detail = (
                 f"{action.value} failed ({outcome.detail}); attempt {st.failures} of "
                 f"{policy.action_retries}, retry in {backoff:g} s"
             )
-        return [LadderEvent(d, Status.FAILED, detail)]
+        return LadderEvent(d, Status.FAILED, detail)

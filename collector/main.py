@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.admin import attach_admin
+from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
@@ -45,6 +48,7 @@ def preflight(cfg: CollectorConfig) -> tuple[bytes, bytes, bytes] | None:
 
 def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Collector:
     tls = preflight(cfg)
+    roles = load_roles_file(Path(cfg.roles_file)) if cfg.roles_file else None
     return Collector(
         db_path=cfg.database,
         listen=cfg.listen,
@@ -56,6 +60,10 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
         min_free_bytes=cfg.min_free_space,
+        roles=roles,
+        munge=MungeVerifier(socket=cfg.munge_socket),
+        munge_listen=cfg.munge_listen,
+        audit_jsonl=cfg.audit_path,
     )
 
 
@@ -94,7 +102,7 @@ async def run_collector(
     collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
     executor = build_executor(cfg)
-    attach_enforcement(
+    enforcer = attach_enforcement(
         collector,
         policies=policies,
         executor=executor,
@@ -103,7 +111,8 @@ async def run_collector(
         actor=cfg.actor,
         job_gone_after_s=cfg.job_gone_after,
     )
-    attach_admin(collector, policies=policies, executor=executor, audit_jsonl=cfg.audit_path)
+    collector.policy_source = lambda: enforcer.policies  # AdminService.GetPolicy
+    attach_admin(collector, policies=policies, executor=executor)
     modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
     log.warning(
         "enforcement: %s",
@@ -111,6 +120,8 @@ async def run_collector(
     )
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
+    if collector.munge_port:
+        print(f"collector: MUNGE (researchers) on port {collector.munge_port}", flush=True)
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: draining streams and flushing the store")

@@ -1,9 +1,10 @@
-"""Detection and enforcement policy: every number of DESIGN.md's detection semantics is a setting.
+"""Detection and enforcement policy: every number of the detection semantics is a setting
+(docs/architecture.md; every key in docs/policy.md).
 
 The policy lives in the ``[policy]`` table of the TOML config, with per-partition overrides in
 ``[policy.partition.<name>]`` tables. Durations are seconds, written as ``1800``, ``"30m"``,
 ``"90s"`` or ``"2h"``; in the dataclass they are floats of seconds (the keys keep the names of
-DESIGN.md, as the other config sections do).
+the design, as the other config sections do).
 
 Precedence, lowest first: defaults, ``[policy]``, ``GPUWARDEN_POLICY_<KEY>`` environment
 variables, ``[policy.partition.<name>]``, explicit overrides (command-line flags).

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import math
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -18,15 +22,25 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gpuwarden.collector.admin import AdminActions, AdminServicer, Exemptions
+from gpuwarden.collector.admin import AdminActions, Exemptions, request_action
+from gpuwarden.collector.audit import AuditLog
+from gpuwarden.collector.authz import Authorizer, current_caller
 from gpuwarden.collector.ingest import Ingestor
+from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
+from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
+from gpuwarden.collector.visibility import (
+    JobOwners,
+    node_for_user,
+    snapshot_for_user,
+    windows_for_user,
+)
 from gpuwarden.common.convert import (
     audit_record_to_pb,
     cluster_event_to_pb,
@@ -87,7 +101,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self.c = collector
 
     async def Report(self, request_iterator: AsyncIterator[pb.NodeReport], context: Ctx) -> None:
-        peer_cn = self.c.peer_common_name(context)
+        # Who may report for which node is checked by the Authorizer (collector/authz.py).
         pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
         node_seen: str | None = None
 
@@ -118,12 +132,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             async for msg in _decoded(request_iterator, self.c, context):
                 if acker.done():
                     break
-                if peer_cn is not None and msg.node != peer_cn:
-                    await context.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"report for node {msg.node!r} on a connection authenticated as "
-                        f"{peer_cn!r}",
-                    )
                 try:
                     report = validate_report(msg, now=time.time(), limits=self.c.limits)
                 except ReportInvalid as exc:
@@ -159,22 +167,48 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
 
 class QueryServicer(pb_grpc.QueryServiceServicer):
+    """Reads; a researcher's (``current_caller().researcher``) see only their own jobs."""
+
     def __init__(self, collector: Collector) -> None:
         self.c = collector
+        self.owners = JobOwners(collector.store.job_user)
 
     async def GetSnapshot(self, request: pb.SnapshotRequest, context: Ctx) -> pb.ClusterSnapshot:
-        return snapshot_to_pb(self.c.snapshot())
+        snap = self.c.snapshot()
+        caller = current_caller()
+        if caller.researcher:
+            snap = snapshot_for_user(snap, caller.name)
+        return snapshot_to_pb(snap)
+
+    async def Whoami(self, request: pb.WhoamiRequest, context: Ctx) -> pb.WhoamiResponse:
+        caller = current_caller()
+        return pb.WhoamiResponse(name=caller.name, role=caller.role, via=caller.via)
+
+    async def _visible(self, events: list[Any], user: str) -> list[Any]:
+        out: list[Any] = []
+        for ev in events:
+            if isinstance(ev, AuditRecord):
+                if await asyncio.to_thread(self.owners.owner, ev.job_id) == user:
+                    out.append(ev)
+            else:
+                out.append(node_for_user(ev, user))
+        return out
 
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.ClusterEvent]:
+        caller = current_caller()
         watcher = self.c.state.subscribe()
         try:
             if request.include_snapshot:
                 for n in self.c.state.nodes():
+                    if caller.researcher:
+                        n = node_for_user(n, caller.name)
                     yield pb.ClusterEvent(node=node_state_to_pb(n))
             while True:
                 events = await watcher.get()
                 if events is None:  # fell behind: send the whole cluster again
                     events = list(self.c.state.nodes())
+                if caller.researcher:
+                    events = await self._visible(list(events), caller.name)
                 for ev in events:
                     yield cluster_event_to_pb(ev)
         finally:
@@ -191,6 +225,11 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"limit={limit} is above the maximum {HISTORY_MAX_LIMIT}",
             )
+        caller = current_caller()
+        if caller.researcher and request.job_id:
+            owner = await asyncio.to_thread(self.owners.owner, request.job_id)
+            if owner != caller.name:
+                return pb.HistoryResponse()  # another user's job, or none: nothing to see
         records, truncated = await asyncio.to_thread(
             self.c.store.history,
             node=request.node,
@@ -200,6 +239,8 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             until=request.until or None,
             limit=limit,
         )
+        if caller.researcher:
+            records = windows_for_user(records, caller.name)
         return pb.HistoryResponse(
             windows=[window_record_to_pb(r) for r in records], truncated=truncated
         )
@@ -207,10 +248,39 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     async def GetAudit(self, request: pb.AuditRequest, context: Ctx) -> pb.AuditResponse:
         if self.c.audit is None:
             return pb.AuditResponse()
+        caller = current_caller()
         records = await asyncio.to_thread(
             self.c.audit.query, request.job_id, request.since, request.limit or 1000
         )
+        if caller.researcher:
+            records = await asyncio.to_thread(self.owners.records_for_user, records, caller.name)
         return pb.AuditResponse(records=[audit_record_to_pb(r) for r in records])
+
+
+def policy_json(policies: PolicySet) -> str:
+    """The active policy set as JSON: the default and each partition's."""
+    return json.dumps(
+        {
+            "default": dataclasses.asdict(policies.default),
+            "partitions": {k: dataclasses.asdict(p) for k, p in policies.partitions.items()},
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    """Admin calls; the Authorizer lets only admins in and audits every call."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.c = collector
+
+    async def GetPolicy(self, request: pb.PolicyRequest, context: Ctx) -> pb.PolicyResponse:
+        source = self.c.policy_source
+        return pb.PolicyResponse(policy_json=policy_json(source() if source else PolicySet()))
+
+    async def RequestAction(self, request: pb.ActionRequest, context: Ctx) -> pb.ActionReply:
+        return await request_action(self.c, request, context)
 
 
 class Collector:
@@ -229,9 +299,17 @@ class Collector:
         notifiers: NotifierHub | None = None,
         rate_limiter: RateLimiter | None = None,
         min_free_bytes: int = 0,
+        roles: dict[str, str] | None = None,
+        munge: MungeVerifier | None = None,
+        munge_listen: str = "",
+        audit_jsonl: Path | None = None,
     ) -> None:
         self.listen = listen
         self.tls = tls
+        self.munge_listen = munge_listen  # TLS without client certificates: MUNGE callers
+        self.munge_port = 0
+        self.audit_jsonl = audit_jsonl
+        self.policy_source: Callable[[], PolicySet] | None = None  # for AdminService.GetPolicy
         self.limits = limits or Limits()
         self.shutdown_grace_s = shutdown_grace_s
         self.store = Store(db_path, min_free_bytes=min_free_bytes)
@@ -254,6 +332,12 @@ class Collector:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._background: list[asyncio.Task[Any]] = []
+        self._admin_audit: AuditLog | None = None  # admin calls, with who made them
+        self._admin_audit_conn: sqlite3.Connection | None = None
+        self._admin_audit_lock = threading.Lock()
+        self.authorizer = Authorizer(
+            tls=tls is not None, roles=roles, munge=munge, audit=self.audit_admin_call
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -261,13 +345,14 @@ class Collector:
         self.notifiers.start()
         self.ingestor.start()
         server = grpc.aio.server(
+            interceptors=[self.authorizer],
             options=[
                 ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
                 # The port is ours alone: with SO_REUSEPORT a second collector would start
                 # on it and the kernel would split the agents between the two databases.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
@@ -284,12 +369,17 @@ class Collector:
                 self.port = server.add_secure_port(self.listen, creds)
         except RuntimeError:  # grpc's "Failed to bind to address"
             self.port = 0
-        if self.port == 0:
+        if self.port and self.munge_listen:
+            self.munge_port = self._add_munge_port(server)
+        if self.port == 0 or (self.munge_listen and self.munge_port == 0):
             await server.stop(None)
+            where = self.listen if self.port == 0 else self.munge_listen
             raise OSError(
-                f"cannot listen on {self.listen}: the address is in use (another collector?) "
+                f"cannot listen on {where}: the address is in use (another collector?) "
                 "or not available on this machine"
             )
+        self._admin_audit_conn = connect(self.store.path)
+        self._admin_audit = AuditLog(conn=self._admin_audit_conn, jsonl=self.audit_jsonl)
         await server.start()
         self._server = server
         for name in (
@@ -300,6 +390,30 @@ class Collector:
         ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
+
+    def _add_munge_port(self, server: grpc.aio.Server) -> int:
+        """The researchers' port: server-authenticated TLS that asks for no client
+        certificate (grpc cannot ask for one without requiring it), so every call there
+        must carry a MUNGE credential."""
+        try:
+            if self.tls is None:
+                return server.add_insecure_port(self.munge_listen)
+            _ca, cert, key = self.tls
+            creds = grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
+            return server.add_secure_port(self.munge_listen, creds)
+        except RuntimeError:
+            return 0
+
+    async def audit_admin_call(self, record: AuditRecord) -> None:
+        """Write an admin call's (or an admin action's) record and publish it."""
+
+        def write() -> None:
+            with self._admin_audit_lock:
+                if self._admin_audit is not None:
+                    self._admin_audit.append(record)
+
+        await asyncio.to_thread(write)
+        self.state.publish(record)
 
     def add_background(self, coro_factory: Callable[[], Any], name: str) -> None:
         self._background.append(asyncio.create_task(coro_factory(), name=name))
@@ -318,8 +432,12 @@ class Collector:
         await self.ingestor.stop()
         await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
         await asyncio.to_thread(self.notifiers.stop)
-        if self.admin is not None:
-            self.admin.close()
+        with self._admin_audit_lock:
+            if self._admin_audit is not None:
+                self._admin_audit.close()
+                if self._admin_audit_conn is not None:
+                    self._admin_audit_conn.close()
+                self._admin_audit = None
         self.exemptions.close()
         self.store.close()
 
@@ -344,12 +462,6 @@ class Collector:
         self.add_background(set_all, "health")
 
     # -- used by the servicers -----------------------------------------------------------
-    def peer_common_name(self, context: Ctx) -> str | None:
-        if self.tls is None:
-            return None
-        names = list(context.auth_context().get("x509_common_name") or [])
-        return names[0].decode() if names else ""
-
     def stream_opened(self, node: str) -> None:
         self._streams[node] = self._streams.get(node, 0) + 1
         self.state.set_connected(node, True)

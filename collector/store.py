@@ -236,6 +236,17 @@ class Store:
         rows = self._query("SELECT node, max(seq) FROM reports GROUP BY node", ())
         return {str(n): int(s) for n, s in rows}  # type: ignore[call-overload]
 
+    def job_user(self, job_id: str) -> str | None:
+        """The user the newest stored window of ``job_id`` names (None: no such window)."""
+        rows = self._query(
+            "SELECT data FROM windows WHERE job_id = ? ORDER BY window_end DESC LIMIT 1",
+            (job_id,),
+        )
+        if not rows:
+            return None
+        gpu = gpu_from_pb(pb.GpuWindow.FromString(rows[0][0]))  # type: ignore[arg-type]
+        return gpu.job.user if gpu.job is not None else None
+
     def history(
         self,
         *,

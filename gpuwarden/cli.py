@@ -14,6 +14,7 @@ import grpc
 import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
+from gpuwarden.alerts import add_alerts_parser
 from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import (
     address_arg,
@@ -103,9 +104,43 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from gpuwarden.collector.replay import replay_main
+    from gpuwarden.collector.replay_cli import replay_main
 
     return replay_main(args.replay_args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import time
+
+    from gpuwarden.collector.export import ExportFilter, export_trace
+    from gpuwarden.query.since import parse_since
+
+    now = time.time()
+    try:
+        since = None if args.since is None else parse_since(args.since, now=now)
+        until = None if args.until is None else parse_since(args.until, now=now)
+    except ValueError as exc:
+        print(f"gpuwarden export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    db = args.db
+    if db is None and args.config is None:
+        print("gpuwarden export: give the database (--db PATH) or --config FILE", file=sys.stderr)
+        return EXIT_USAGE
+    if db is None:
+        from gpuwarden.collector.config import load_collector_config
+
+        db = load_collector_config(args.config).database
+    f = ExportFilter(
+        since, until, args.node or "", args.job or "", args.user or "", args.partition or ""
+    )
+    if args.out == "-":
+        summary = export_trace(db, sys.stdout.buffer, f)
+        sys.stdout.flush()
+    else:
+        with Path(args.out).open("wb") as out:
+            summary = export_trace(db, out, f)
+    print(f"gpuwarden export: {summary.jobs} jobs, {summary.samples} samples", file=sys.stderr)
+    return 0
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -247,9 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("replay_args", nargs=argparse.REMAINDER)
     r.set_defaults(func=_replay)
 
+    ex = sub.add_parser(
+        "export",
+        help="write stored windows and jobs as a replay trace (JSON Lines)",
+        description="Write the windows and jobs stored by the collector in a time range as a "
+        "`gpuwarden replay` trace, read-only. Times: 1h or 2d (that long ago), an ISO-8601 "
+        "time, or Unix seconds.",
+    )
+    src = ex.add_mutually_exclusive_group()
+    src.add_argument("--config", type=Path, help="collector config (its database)")
+    src.add_argument("--db", type=Path, metavar="PATH", help="the collector's SQLite database")
+    ex.add_argument("--since", metavar="TIME", help="windows ending at or after TIME")
+    ex.add_argument("--until", metavar="TIME", help="windows ending at or before TIME")
+    ex.add_argument("--node", help="only this node")
+    ex.add_argument("--job", metavar="JOBID", help="only this job")
+    ex.add_argument("--user", help="only jobs of this user")
+    ex.add_argument("--partition", help="only jobs of this partition")
+    ex.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
+    ex.set_defaults(func=_export)
+
     add_audit_parser(sub)
     add_status_parser(sub)
     add_top_parser(sub)
+    add_alerts_parser(sub)
 
     ce = sub.add_parser(
         "certs",
@@ -309,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     replay_args = _replay_passthrough(argv)
     if replay_args is not None:
-        from gpuwarden.collector.replay import replay_main
+        from gpuwarden.collector.replay_cli import replay_main
 
         return replay_main(replay_args)
     parser = build_parser()

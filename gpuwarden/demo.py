@@ -46,26 +46,11 @@ class DemoOptions:
     listen: str = "127.0.0.1:0"
 
 
-async def run_demo(opts: DemoOptions) -> int:
-    tmp: str | None = None
-    if opts.state_dir is None:
-        tmp = tempfile.mkdtemp(prefix="gpuwarden-demo-")
-        state_dir = Path(tmp)
-    else:
-        state_dir = opts.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-    interactive = opts.duration_s is None and sys.stdout.isatty()
-    collector = Collector(db_path=state_dir / "gpuwarden.db", listen=opts.listen)
-    try:
-        await collector.start()
-    except OSError:  # e.g. --listen on a port in use: leave no temporary folder behind
-        await collector.stop()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
-    # windows short enough to show within a minute.
-    policy = Policy(
+def demo_policy(opts: DemoOptions) -> Policy:
+    """Detection runs for real, in dry-run (nothing to enforce on simulated jobs), with
+    windows short enough to show within a minute. ``gpuwarden replay`` of an exported demo
+    run with this policy gives the demo's decisions."""
+    return Policy(
         idle_window=opts.idle_window_s,
         grace_period=0.0,
         warnings=1,
@@ -75,21 +60,41 @@ async def run_demo(opts: DemoOptions) -> int:
         max_gap=max(3 * opts.report_interval_s, 10.0),
         enforce=False,
     )
+
+
+async def run_demo(opts: DemoOptions) -> int:
+    tmp: str | None = None
+    if opts.state_dir is None:
+        tmp = tempfile.mkdtemp(prefix="gpuwarden-demo-")
+        state_dir = Path(tmp)
+    else:
+        state_dir = opts.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+    interactive = opts.duration_s is None and sys.stdout.isatty()
+    collector = Collector(
+        db_path=state_dir / "gpuwarden.db",
+        listen=opts.listen,
+        audit_jsonl=state_dir / "audit.jsonl",  # admin actions from the dashboard
+    )
+    try:
+        await collector.start()
+    except OSError:  # e.g. --listen on a port in use: leave no temporary folder behind
+        await collector.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    policies = PolicySet(default=demo_policy(opts))
     attach_enforcement(
         collector,
-        policies=PolicySet(default=policy),
+        policies=policies,
+        reorder_s=2 * opts.report_interval_s,
         executor=None,
         audit_jsonl=state_dir / "audit.jsonl",
         evaluate_interval_s=1.0,
         actor="gpuwarden-demo",
     )
     # The dashboard's action keys work on the demo too: dry-run, recorded as "local".
-    attach_admin(
-        collector,
-        policies=PolicySet(default=policy),
-        executor=None,
-        audit_jsonl=state_dir / "audit.jsonl",
-    )
+    attach_admin(collector, policies=policies, executor=None)
     target = connect_address(opts.listen, collector.port)
     agents: list[Agent] = []
     for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gpuwarden.common.roles import role_uri
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -45,7 +47,8 @@ class TestCA:
         self.ca = directory / "ca.pem"
         self.ca.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, cn: str, *, server: bool = False) -> Issued:
+    def issue(self, cn: str, *, server: bool = False, role: str = "") -> Issued:
+        """A certificate for ``cn``; ``role`` adds the SAN URI ``gpuwarden:role:ROLE``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         builder = (
@@ -57,13 +60,13 @@ class TestCA:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
         )
+        sans: list[x509.GeneralName] = []
         if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        if role:
+            sans.append(x509.UniformResourceIdentifier(role_uri(role)))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         out = Issued(self.dir / f"{cn}.pem", self.dir / f"{cn}.key")
         out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -79,5 +82,5 @@ class TestCA:
 
 def server_tls(ca: TestCA, cn: str = "collector") -> tuple[bytes, bytes, bytes]:
     """``Collector(tls=...)``: the CA and a server certificate and key for 127.0.0.1."""
-    server = ca.issue(cn, server=True)
+    server = ca.issue(cn, server=True, role="collector")
     return ca.ca.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()

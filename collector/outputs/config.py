@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuwarden.collector.outputs.notify import NOTIFIERS, Notifier, NotifierHub
+from gpuwarden.collector.outputs.notify import NOTIFIERS, Notifier, NotifierContext, NotifierHub
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.outputs.sink import SINKS, SinkContext
 from gpuwarden.common.config import ConfigError, build_section, read_toml
@@ -80,7 +80,7 @@ def load_sinks(doc: Mapping[str, Any], state_dir: Path) -> SinkSet:
     return SinkSet(running)
 
 
-def load_notifiers(doc: Mapping[str, Any]) -> NotifierHub:
+def load_notifiers(doc: Mapping[str, Any], state_dir: Path) -> NotifierHub:
     built: list[tuple[str, Notifier]] = []
     for name, table in plugin_tables(doc, "notifiers"):
         options = dict(table)
@@ -88,7 +88,8 @@ def load_notifiers(doc: Mapping[str, Any]) -> NotifierHub:
         if not isinstance(type_, str):
             raise ConfigError(f"[notifiers.{name}] type: expected a string, got {type_!r}")
         factory = _pick("notifiers", name, "notifier", NOTIFIERS, type_)
-        built.append((name, _build("notifiers", name, factory, name, options)))
+        ctx = NotifierContext(name, state_dir)
+        built.append((name, _build("notifiers", name, factory, ctx, options)))
     return NotifierHub(built)
 
 
@@ -97,4 +98,4 @@ def load_outputs(path: Path | None, state_dir: Path) -> Outputs:
     if path is None:
         return Outputs()
     doc = read_toml(path)
-    return Outputs(sinks=load_sinks(doc, state_dir), notifiers=load_notifiers(doc))
+    return Outputs(sinks=load_sinks(doc, state_dir), notifiers=load_notifiers(doc, state_dir))

@@ -9,11 +9,13 @@ the alert. A full queue drops the record, counted and logged.
 What is an alert: a warning to deliver (outcome ``warned``) and an action carried out
 (outcome ``done``); dry-run decisions, advice and report-only findings stay in the audit log.
 
-A new notifier is one module with a class that has ``send(record)`` and ``close()`` and a
-factory taking (instance name, options from ``[notifiers.NAME]``), plus one line in
+A new notifier is one module with a class that has ``send(record)`` and ``close()`` (and,
+optionally, ``start()``, called when the hub starts) and a factory taking
+(:class:`NotifierContext`, options from ``[notifiers.NAME]``), plus one line in
 :data:`NOTIFIERS`. ``send`` may block (an SMTP round trip); delivery that must survive
-outages and restarts (MQTT, e-mail) keeps its own durable retry queue inside the notifier:
-``send`` then only has to write the alert to that queue.
+outages and restarts goes through
+:class:`~gpuwarden.collector.outputs.delivery.DurableNotifier` (MQTT, e-mail): the notifier
+is then only a transport, and ``send`` only writes the alert to a durable outbox.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from gpuwarden.collector.audit import AuditRecord
@@ -46,7 +49,13 @@ class Notifier(Protocol):
         """Release connections; safe to call twice."""
 
 
-NotifierFactory = Callable[[str, Mapping[str, Any]], Notifier]
+@dataclass(frozen=True, slots=True)
+class NotifierContext:
+    name: str  # the instance name, from [notifiers.NAME]
+    state_dir: Path  # the collector's state folder: outboxes and relative paths live here
+
+
+NotifierFactory = Callable[[NotifierContext, Mapping[str, Any]], Notifier]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +90,27 @@ class LogNotifier:
         pass
 
 
-def _log(name: str, options: Mapping[str, Any]) -> Notifier:
-    opts = build_section(_LogOptions, f"notifiers.{name}", options, environ={})
+def _log(ctx: NotifierContext, options: Mapping[str, Any]) -> Notifier:
+    opts = build_section(_LogOptions, f"notifiers.{ctx.name}", options, environ={})
     return LogNotifier(logging.INFO if opts.level == "info" else logging.WARNING)
+
+
+def _mqtt(ctx: NotifierContext, options: Mapping[str, Any]) -> Notifier:
+    from gpuwarden.collector.outputs.mqtt import mqtt_notifier
+
+    return mqtt_notifier(ctx, options)
+
+
+def _email(ctx: NotifierContext, options: Mapping[str, Any]) -> Notifier:
+    from gpuwarden.collector.outputs.email import email_notifier
+
+    return email_notifier(ctx, options)
 
 
 NOTIFIERS: dict[str, NotifierFactory] = {
     "log": _log,  # a line in the collector's log per alert
+    "mqtt": _mqtt,  # gpuwarden/alerts/<user>/<job_id>, QoS 1 (needs gpuwarden[alerts])
+    "email": _email,  # a friendly e-mail over SMTP
 }
 
 
@@ -144,6 +167,10 @@ class NotifierHub:
     def start(self) -> None:
         if not self.notifiers:
             return
+        for _, notifier in self.notifiers:
+            start = getattr(notifier, "start", None)
+            if callable(start):
+                start()  # durable notifiers deliver what a previous run left
         self._thread = threading.Thread(target=self._run, name="notifiers", daemon=True)
         self._thread.start()
 

@@ -157,6 +157,26 @@ def _coerce_plain(where: str, hint: Any, origin: Any, raw: Any, from_env: bool) 
     raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover
 
 
+def load_section(
+    cls: type[T],
+    section: str,
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> T:
+    """One section of a gpuwarden config file (every section name checked), then the
+    environment and ``flags``: :func:`build_section` over the file's ``[section]`` table."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        doc = read_toml(path)
+        check_sections(doc, path)
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        data.update(table)
+    return build_section(cls, section, data, environ, flags)
+
+
 def build_section(
     cls: type[T],
     section: str,

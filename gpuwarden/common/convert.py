@@ -272,6 +272,10 @@ def audit_record_to_pb(record: AuditRecord) -> pb.AuditRecord:
         detail=record.detail,
         evidence_json=json.dumps(dict(record.evidence), sort_keys=True, default=str),
         actor=record.actor,
+        user=record.user,
+        account=record.account,
+        partition=record.partition,
+        nodes=list(record.nodes),
     )
 
 
@@ -298,6 +302,10 @@ def audit_record_from_pb(msg: pb.AuditRecord) -> AuditRecord:
         detail=msg.detail,
         evidence=_evidence_from_json(msg.evidence_json),
         actor=msg.actor,
+        user=msg.user,
+        account=msg.account,
+        partition=msg.partition,
+        nodes=tuple(msg.nodes),
     )
 
 

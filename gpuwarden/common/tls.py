@@ -13,9 +13,12 @@ from gpuwarden.common.config import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
+    """The CA to check the collector with; ``cert``/``key`` None: no client certificate
+    (a researcher on the collector's MUNGE port)."""
+
     ca: Path
-    cert: Path
-    key: Path
+    cert: Path | None = None
+    key: Path | None = None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -26,7 +29,10 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
-    """mTLS credentials: the collector's CA and this client's certificate and key."""
+    """mTLS credentials: the collector's CA and this client's certificate and key (TLS
+    that checks only the collector when there is no client certificate)."""
+    if tls.cert is None or tls.key is None:
+        return grpc.ssl_channel_credentials(root_certificates=_read(tls.ca, "tls_ca"))
     return grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca, "tls_ca"),
         private_key=_read(tls.key, "tls_key"),

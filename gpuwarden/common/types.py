@@ -201,10 +201,17 @@ class AuditRecord:
     detail: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
     actor: str = "gpuwarden"
+    # whose job it is and where it runs (empty when unknown, as for records written before
+    # these fields existed)
+    user: str = ""
+    account: str = ""
+    partition: str = ""
+    nodes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["gpus"] = list(self.gpus)
+        out["nodes"] = list(self.nodes)
         out["evidence"] = dict(self.evidence)
         return out
 

@@ -7,3 +7,7 @@ from __future__ import annotations
 REJECTED_SEQ_KEY = "gpuwarden-rejected-seq"
 # Largest NodeReport either side accepts (64 GPUs with processes fit in far less).
 MAX_REPORT_BYTES = 4 << 20
+# Request-metadata key of a researcher's MUNGE credential (``munge -n -s gpuwarden-query``).
+MUNGE_KEY = "gpuwarden-munge"
+# The payload of that credential: the collector refuses one made for another purpose.
+MUNGE_PURPOSE = "gpuwarden-query"

@@ -29,6 +29,7 @@ from gpuwarden.common.types import (
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query.config import ClientConfig
+from gpuwarden.query.munge import munge_metadata
 
 MAX_RECEIVE_BYTES = 64 << 20
 
@@ -37,15 +38,24 @@ class QueryClient:
     """``async with QueryClient(target) as client: snap = await client.snapshot()``.
 
     ``tls`` None means plaintext (demos, tests); give the collector's CA and a reader
-    certificate for a collector that requires mTLS. ``timeout_s`` bounds each call.
+    certificate for a collector that requires mTLS. ``munge``: every call carries a fresh
+    MUNGE credential (a researcher). ``timeout_s`` bounds each call.
     """
 
     def __init__(
-        self, target: str, *, tls: TlsFiles | None = None, timeout_s: float = 10.0
+        self,
+        target: str,
+        *,
+        tls: TlsFiles | None = None,
+        timeout_s: float = 10.0,
+        munge: bool = False,
+        munge_socket: str = "",
     ) -> None:
         self.target = target
         self.tls = tls
         self.timeout_s = timeout_s
+        self.munge = munge
+        self.munge_socket = munge_socket
         self._channel = make_channel(
             target, tls, [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
         )
@@ -54,7 +64,17 @@ class QueryClient:
 
     @classmethod
     def from_config(cls, cfg: ClientConfig) -> QueryClient:
-        return cls(cfg.collector, tls=cfg.tls_files, timeout_s=cfg.timeout)
+        return cls(
+            cfg.collector,
+            tls=cfg.tls_files,
+            timeout_s=cfg.timeout,
+            munge=cfg.use_munge,
+            munge_socket=cfg.munge_socket,
+        )
+
+    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """Per call: a fresh MUNGE credential (munged decodes each one only once)."""
+        return await munge_metadata(self.munge_socket) if self.munge else ()
 
     async def __aenter__(self) -> QueryClient:
         return self
@@ -73,7 +93,7 @@ class QueryClient:
     async def snapshot(self) -> ClusterSnapshot:
         """Every node's newest state."""
         resp: pb.ClusterSnapshot = await self._stub.GetSnapshot(
-            pb.SnapshotRequest(), timeout=self.timeout_s
+            pb.SnapshotRequest(), timeout=self.timeout_s, metadata=await self._metadata()
         )
         return snapshot_from_pb(resp)
 
@@ -91,7 +111,9 @@ class QueryClient:
         req = pb.HistoryRequest(
             node=node, uuid=uuid, job_id=job_id, since=since, until=until, limit=limit
         )
-        resp: pb.HistoryResponse = await self._stub.GetHistory(req, timeout=3 * self.timeout_s)
+        resp: pb.HistoryResponse = await self._stub.GetHistory(
+            req, timeout=3 * self.timeout_s, metadata=await self._metadata()
+        )
         return history_from_pb(resp)
 
     async def audit(
@@ -99,13 +121,31 @@ class QueryClient:
     ) -> list[AuditRecord]:
         """Audit records (all jobs when ``job_id`` is empty) from ``since``, newest first."""
         req = pb.AuditRequest(job_id=job_id, since=since, limit=limit)
-        resp: pb.AuditResponse = await self._stub.GetAudit(req, timeout=self.timeout_s)
+        resp: pb.AuditResponse = await self._stub.GetAudit(
+            req, timeout=self.timeout_s, metadata=await self._metadata()
+        )
         return [audit_record_from_pb(r) for r in resp.records]
+
+    async def whoami(self) -> tuple[str, str, str]:
+        """(name, role, via) of this client as the collector sees it."""
+        resp: pb.WhoamiResponse = await self._stub.Whoami(
+            pb.WhoamiRequest(), timeout=self.timeout_s, metadata=await self._metadata()
+        )
+        return resp.name, resp.role, resp.via
+
+    async def policy_json(self) -> str:
+        """The collector's active policy as JSON (admin certificates only; audited)."""
+        resp: pb.PolicyResponse = await self._admin.GetPolicy(
+            pb.PolicyRequest(), timeout=self.timeout_s, metadata=await self._metadata()
+        )
+        return resp.policy_json
 
     async def watch(self, include_snapshot: bool = True) -> AsyncIterator[NodeState | AuditRecord]:
         """Node states (first the whole cluster when ``include_snapshot``), then every change
         and every new audit record, until the caller stops or the stream breaks."""
-        call = self._stub.Watch(pb.WatchRequest(include_snapshot=include_snapshot))
+        call = self._stub.Watch(
+            pb.WatchRequest(include_snapshot=include_snapshot), metadata=await self._metadata()
+        )
         async for msg in call:
             event = cluster_event_from_pb(msg)
             if event is not None:

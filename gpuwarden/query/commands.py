@@ -28,6 +28,7 @@ from gpuwarden.query.format import (
     format_audit_line,
     format_status,
 )
+from gpuwarden.query.munge import MungeUnavailable
 from gpuwarden.query.since import HELP as SINCE_HELP
 from gpuwarden.query.since import parse_since
 from gpuwarden.query.views import ClusterView, cluster_view
@@ -49,6 +50,12 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--insecure", action="store_true", help="plaintext gRPC (a demo or test collector)"
     )
+    g.add_argument(
+        "--munge",
+        action="store_true",
+        help="prove who you are with MUNGE (researchers; the collector's MUNGE port); the "
+        "default when no client certificate is configured and munge is installed",
+    )
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
@@ -60,6 +67,7 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
             "tls_cert": args.tls_cert,
             "tls_key": args.tls_key,
             "insecure": True if args.insecure else None,
+            "munge": True if args.munge else None,
         },
     )
 
@@ -87,6 +95,9 @@ def _run(command: str, cfg: ClientConfig, work: Callable[[], Coroutine[Any, Any,
         return asyncio.run(work())
     except grpc.aio.AioRpcError as exc:
         print(f"gpuwarden {command}: {rpc_error_message(exc, cfg)}", file=sys.stderr)
+        return 1
+    except MungeUnavailable as exc:
+        print(f"gpuwarden {command}: no MUNGE credential: {exc}", file=sys.stderr)
         return 1
 
 
@@ -126,8 +137,13 @@ async def _watch(cfg: ClientConfig, interval_s: float, as_json: bool) -> None:
             stamp = time.strftime("%H:%M:%S")
             try:
                 text = _render(cluster_view(await client.snapshot()), as_json)
-            except grpc.aio.AioRpcError as exc:
-                text = f"{stamp} {rpc_error_message(exc, cfg)}; retrying every {interval_s:g} s"
+            except (grpc.aio.AioRpcError, MungeUnavailable) as exc:
+                reason = (
+                    rpc_error_message(exc, cfg)
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else f"no MUNGE credential: {exc}"
+                )
+                text = f"{stamp} {reason}; retrying every {interval_s:g} s"
                 if not tty:
                     print(f"gpuwarden status: {text}", file=sys.stderr, flush=True)
                     await asyncio.sleep(interval_s)

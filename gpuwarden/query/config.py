@@ -1,4 +1,5 @@
-"""Client config: where the collector is and how to reach it (TLS CA, certificate, key).
+"""Client config: where the collector is and how to reach it (TLS CA, certificate, key,
+or MUNGE for researchers).
 
 Sources, each later one winning: ``/etc/gpuwarden/client.toml``, the user's
 ``$XDG_CONFIG_HOME/gpuwarden/client.toml`` (``~/.config`` by default), a file given with
@@ -16,6 +17,7 @@ from typing import Any
 
 from gpuwarden.common.config import ConfigError, build_section, duration_field, read_toml
 from gpuwarden.common.tls import TlsFiles
+from gpuwarden.query.munge import munge_available
 
 SECTION = "client"
 SYSTEM_CONFIG = Path("/etc/gpuwarden/client.toml")
@@ -29,6 +31,10 @@ class ClientConfig:
     tls_key: str = ""
     insecure: bool = False
     timeout: float = duration_field(10.0, minimum=0.1)
+    # attach a MUNGE credential to every call (a researcher, on the collector's MUNGE port);
+    # unset: on when no client certificate is configured and `munge` is installed
+    munge: bool | None = None
+    munge_socket: str = ""
 
     def __post_init__(self) -> None:
         host, sep, port = self.collector.rpartition(":")
@@ -42,19 +48,33 @@ class ClientConfig:
                 "(tls_ca, tls_cert, tls_key in client.toml, GPUWARDEN_CLIENT_TLS_*, or "
                 "--tls-ca/--tls-cert/--tls-key), or --insecure for a plaintext collector"
             )
-        names = ("tls_ca", "tls_cert", "tls_key")
+        names: tuple[str, ...] = ("tls_ca", "tls_cert", "tls_key")
+        if not (self.tls_cert or self.tls_key) and self.use_munge:
+            names = ("tls_ca",)  # a researcher: TLS checks the collector, MUNGE says who
         for name in names:
             if not getattr(self, name):
-                raise ValueError(f"{name}: not set (mTLS needs tls_ca, tls_cert and tls_key)")
+                raise ValueError(
+                    f"{name}: not set (mTLS needs tls_ca, tls_cert and tls_key; a researcher "
+                    "gives tls_ca and munge = true, with the collector's MUNGE port)"
+                )
         for name in names:
             value = getattr(self, name)
             if not Path(value).is_file():
                 raise ValueError(f"{name}: {value} does not exist or is not a file")
 
     @property
+    def use_munge(self) -> bool:
+        """Send a MUNGE credential: asked for, or no client certificate and munge here."""
+        if self.munge is not None:
+            return self.munge
+        return not self.insecure and not (self.tls_cert or self.tls_key) and munge_available()
+
+    @property
     def tls_files(self) -> TlsFiles | None:
         if self.insecure:
             return None
+        if not (self.tls_cert and self.tls_key):
+            return TlsFiles(ca=Path(self.tls_ca))
         return TlsFiles(ca=Path(self.tls_ca), cert=Path(self.tls_cert), key=Path(self.tls_key))
 
 

@@ -117,9 +117,9 @@ def format_status(
         for n in view.nodes
     ]
     header = ("NODE", "CONN", "SLURM", "SEEN", "GPUS", "UTIL", "MEM GiB")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    widths = [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in range(4)]
     widths += [map_w]
-    widths += [max(len(header[i]), *(len(r[i]) for r in rows)) for i in (5, 6)]
+    widths += [max([len(header[i]), *(len(r[i]) for r in rows)]) for i in (5, 6)]
     jobs_col = sum(widths) + len(widths)
     jobs_w = max(width - jobs_col, 20)
 

@@ -1,7 +1,8 @@
 """Asking Slurm about jobs and acting on them: ``SlurmClient`` and its CLI implementation.
 
 Every action first checks that the job is RUNNING: Slurm accepts ``scontrol requeue`` of a
-COMPLETED or CANCELLED job and runs it again, which must never happen by our hand. Job facts
+COMPLETED or CANCELLED job and runs it again, which must never happen by our hand
+(``act_guarded``, the one guard, also used by the pyslurm backend). Job facts
 come from ``squeue --json`` (structured: a job named ``x JobState=RUNNING Requeue=1`` cannot
 pass that guard, as it could through scontrol's unescaped text).
 """
@@ -10,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from gpuwarden.common.types import SlurmStatus
 from gpuwarden.slurm.ids import validate_job_id
-from gpuwarden.slurm.job import SlurmJob
+from gpuwarden.slurm.job import SlurmJob, find_job
 from gpuwarden.slurm.runner import Outcome, SlurmError, SlurmRunner, classify_error, last_line
 from gpuwarden.slurm.squeue import parse_squeue_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActionResult", "CliSlurmClient", "SlurmClient"]
+__all__ = ["ActionResult", "CliSlurmClient", "SlurmClient", "act_guarded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +79,7 @@ class CliSlurmClient:
             if e.outcome is Outcome.UNKNOWN_JOB:
                 return None
             raise
-        jobs = parse_squeue_json(text, job_ids=[job_id])
-        for job in jobs:  # "123_4" names that task; "123" of an array names every task
-            if job.job_id == job_id or job.display_id == job_id:
-                return job
-        return jobs[0] if len(jobs) == 1 else None
+        return find_job(parse_squeue_json(text), job_id)
 
     def jobs(self) -> list[SlurmJob]:
         return parse_squeue_json(self.runner.output("squeue", "--json", "--states=all"))
@@ -107,49 +105,60 @@ class CliSlurmClient:
         return self._act("cancel", job_id, ("scancel", job_id))
 
     def _act(self, action: str, job_id: str, argv: tuple[str, ...]) -> ActionResult:
-        try:
-            validate_job_id(job_id)
-        except ValueError as e:
-            return ActionResult(job_id, action, Outcome.INVALID_JOB_ID, str(e))
-        # Guard: act only on a RUNNING job (Slurm requeues finished jobs and runs them again).
-        try:
-            job = self.job(job_id)
-        except SlurmError as e:
-            return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
-        if job is None:
-            return ActionResult(
-                job_id, action, Outcome.UNKNOWN_JOB, f"job {job_id} is unknown to Slurm"
-            )
-        if job.state == "PENDING":
-            return ActionResult(
-                job_id, action, Outcome.PENDING, f"job {job_id} is pending: not {action}d"
-            )
-        if job.state != "RUNNING":
-            return ActionResult(
-                job_id,
-                action,
-                Outcome.NOT_RUNNING,
-                f"job {job_id} is {job.state}, not RUNNING: refused",
-            )
-        if action != "cancel" and not job.requeue:
-            return ActionResult(
-                job_id,
-                action,
-                Outcome.NOT_REQUEUEABLE,
-                f"job {job_id} is not requeue-able (Requeue=0)",
-            )
-        t0 = time.monotonic()
-        try:
+        def perform(job: SlurmJob) -> None:
             proc = self.runner.run(*argv)
-        except SlurmError as e:
-            return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
-        if proc.returncode == 0:
-            log.info("slurm %s %s done in %.2f s", action, job_id, time.monotonic() - t0)
-            return ActionResult(job_id, action, Outcome.DONE, f"{action} {job_id}: done")
-        outcome = classify_error(proc.stderr)
-        if outcome is Outcome.FAILED and "Unexpected message received" in proc.stderr:
-            # 22.05 scontrol requeue prints this when the controller went away meanwhile.
-            outcome = Outcome.CONTROLLER_DOWN if not self.ping().available else Outcome.FAILED
+            if proc.returncode == 0:
+                return
+            outcome = classify_error(proc.stderr)
+            if outcome is Outcome.FAILED and "Unexpected message received" in proc.stderr:
+                # 22.05 scontrol requeue prints this when the controller went away meanwhile.
+                outcome = Outcome.CONTROLLER_DOWN if not self.ping().available else Outcome.FAILED
+            raise SlurmError(outcome, last_line(proc.stderr), proc.stderr)
+
+        return act_guarded(action, job_id, self.job, perform)
+
+
+def act_guarded(
+    action: str,
+    job_id: str,
+    lookup: Callable[[str], SlurmJob | None],
+    perform: Callable[[SlurmJob], object],
+) -> ActionResult:
+    """The one path of every Slurm action, whatever the backend: refuse a malformed id, look
+    the job up, act only on a RUNNING job (Slurm requeues finished jobs and runs them again)
+    that is requeue-able when requeuing, then ``perform(job)``, which raises SlurmError when
+    Slurm refuses."""
+    try:
+        validate_job_id(job_id)
+    except ValueError as e:
+        return ActionResult(job_id, action, Outcome.INVALID_JOB_ID, str(e))
+    try:
+        job = lookup(job_id)
+    except SlurmError as e:
+        return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
+    if job is None:
         return ActionResult(
-            job_id, action, outcome, f"{action} {job_id}: {last_line(proc.stderr)}", proc.stderr
+            job_id, action, Outcome.UNKNOWN_JOB, f"job {job_id} is unknown to Slurm"
         )
+    if job.state == "PENDING":
+        return ActionResult(
+            job_id, action, Outcome.PENDING, f"job {job_id} is pending: not {action}d"
+        )
+    if job.state != "RUNNING":
+        return ActionResult(
+            job_id,
+            action,
+            Outcome.NOT_RUNNING,
+            f"job {job_id} is {job.state}, not RUNNING: refused",
+        )
+    if action != "cancel" and not job.requeue:
+        return ActionResult(
+            job_id, action, Outcome.NOT_REQUEUEABLE, f"job {job_id} is not requeue-able (Requeue=0)"
+        )
+    t0 = time.monotonic()
+    try:
+        perform(job)
+    except SlurmError as e:
+        return ActionResult(job_id, action, e.outcome, f"{action} {job_id}: {e}", e.stderr)
+    log.info("slurm %s %s done in %.2f s", action, job_id, time.monotonic() - t0)
+    return ActionResult(job_id, action, Outcome.DONE, f"{action} {job_id}: done")

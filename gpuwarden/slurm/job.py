@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["SlurmJob"]
+from gpuwarden.slurm.hostlist import parse_index_list
+
+__all__ = ["SlurmJob", "find_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +56,31 @@ class SlurmJob:
 
     def gpu_indices(self, node: str) -> tuple[int, ...]:
         return self.gpus_by_node.get(node, ())
+
+
+def find_job(jobs: Iterable[SlurmJob], job_id: str) -> SlurmJob | None:
+    """The job users call ``job_id``: by job id, else by the id users see (``A_T``,
+    ``H+O``), else, for ``A_T`` of a pending array whose tasks still share one record
+    (``array_task_id`` ``"0-7%2"``), that record as task T, as ``scontrol show job A_T``
+    shows it. None when no job matches."""
+    jobs = list(jobs)
+    for job in jobs:
+        if job.job_id == job_id:
+            return job
+    for job in jobs:
+        if job.display_id == job_id:
+            return job
+    array, sep, task = job_id.partition("_")
+    if not sep or not task.isdigit():
+        return None
+    for job in jobs:
+        tasks = job.array_task_id
+        if job.array_job_id != array or not tasks or tasks.isdigit():
+            continue
+        try:
+            waiting = parse_index_list(tasks.split("%")[0])
+        except ValueError:
+            continue
+        if int(task) in waiting:
+            return dataclasses.replace(job, array_task_id=task)
+    return None

@@ -197,7 +197,7 @@ class WatchRequest(_message.Message):
     def __init__(self, include_snapshot: _Optional[bool] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("id", "ts", "job_id", "kind", "action", "outcome", "dry_run", "gpus", "detail", "evidence_json", "actor")
+    __slots__ = ("id", "ts", "job_id", "kind", "action", "outcome", "dry_run", "gpus", "detail", "evidence_json", "actor", "user", "account", "partition", "nodes")
     ID_FIELD_NUMBER: _ClassVar[int]
     TS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +209,10 @@ class AuditRecord(_message.Message):
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_JSON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     id: int
     ts: float
     job_id: str
@@ -220,7 +224,11 @@ class AuditRecord(_message.Message):
     detail: str
     evidence_json: str
     actor: str
-    def __init__(self, id: _Optional[int] = ..., ts: _Optional[float] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., dry_run: _Optional[bool] = ..., gpus: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., evidence_json: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    user: str
+    account: str
+    partition: str
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., ts: _Optional[float] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., dry_run: _Optional[bool] = ..., gpus: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., evidence_json: _Optional[str] = ..., actor: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ..., partition: _Optional[str] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterEvent(_message.Message):
     __slots__ = ("node", "audit")
@@ -281,6 +289,30 @@ class AuditResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class WhoamiRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WhoamiResponse(_message.Message):
+    __slots__ = ("name", "role", "via")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    via: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
+
+class PolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PolicyResponse(_message.Message):
+    __slots__ = ("policy_json",)
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    policy_json: str
+    def __init__(self, policy_json: _Optional[str] = ...) -> None: ...
 
 class ActionRequest(_message.Message):
     __slots__ = ("job_id", "action", "duration_s", "reason")

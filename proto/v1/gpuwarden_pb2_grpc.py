@@ -99,7 +99,8 @@ class AgentService:
 
 
 class QueryServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every read is open to readers and admins; a researcher (MUNGE) sees only their own jobs.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -127,10 +128,16 @@ class QueryServiceStub:
                 request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.AuditRequest.SerializeToString,
                 response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.AuditResponse.FromString,
                 _registered_method=True)
+        self.Whoami = channel.unary_unary(
+                '/gpuwarden.v1.QueryService/Whoami',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every read is open to readers and admins; a researcher (MUNGE) sees only their own jobs.
+    """
 
     def GetSnapshot(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -151,6 +158,12 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Whoami(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +192,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.AuditRequest.FromString,
                     response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.AuditResponse.SerializeToString,
             ),
+            'Whoami': grpc.unary_unary_rpc_method_handler(
+                    servicer.Whoami,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'gpuwarden.v1.QueryService', rpc_method_handlers)
@@ -188,7 +206,8 @@ def add_QueryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
-    """Missing associated documentation comment in .proto file."""
+    """Every read is open to readers and admins; a researcher (MUNGE) sees only their own jobs.
+    """
 
     @staticmethod
     def GetSnapshot(request,
@@ -298,6 +317,33 @@ class QueryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Whoami(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.QueryService/Whoami',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AdminServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -308,6 +354,11 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetPolicy = channel.unary_unary(
+                '/gpuwarden.v1.AdminService/GetPolicy',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.FromString,
+                _registered_method=True)
         self.RequestAction = channel.unary_unary(
                 '/gpuwarden.v1.AdminService/RequestAction',
                 request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.SerializeToString,
@@ -318,6 +369,12 @@ class AdminServiceStub:
 class AdminServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestAction(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -327,6 +384,11 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.SerializeToString,
+            ),
             'RequestAction': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestAction,
                     request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.FromString,
@@ -342,6 +404,33 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.AdminService/GetPolicy',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RequestAction(request,

@@ -4,18 +4,28 @@ Use from a test module::
 
     from slurm_fixtures import slurm_cluster, submit, wait_state, controller_stopped  # noqa: F401
 
-``slurm_cluster`` (session) starts the cluster once, exports SLURM_CONF into os.environ and
-FAILS the test (never skips) with the daemon logs' tail when Slurm cannot start. Every job
-submitted through ``submit`` is cancelled at the end of the session; give jobs your own
-names (other engineers share this cluster).
+``slurm_cluster`` (session) is parametrized over the Slurm versions: Debian's 22.05 and
+25.11 built from source (``scripts/slurm-up.sh --slurm 25.11``), so every test that takes it
+runs once on each. It starts the cluster once, exports SLURM_CONF (and, for 25.11, that
+build's bin/ first on PATH) into os.environ while that version's tests run, and FAILS the
+test (never skips) with the daemon logs' tail when Slurm cannot start. A test that also takes
+``slurm_backend`` runs with each SlurmClient backend its Slurm supports: ``cli`` on both,
+``pyslurm`` on 25.11 (the pyslurm wheel is built and installed on first use).
+
+``GPUWARDEN_SLURM_VERSIONS=22.05`` (comma-separated) limits the versions;
+``GPUWARDEN_SLURM_STATE`` / ``GPUWARDEN_SLURM25_STATE`` name the state dirs of an already
+running 22.05 / 25.11 cluster. Every job submitted through ``submit`` is cancelled at the end
+of its version's tests; give jobs your own names (other engineers share these clusters).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +35,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
-STATE_DIR = Path(os.environ.get("GPUWARDEN_SLURM_STATE", REPO / ".run" / "slurm"))
+STATE_DIRS = {
+    "22.05": Path(os.environ.get("GPUWARDEN_SLURM_STATE", REPO / ".run" / "slurm")),
+    "25.11": Path(os.environ.get("GPUWARDEN_SLURM25_STATE", REPO / ".run" / "slurm25")),
+}
+STATE_DIR = STATE_DIRS["22.05"]
+BACKENDS = {"22.05": ("cli",), "25.11": ("cli", "pyslurm")}  # pyslurm 25.11 needs Slurm 25.11
+
+
+def _versions() -> tuple[str, ...]:
+    wanted = os.environ.get("GPUWARDEN_SLURM_VERSIONS", "22.05,25.11")
+    versions = tuple(v.strip() for v in wanted.split(",") if v.strip())
+    unknown = [v for v in versions if v not in STATE_DIRS]
+    if unknown or not versions:
+        raise pytest.UsageError(
+            f"GPUWARDEN_SLURM_VERSIONS={wanted!r}: expected a comma-separated subset of "
+            f"{', '.join(STATE_DIRS)}"
+        )
+    return versions
+
+
+SLURM_VERSIONS = _versions()
 
 _submitted: list[str] = []
 
@@ -35,7 +65,11 @@ class SlurmCluster:
     state_dir: Path
     slurm_conf: Path
     node: str  # the one node's name (hostname -s)
+    version: str = "22.05"  # "22.05" (Debian) or "25.11" (built from source)
     gpus: int = 4
+
+
+_current: list[SlurmCluster] = []  # the cluster the running test talks to
 
 
 def _run_script(*args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
@@ -48,24 +82,88 @@ def _run_script(*args: str, timeout_s: float = 180.0) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
-    if os.geteuid() != 0:
-        pytest.fail("the Slurm tests need root: slurm-up.sh starts munged, slurmctld and slurmd")
-    proc = _run_script("slurm-up.sh", str(STATE_DIR))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test taking ``slurm_cluster`` runs on each Slurm version; one also taking
+    ``slurm_backend`` runs with each backend that version supports."""
+    if "slurm_cluster" not in metafunc.fixturenames:
+        return
+    if "slurm_backend" in metafunc.fixturenames:
+        combos = [(v, b) for v in SLURM_VERSIONS for b in BACKENDS[v]]
+        metafunc.parametrize(
+            ("slurm_cluster", "slurm_backend"),
+            combos,
+            indirect=True,
+            ids=[f"{v}-{b}" for v, b in combos],
+            scope="session",
+        )
+    else:
+        metafunc.parametrize("slurm_cluster", SLURM_VERSIONS, indirect=True, scope="session")
+
+
+def ensure_pyslurm() -> None:
+    """Build (once, cached) and install pyslurm into this Python; fail the test if it cannot."""
+    proc = _run_script("pyslurm-build.sh", sys.executable, timeout_s=1200)
     if proc.returncode != 0:
         pytest.fail(
-            f"scripts/slurm-up.sh failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
+            f"scripts/pyslurm-build.sh failed (rc={proc.returncode}):\n{proc.stderr}",
             pytrace=False,
         )
-    conf = STATE_DIR / "slurm.conf"
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+    version: str = getattr(request, "param", SLURM_VERSIONS[0])
+    if os.geteuid() != 0:
+        pytest.fail("the Slurm tests need root: slurm-up.sh starts munged, slurmctld and slurmd")
+    state = STATE_DIRS[version]
+    # A cold 25.11 build takes minutes; later runs find it cached.
+    proc = _run_script("slurm-up.sh", "--slurm", version, str(state), timeout_s=1500)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"scripts/slurm-up.sh --slurm {version} failed (rc={proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr}",
+            pytrace=False,
+        )
+    saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PATH")}
+    conf = state / "slurm.conf"
     os.environ["SLURM_CONF"] = str(conf)
-    yield SlurmCluster(
-        state_dir=STATE_DIR, slurm_conf=conf, node=socket.gethostname().split(".")[0]
+    if version != "22.05":
+        prefix = _run_script("slurm-build.sh", "--print-prefix").stdout.strip()
+        os.environ["PATH"] = f"{prefix}/bin{os.pathsep}{os.environ.get('PATH', '')}"
+    cluster = SlurmCluster(
+        state_dir=state, slurm_conf=conf, node=socket.gethostname().split(".")[0], version=version
     )
-    if _submitted:
-        subprocess.run(["scancel", *_submitted], capture_output=True, timeout=30, check=False)
-        _submitted.clear()
+    _current.append(cluster)
+    try:
+        yield cluster
+    finally:
+        if _submitted:
+            subprocess.run(["scancel", *_submitted], capture_output=True, timeout=30, check=False)
+            _submitted.clear()
+        _current.remove(cluster)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def slurm_backend(request: pytest.FixtureRequest) -> str:
+    """The SlurmClient backend under test (``cli`` or ``pyslurm``), set by parametrization."""
+    backend: str = getattr(request, "param", "cli")
+    if backend == "pyslurm":
+        ensure_pyslurm()
+    return backend
+
+
+def _state_dir() -> Path:
+    return _current[-1].state_dir if _current else STATE_DIR
+
+
+def _version() -> str:
+    return _current[-1].version if _current else "22.05"
 
 
 @pytest.fixture(autouse=True)
@@ -169,13 +267,15 @@ def job_pids(job_id: str, timeout: float = 15.0) -> list[int]:
 
 
 def stop_controller() -> None:
-    proc = _run_script("slurm-down.sh", "--ctld-only", str(STATE_DIR), timeout_s=60)
+    proc = _run_script("slurm-down.sh", "--ctld-only", str(_state_dir()), timeout_s=60)
     if proc.returncode != 0:
         raise RuntimeError(f"slurm-down.sh --ctld-only failed: {proc.stderr}")
 
 
 def start_controller() -> None:
-    proc = _run_script("slurm-up.sh", "--ctld-only", str(STATE_DIR), timeout_s=120)
+    proc = _run_script(
+        "slurm-up.sh", "--slurm", _version(), "--ctld-only", str(_state_dir()), timeout_s=120
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"slurm-up.sh --ctld-only failed: {proc.stdout}{proc.stderr}")
 

@@ -51,7 +51,7 @@ async def tls_collector(ca: TestCA, tmp_path: Path) -> AsyncIterator[Collector]:
 async def test_agent_with_its_node_certificate_is_stored(
     tls_collector: Collector, ca: TestCA, tmp_path: Path
 ) -> None:
-    n1 = ca.issue("n1")
+    n1 = ca.issue("n1", role="node")
     spool = Spool(tmp_path / "spool")
     seq = spool.next_seq()
     spool.put(seq, report("n1", seq).SerializeToString())
@@ -71,7 +71,7 @@ async def test_agent_with_its_node_certificate_is_stored(
 async def test_report_for_another_node_is_denied_and_not_stored(
     tls_collector: Collector, ca: TestCA
 ) -> None:
-    n1 = ca.issue("n1")
+    n1 = ca.issue("n1", role="node")
     async with make_channel(
         f"127.0.0.1:{tls_collector.port}", TlsFiles(ca.ca, n1.cert, n1.key)
     ) as ch:

@@ -221,7 +221,7 @@ async def test_status_and_audit_work_against_an_mtls_collector(
     mtls: tuple[Collector, TestCA], tmp_path: Path
 ) -> None:
     c, ca = mtls
-    reader = ca.issue("reader")
+    reader = ca.issue("reader", role="reader")
     target = f"127.0.0.1:{c.port}"
     flags = ("--tls-ca", str(ca.ca), "--tls-cert", str(reader.cert), "--tls-key", str(reader.key))
     r = await cli("status", "--collector", target, *flags)

@@ -192,9 +192,7 @@ async def fill(c: Collector) -> None:
     )
     log.close()
     c.audit = AuditQuery(c.store.path)
-    attach_admin(
-        c, policies=PolicySet(default=Policy(enforce=False)), executor=None, audit_jsonl=None
-    )
+    attach_admin(c, policies=PolicySet(default=Policy(enforce=False)), executor=None)
 
 
 class ThreadedCollector:
@@ -226,7 +224,6 @@ class ThreadedCollector:
                     c,
                     policies=PolicySet(default=Policy(enforce=False)),
                     executor=None,
-                    audit_jsonl=None,
                 )
             self.collector = c
             self.port = c.port

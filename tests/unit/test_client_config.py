@@ -80,7 +80,9 @@ def test_insecure_flag_wins_over_tls_files_from_a_file(tmp_path: Path) -> None:
         ("", {}, {}, "[client] tls_ca: not set"),
         ("", {"insecure": True, "collector": "nohost"}, {}, "collector: 'nohost' is not HOST:PORT"),
         ("", {"insecure": True, "collector": "h:99999"}, {}, "is not HOST:PORT"),
-        ("", {"tls_ca": "/nonexistent/ca.pem"}, {}, "tls_cert: not set"),
+        ("", {"tls_ca": "/nonexistent/ca.pem", "munge": False}, {}, "tls_cert: not set"),
+        ("", {"tls_ca": "/nonexistent/ca.pem", "munge": True}, {}, "tls_ca: /nonexistent"),
+        ("", {}, {"GPUWARDEN_CLIENT_MUNGE": "maybe"}, "GPUWARDEN_CLIENT_MUNGE: expected"),
         ("", {}, {"GPUWARDEN_CLIENT_INSECURE": "maybe"}, "GPUWARDEN_CLIENT_INSECURE: expected"),
         ("", {"insecure": True}, {"GPUWARDEN_CLIENT_TIMEOUT": "soon"}, "GPUWARDEN_CLIENT_TIMEOUT"),
         ('[client]\ncolector = "a:1"\n', {}, {}, "[client] colector: unknown setting"),
@@ -97,6 +99,18 @@ def test_bad_values_are_named(
     assert message in str(err.value)
     if path is not None and "TOML" not in message:
         assert str(path) in str(err.value)  # the file is named
+
+
+def test_a_researcher_needs_only_the_ca_and_sends_munge(tmp_path: Path) -> None:
+    ca, _, _ = pems(tmp_path)
+    cfg = load_client_config(
+        None, {"tls_ca": str(ca), "munge": True}, environ={}, system_config=None
+    )
+    assert cfg.use_munge
+    assert cfg.tls_files is not None and cfg.tls_files.cert is None and cfg.tls_files.key is None
+    env = {"GPUWARDEN_CLIENT_MUNGE": "false"}
+    with pytest.raises(ConfigError, match="tls_cert: not set"):
+        load_client_config(None, {"tls_ca": str(ca)}, environ=env, system_config=None)
 
 
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:

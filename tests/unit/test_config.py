@@ -60,6 +60,10 @@ def test_agent_config_from_file_with_environment_override(tmp_path: Path) -> Non
             "report_interval (5 s) is shorter than sample_interval (10 s)",
         ),
         ("[agent\n", "is not valid TOML"),
+        (
+            '[agent]\ninsecure = true\nslurm_backend = "rest"\n',
+            "slurm_backend: 'rest' is not one of auto, cli, pyslurm",
+        ),
     ],
 )
 def test_bad_agent_config_fails_naming_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -54,7 +54,10 @@ def test_sinks_and_notifiers_are_built_from_their_tables(tmp_path: Path) -> None
         ('[sinks.a]\ntype = "jsonl"\nretry_max_backoff = "soon"\n', "[sinks.a] retry_max_backoff"),
         ("[sinks]\nx = 1\n", "[sinks.x] must be a table"),
         ('[sinks."a b"]\n', "a name is 1-64 letters"),
-        ('[notifiers.m]\ntype = "mqtt"\n', "'mqtt' is not a known notifier (known: log)"),
+        (
+            '[notifiers.m]\ntype = "pager"\n',
+            "'pager' is not a known notifier (known: email, log, mqtt)",
+        ),
         ('[notifiers.log]\nlevel = "loud"\n', "[notifiers.log] level: 'loud' is not one of"),
     ],
 )

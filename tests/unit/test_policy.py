@@ -1,4 +1,4 @@
-"""Policy loading: defaults from DESIGN.md, TOML with partition overrides, clear errors."""
+"""Policy loading: documented defaults, TOML with partition overrides, clear errors."""
 
 from __future__ import annotations
 

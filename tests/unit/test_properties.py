@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -105,13 +106,27 @@ def test_no_action_with_activity_in_the_idle_window_or_without_covered_idle_time
 
 
 @settings(max_examples=200, deadline=None)
-@given(steps=st.lists(step, min_size=1, max_size=80), policy=policies)
+@given(
+    before=st.lists(step, max_size=40),
+    extra=st.integers(min_value=0, max_value=5),
+    after=st.lists(step, max_size=20),
+    policy=policies,
+)
 def test_dry_run_never_calls_the_executor(
-    steps: list[tuple[int, float | None, float | None]], policy: Policy
+    before: list[tuple[int, float | None, float | None]],
+    extra: int,
+    after: list[tuple[int, float | None, float | None]],
+    policy: Policy,
 ) -> None:
+    """Every generated run reaches the action step: whatever comes before, both GPUs then
+    idle long enough for the idle window, every warning and the action to fall due."""
     dry = dataclasses.replace(policy, enforce=False)
-    events, _ = simulate(steps, dry, Ladder(MustNotBeCalled()))
-    assert all(s is not Status.DONE for _, s in events)
+    due_s = dry.grace_period + dry.idle_window + (dry.warnings + 1) * max(dry.warn_interval, W)
+    idle_long_enough = [(1, 0.0, 0.0)] * (math.ceil(due_s / W) + 2 + extra)
+    events, _ = simulate(before + idle_long_enough + after, dry, Ladder(MustNotBeCalled()))
+    statuses = [s for _, s in events]
+    assert Status.DRY_RUN in statuses  # the action step was reached ...
+    assert Status.DONE not in statuses  # ... and nothing was done
 
 
 @settings(max_examples=200, deadline=None)

@@ -260,3 +260,10 @@ def test_the_query_package_imports_no_agent_collector_or_demo_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_status_of_an_empty_cluster_is_the_header_and_zero_counts() -> None:
+    """What a researcher with no running job (or a fresh collector) sees: no crash."""
+    text = format_status(cluster_view(ClusterSnapshot(now=NOW)), width=80)
+    assert text.splitlines()[0].startswith("NODE CONN SLURM SEEN GPUS")
+    assert "nodes 0  GPUs 0" in text

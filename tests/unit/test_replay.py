@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.collector.replay import replay_main
+from gpuwarden.collector.replay_cli import replay_main
 
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,7 +222,7 @@ def test_module_runs_as_a_command() -> None:
         [
             sys.executable,
             "-m",
-            "gpuwarden.collector.replay",
+            "gpuwarden.collector.replay_cli",
             "--json",
             "--enforce",
             str(TRACES / "dask_worker_idle.jsonl"),
@@ -280,3 +280,20 @@ def test_jobs_ending_at_the_same_time_and_gpus_of_no_job(
     assert "2 jobs, 150 samples" in out
     assert "50 samples of no job" in out
     assert out.count(" idle ") == 4  # two warnings each; ended before any action
+
+
+def test_a_sample_belongs_to_the_newest_job_line_covering_its_time() -> None:
+    from gpuwarden.collector.policy import PolicySet
+    from gpuwarden.collector.trace import TraceAttribution, parse_job, parse_sample
+
+    attribution = TraceAttribution(PolicySet())
+    gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+    for line_no, (job_id, start, end) in enumerate([("1", 0, None), ("2", 100, 200)], 1):
+        d = {"type": "job", "job_id": job_id, "start": start, "end": end, "gpus": gpus}
+        attribution.add_job(*parse_job(d, line_no))
+    holders = []
+    for ts in (50, 150, 200, 250):
+        s = {"type": "sample", "ts": ts, "node": "n1", "uuid": "GPU-a", "util_gpu": 0.0}
+        holder = attribution.holder(parse_sample(s, 3))
+        holders.append(None if holder is None else holder.job.job_id)
+    assert holders == ["1", "2", "2", "1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpuwarden.collector.engine import observe
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.rules import (
     MIB,
@@ -11,7 +12,6 @@ from gpuwarden.collector.rules import (
     FindingKind,
     GpuRef,
     ObservedWindow,
-    window_from_record,
 )
 from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
 
@@ -216,7 +216,7 @@ def test_unknown_start_time_runs_grace_from_the_first_window() -> None:
     assert t.evaluate(T0 + 3600 + 2400)[0].since_ts == T0 + 3600 + 600
 
 
-def test_stored_window_maps_to_observed_window() -> None:
+def test_stored_window_maps_to_what_the_engine_observes() -> None:
     job = JobInfo(job_id="42", cpu_util_pct=50.0)
     g = GpuWindow(
         uuid="GPU-0",
@@ -228,9 +228,18 @@ def test_stored_window_maps_to_observed_window() -> None:
         mem_total_bytes=10,
         errors=(),
     )
-    w = window_from_record(WindowRecord("gpu01", T0, T0 + 5, g))
-    assert w == ObservedWindow("gpu01", "GPU-0", T0 + 5, 5.0, 3.0, 1.0, 5, 10, None, 50.0)
-    lost = window_from_record(
+    o = observe(WindowRecord("gpu01", T0, T0 + 5, g))
+    assert (o.node, o.uuid, o.start, o.end, o.util_max_pct, o.util_mean_pct) == (
+        "gpu01",
+        "GPU-0",
+        T0,
+        T0 + 5,
+        3.0,
+        1.0,
+    )
+    assert (o.mem_used_bytes, o.mem_total_bytes, o.job, o.attributed) == (5, 10, job, True)
+    w = ObservedWindow("gpu01", "GPU-0", T0 + 5, 5.0, 3.0, 1.0, 5, 10, None, 50.0)
+    lost = observe(
         WindowRecord(
             "gpu01",
             T0,

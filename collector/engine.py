@@ -1,0 +1,483 @@
+"""The detection engine: report windows in, ladder events out, the clock passed in.
+
+One engine drives both the live collector (:mod:`enforce`) and ``gpuwarden replay``
+(:mod:`replay`), so replay shows literally what the collector would do. It owns the job
+table (one :class:`JobRun` per run of a job), their :class:`AllocationTracker` and the
+:class:`Ladder`; it never reads a clock.
+
+Detection runs on data time. :meth:`Engine.on_window` only buffers; :meth:`Engine.evaluate`
+(``now``) processes the buffered windows whose end is at most ``now - reorder_s`` (the
+watermark), in one fixed order: window end, then node, then GPU UUID. After all windows
+ending at time T, every job that got one is evaluated at T. So the events do not depend on
+when, or how often, the caller evaluates; a window that arrives after the watermark passed
+it (an agent's spool after an outage) is processed when it comes, conservatively (see
+:mod:`rules`).
+
+A job run is identified by (job id, start time). It starts with its first window (live) or
+an explicit :meth:`Engine.on_job` (replay's job lines, with all its GPUs). It ends when one
+of its GPUs is reported with another job or with none (only by a node whose Slurm view is
+available), when the same job id shows up with another start time (requeued), at an explicit
+:meth:`Engine.on_job_end` (replay's ``end``), or after ``job_gone_after_s`` without data. No
+event is produced for a run after its end. After an action is taken (or, in dry-run, would
+have been taken) the run is not evaluated again: its GPUs count as given back.
+
+Actions: with a synchronous ``executor`` (replay) the ladder acts inside the evaluation.
+Without one (live), due actions wait in :meth:`Engine.take_actions`; the caller carries them
+out elsewhere and hands each outcome back with :meth:`Engine.on_action_result`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from gpuwarden.collector.ladder import (
+    ActionExecutor,
+    ActionOutcome,
+    Decision,
+    Ladder,
+    LadderEvent,
+    Status,
+)
+from gpuwarden.collector.policy import Policy, PolicySet
+from gpuwarden.collector.rules import Allocation, AllocationTracker, Finding, GpuRef
+from gpuwarden.common.types import JobInfo, WindowRecord
+
+_START, _WINDOW, _END = 0, 1, 2
+RunKey = tuple[str, int]  # (job id, start time; 0 = unknown)
+
+
+class Observation(NamedTuple):
+    """What the engine reads of one stored window (see :func:`observe`)."""
+
+    node: str
+    uuid: str
+    gpu_index: int
+    job: JobInfo | None
+    start: float
+    end: float
+    util_max_pct: float | None  # None: unknown (a lost GPU, an unsupported field)
+    util_mean_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    attributed: bool  # False: the node could not ask Slurm; a missing job says nothing
+
+
+def observe(rec: WindowRecord, attributed: bool = True) -> Observation:
+    g = rec.gpu
+    return Observation(
+        rec.node,
+        g.uuid,
+        g.index,
+        g.job,
+        rec.window_start,
+        rec.window_end,
+        None if "gpu_lost" in g.errors else g.util_max,
+        g.util_mean,
+        g.mem_used_max_bytes,
+        g.mem_total_bytes,
+        attributed,
+    )
+
+
+def run_key(job: JobInfo) -> RunKey:
+    return (job.job_id, job.start_time)
+
+
+def same_run(a: RunKey, b: RunKey) -> bool:
+    """The same run of a job: same id, and the same start unless one of them does not know
+    it (an agent that could not ask Slurm reports start 0 and fewer facts)."""
+    return a[0] == b[0] and (a[1] == b[1] or a[1] == 0 or b[1] == 0)
+
+
+def _facts(job: JobInfo) -> tuple[object, ...]:
+    """The job facts the ladder reads (not the per-window CPU use)."""
+    return (
+        job.user,
+        job.account,
+        job.partition,
+        job.qos,
+        job.name,
+        job.batch,
+        job.requeue,
+        job.dask_scheduler,
+        job.dask_worker,
+    )
+
+
+@dataclass(slots=True, eq=False)
+class JobRun:
+    """One run of a job: its tracker and where it stands."""
+
+    key: RunKey
+    policy: Policy
+    tracker: AllocationTracker
+    facts: tuple[object, ...]
+    job: JobInfo  # the facts object last seen (a cheap identity check per window)
+    last_seen: float | None = None
+    dirty: bool = False
+    stopped: bool = False  # an action was taken (or would have been): not evaluated again
+    ended: bool = False
+    end_ts: float | None = None
+    action_ts: float | None = None
+
+    @property
+    def allocation(self) -> Allocation:
+        return self.tracker.allocation
+
+    @property
+    def job_id(self) -> str:
+        return self.key[0]
+
+
+def _note_action(run: JobRun | None, e: LadderEvent) -> None:
+    if run is not None and e.status in (Status.DONE, Status.DRY_RUN):
+        run.stopped = True
+        run.action_ts = e.decision.ts
+
+
+class Engine:
+    """See the module docstring. Thread-safe: windows may come from one thread while
+    another evaluates and action workers ask :meth:`still_idle`."""
+
+    def __init__(
+        self,
+        policies: PolicySet,
+        *,
+        executor: ActionExecutor | None = None,
+        reorder_s: float | None = None,
+        job_gone_after_s: float = 900.0,
+        keep_runs: bool = False,
+    ) -> None:
+        self.policies = policies
+        self.reorder_s = policies.default.window if reorder_s is None else reorder_s
+        self.job_gone_after_s = job_gone_after_s
+        self.ladder = Ladder(executor)
+        self.closed_runs: list[JobRun] | None = [] if keep_runs else None
+        self.windows = 0
+        self.unattributed = 0
+        self.late_windows = 0
+        self._heap: list[tuple[float, int, str, str, int, Any]] = []
+        self._seq = 0
+        self._now = -math.inf  # data time processed so far
+        self._next_sweep = -math.inf
+        self._runs: dict[str, JobRun] = {}
+        self._gpu: dict[tuple[str, str], JobRun] = {}
+        self._ended: dict[RunKey, None] = {}  # explicitly ended runs (bounded, oldest first)
+        self._dirty: list[JobRun] = []
+        self._events: list[LadderEvent] = []
+        self._actions: list[Decision] = []
+        self._quiet = False
+        self._flushed = False
+        self._lock = threading.RLock()
+
+    # -- input ---------------------------------------------------------------------------
+    def _push(self, ts: float, prio: int, a: str, b: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, prio, a, b, self._seq, payload))
+
+    def on_window(self, rec: WindowRecord, attributed: bool = True) -> None:
+        """Buffer one stored window. ``attributed`` False: the node could not ask Slurm, so a
+        GPU reported without a job says nothing about the job that held it."""
+        self.on_observation(observe(rec, attributed))
+
+    def on_observation(self, o: Observation) -> None:
+        """:meth:`on_window` for a window already in the engine's terms (replay's path)."""
+        with self._lock:
+            self._seq += 1
+            heapq.heappush(self._heap, (o.end, _WINDOW, o.node, o.uuid, self._seq, o))
+
+    def on_job(self, allocation: Allocation) -> None:
+        """A job known in advance (replay's job line): it starts at its start with all its
+        GPUs and, when ``end_ts`` is set, ends then."""
+        start = allocation.started_ts
+        with self._lock:
+            self._push(-math.inf if start is None else start, _START, "", "", allocation)
+            if allocation.end_ts is not None:
+                key = run_key(allocation.job)
+                self._push(allocation.end_ts, _END, key[0], "", key)
+
+    def on_job_end(self, job_id: str, ts: float) -> None:
+        """The job ended at ``ts`` (whatever run of it is current then)."""
+        with self._lock:
+            self._push(ts, _END, job_id, "", (job_id, None))
+
+    # -- processing ----------------------------------------------------------------------
+    def evaluate(self, now: float) -> list[LadderEvent]:
+        """Process what is buffered up to the watermark ``now - reorder_s``; return the
+        events since the last call (the same whatever the calls in between)."""
+        with self._lock:
+            self._advance(now - self.reorder_s)
+            return self.take_events()
+
+    def take_events(self) -> list[LadderEvent]:
+        """The events produced since the last call."""
+        with self._lock:
+            out, self._events = self._events, []
+            return out
+
+    def finish(self) -> list[LadderEvent]:
+        """Process everything buffered (the end of a replayed trace)."""
+        return self.evaluate(math.inf)
+
+    def advance_to(self, watermark: float) -> None:
+        """Process what is buffered up to ``watermark`` (data time), keeping the events for
+        the next :meth:`evaluate`."""
+        with self._lock:
+            self._advance(watermark)
+
+    def warm_up(self, records: Iterable[WindowRecord], until: float) -> None:
+        """Rebuild the trackers from stored windows (after a restart) without producing
+        events: the idle streaks survive, the ladder starts afresh."""
+        with self._lock:
+            for rec in records:
+                self.on_observation(observe(rec, attributed=False))
+            self._quiet = True
+            try:
+                self._advance(until)
+            finally:
+                self._quiet = False
+
+    def _advance(self, watermark: float) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= watermark:
+            ts, prio, _, _, _, payload = pop(heap)
+            if ts > self._now:
+                if self._dirty:
+                    self._flush()
+                if ts >= self._next_sweep:
+                    self._sweep(ts)
+                self._now = ts
+                self._flushed = False
+            elif prio == _WINDOW and (ts < self._now or self._flushed):
+                self.late_windows += 1
+            if prio == _WINDOW:
+                self._on_window(payload)
+            elif prio == _START:
+                self._on_start(payload)
+            else:
+                self._on_end(payload)
+        if self._dirty:
+            self._flush()
+        self._flushed = True
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        now = self._now
+        for run in dirty:
+            if run.dirty:
+                run.dirty = False
+                if not self._quiet:
+                    self._evaluate(run, now)
+
+    def _sweep(self, ts: float) -> None:
+        """Forget runs silent for longer than job_gone_after_s (memory only: a silent run
+        produces nothing, and its next window would end it anyway)."""
+        gone = self.job_gone_after_s
+        for run in list(self._runs.values()):
+            if run.last_seen is not None and ts - run.last_seen > gone:
+                self._end_run(run, run.last_seen + gone, explicit=False)
+        self._next_sweep = ts + gone / 8
+
+    def _new_run(self, allocation: Allocation) -> JobRun:
+        job = allocation.job
+        old = self._runs.get(job.job_id)
+        if old is not None:
+            self._end_run(old, self._now, explicit=False)  # the same id again: requeued
+        policy = self.policies.for_job(job)
+        run = JobRun(run_key(job), policy, AllocationTracker(allocation, policy), _facts(job), job)
+        self._runs[job.job_id] = run
+        for g in allocation.gpus:
+            holder = self._gpu.get((g.node, g.uuid))
+            if holder is not None and holder is not run:
+                self._end_run(holder, self._now, explicit=False)
+            self._gpu[(g.node, g.uuid)] = run
+        return run
+
+    def _on_start(self, allocation: Allocation) -> None:
+        self._ended.pop(run_key(allocation.job), None)
+        self._new_run(allocation)
+
+    def _on_end(self, key: tuple[str, int | None]) -> None:
+        run = self._runs.get(key[0])
+        if run is None or (key[1] is not None and run.key != key):
+            return
+        self._end_run(run, self._now, explicit=True)
+
+    def _on_window(self, o: Observation) -> None:
+        self.windows += 1
+        job = o.job
+        where = (o.node, o.uuid)
+        end = o.end
+        holder = self._gpu.get(where)
+        if job is None:
+            self.unattributed += 1
+            if holder is not None and o.attributed:
+                self._end_run(holder, end, explicit=False)  # the GPU is free
+            return
+        key = (job.job_id, job.start_time)
+        if holder is not None and not same_run(holder.key, key):
+            self._end_run(holder, end, explicit=False)  # another job holds it
+        run = self._runs.get(job.job_id)
+        if run is not None and same_run(run.key, key):
+            last = run.last_seen
+            if last is not None and end - last > self.job_gone_after_s:
+                self._end_run(run, last + self.job_gone_after_s, explicit=False)
+                run = None
+        elif run is not None:
+            self._end_run(run, end, explicit=False)  # requeued: a new run
+            run = None
+        if run is None:
+            if key in self._ended:
+                self.unattributed += 1  # a straggler of a run that has ended
+                return
+            run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
+        tracker = run.tracker
+        pos = tracker.position(o.node, o.uuid)
+        if pos is None:
+            pos = tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
+            self._gpu[where] = run
+        elif holder is not run:
+            self._gpu[where] = run
+        if run.last_seen is None or end > run.last_seen:
+            run.last_seen = end
+        if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
+            self._update_facts(run, job)
+        if run.stopped:
+            return
+        tracker.add_values(
+            pos,
+            end,
+            end - o.start if end > o.start else 0.0,
+            o.util_max_pct,
+            o.util_mean_pct,
+            o.mem_used_bytes,
+            o.mem_total_bytes,
+            job.cpu_util_pct,
+        )
+        if not run.dirty:
+            run.dirty = True
+            self._dirty.append(run)
+
+    @staticmethod
+    def _update_facts(run: JobRun, job: JobInfo) -> None:
+        """Newer facts of the job (e.g. Slurm answered again) replace the old ones."""
+        run.job = job
+        if job.start_time and not run.key[1]:
+            run.key = run_key(job)
+        facts = _facts(job)
+        if facts != run.facts:
+            run.facts = facts
+            a = run.tracker.allocation
+            run.tracker.allocation = Allocation(
+                job=job, gpus=a.gpus, start_ts=a.start_ts, end_ts=a.end_ts
+            )
+
+    def _end_run(self, run: JobRun, ts: float, *, explicit: bool) -> None:
+        if run.ended:
+            return
+        if run.dirty:
+            run.dirty = False
+            if not self._quiet:
+                self._evaluate(run, self._now)
+        run.ended = True
+        run.end_ts = ts
+        for g in run.allocation.gpus:
+            where = (g.node, g.uuid)
+            if self._gpu.get(where) is run:
+                del self._gpu[where]
+        if self._runs.get(run.job_id) is run:
+            del self._runs[run.job_id]
+            self.ladder.forget(run.job_id)
+        if explicit:
+            self._ended[run.key] = None
+            if len(self._ended) > 100_000:
+                del self._ended[next(iter(self._ended))]
+        if self.closed_runs is not None:
+            self.closed_runs.append(run)
+
+    def _evaluate(self, run: JobRun, now: float) -> None:
+        if run.stopped or run.ended:
+            return
+        tracker = run.tracker
+        findings = tracker.evaluate(now)
+
+        def still_idle(f: Finding) -> bool:
+            return tracker.still_idle(now, f.gpus)
+
+        events = self.ladder.step(now, tracker.allocation, findings, run.policy, still_idle)
+        self._actions.extend(self.ladder.take_pending())
+        for e in events:
+            _note_action(run, e)
+        self._events.extend(events)
+
+    # -- actions carried out elsewhere ---------------------------------------------------
+    def take_actions(self) -> list[Decision]:
+        """Actions due since the last call (only without a synchronous executor)."""
+        with self._lock:
+            out, self._actions = self._actions, []
+            return out
+
+    def _run_of(self, d: Decision) -> JobRun | None:
+        run = self._runs.get(d.job_id)
+        return run if run is not None and same_run(run.key, run_key(d.allocation.job)) else None
+
+    def on_action_result(self, decision: Decision, outcome: ActionOutcome) -> LadderEvent:
+        """The outcome of an action from :meth:`take_actions`; returns its event."""
+        with self._lock:
+            run = self._run_of(decision)
+            policy = (
+                run.policy if run is not None else self.policies.for_job(decision.allocation.job)
+            )
+            event = self.ladder.on_result(decision, outcome, policy)
+            _note_action(run, event)
+            return event
+
+    def on_action_aborted(self, decision: Decision, detail: str) -> LadderEvent:
+        """An action from :meth:`take_actions` was not carried out (see :meth:`still_idle`)."""
+        with self._lock:
+            return self.ladder.on_aborted(decision, detail)
+
+    def still_idle(self, decision: Decision) -> bool:
+        """The check right before acting, on the newest data, processed or still buffered:
+        the run is current, each GPU of the finding is in the same idle streak, and no newer
+        window of them shows activity."""
+        with self._lock:
+            run = self._run_of(decision)
+            if run is None or run.ended:
+                return False
+            f = decision.finding
+            where = set()
+            for g in f.gpus:
+                since = run.tracker.idle_since(g.node, g.uuid)
+                if since is None or since > f.since_ts:
+                    return False
+                where.add((g.node, g.uuid))
+            active = run.policy.active_util_pct
+            for item in self._heap:
+                if item[1] != _WINDOW or (item[2], item[3]) not in where:
+                    continue
+                o: Observation = item[5]
+                util = o.util_max_pct
+                if o.end > decision.ts and util is not None and util >= active:
+                    return False
+            return True
+
+    # -- inspection ----------------------------------------------------------------------
+    def jobs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._runs)
+
+    def runs(self) -> list[JobRun]:
+        """Current runs, then (with ``keep_runs``) the ended ones."""
+        with self._lock:
+            return list(self._runs.values()) + list(self.closed_runs or ())
+
+    @property
+    def data_time(self) -> float:
+        return self._now

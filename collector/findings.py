@@ -1,0 +1,99 @@
+"""What detection works on and produces: allocations, observed windows, findings, evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gpuwarden.common.types import JobInfo
+
+MIB = 1024 * 1024
+
+
+class FindingKind(StrEnum):
+    IDLE = "idle"
+    PARTLY_IDLE = "partly_idle"
+    UNDERUSED = "underused"
+    ADVICE = "advice"
+
+
+class AdviceCode(StrEnum):
+    MEMORY_HELD_IDLE = "memory_held_idle"
+    USE_MIG = "use_mig"
+    INPUT_BOUND = "input_bound"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRef:
+    node: str
+    uuid: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A job and the GPUs it holds. ``start_ts`` None: ``job.start_time`` (0 = unknown)."""
+
+    job: JobInfo
+    gpus: tuple[GpuRef, ...]
+    start_ts: float | None = None
+    end_ts: float | None = None
+
+    @property
+    def started_ts(self) -> float | None:
+        if self.start_ts is not None:
+            return self.start_ts
+        return float(self.job.start_time) if self.job.start_time > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedWindow:
+    """One report window of one GPU of an allocation (what the rules need of it)."""
+
+    node: str
+    uuid: str
+    end_ts: float
+    duration_s: float
+    util_max_pct: float | None
+    util_mean_pct: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
+    power_w: float | None = None
+    cpu_util_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEvidence:
+    """The window summary behind a finding, for one GPU."""
+
+    node: str
+    uuid: str
+    index: int
+    since_ts: float | None
+    last_end_ts: float | None
+    covered_s: float
+    windows: int
+    util_max_pct: float | None
+    util_mean_pct: float | None
+    mem_used_max_bytes: int | None
+    mem_total_bytes: int | None
+    cpu_util_mean_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    job_id: str
+    gpus: tuple[GpuRef, ...]
+    since_ts: float
+    detail: str
+    code: str = ""  # AdviceCode for advice findings
+    evidence: tuple[GpuEvidence, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind.value, self.code)
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        return tuple(g.uuid for g in self.gpus)

@@ -1,0 +1,313 @@
+"""Replay traces (JSON Lines, the replay format of docs/policy.md): parsing and checking of lines.
+
+Every line is hostile until checked: a malformed one raises :class:`TraceError` naming its
+line number and key. A job line becomes an :class:`Allocation`; a sample line becomes a
+:class:`Sample`. Optional sample keys understood beyond the contract: ``util_gpu_mean``,
+``mem_used_mib``, ``mem_total_mib``, ``power_w``, ``cpu_util_pct`` (the job's CPU use, for
+input-bound advice) and ``window_s`` (the length of that report window; without it the
+policy's ``window``). ``util_gpu: null`` means unknown (a gap, never idle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from gpuwarden.collector.engine import Observation
+from gpuwarden.collector.policy import PolicySet
+from gpuwarden.collector.rules import MIB, Allocation, GpuRef
+from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
+
+loads: Callable[[bytes], Any]
+dumps: Callable[[Any], bytes]
+try:
+    import orjson
+
+    loads = orjson.loads
+    dumps = orjson.dumps
+except ImportError:  # pragma: no cover - orjson is a dependency; json is the fallback
+
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number")
+
+    def loads(raw: bytes) -> Any:
+        return json.loads(raw, parse_constant=_reject_constant)
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_isfinite = math.isfinite
+
+
+class TraceError(ValueError):
+    """A malformed trace line; the message names the line number."""
+
+    def __init__(self, line_no: int, message: str) -> None:
+        super().__init__(f"line {line_no}: {message}")
+        self.line_no = line_no
+
+
+class Sample(NamedTuple):
+    """One sample line: one report window of one GPU, ending at ``ts``."""
+
+    ts: float
+    node: str
+    uuid: str
+    gpu_index: int
+    util_max_pct: float | None
+    util_mean_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    power_w: float | None
+    cpu_util_pct: float | None
+    window_s: float | None
+
+
+def _where(line_no: int, key: str, what: str) -> TraceError:
+    return TraceError(line_no, f"{key!r} {what}")
+
+
+def _number(d: dict[str, Any], key: str, line_no: int, lo: float, hi: float) -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    t = type(v)
+    if t is not float and t is not int:
+        raise _where(line_no, key, f"must be a number, got {type(v).__name__} {v!r}")
+    if not _isfinite(v):
+        raise _where(line_no, key, f"must be finite, got {v!r}")
+    if v < lo or v > hi:
+        raise _where(line_no, key, f"is out of range [{lo:g}, {hi:g}]: {v!r}")
+    return float(v)
+
+
+def _string(d: dict[str, Any], key: str, line_no: int, required: bool = False) -> str:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise _where(line_no, key, "is missing")
+        return ""
+    if type(v) is not str:
+        raise _where(line_no, key, f"must be a string, got {type(v).__name__} {v!r}")
+    if required and not v:
+        raise _where(line_no, key, "is empty")
+    return v
+
+
+def _bool(d: dict[str, Any], key: str, line_no: int, default: bool) -> bool:
+    v = d.get(key)
+    if v is None:
+        return default
+    if type(v) is not bool:
+        raise _where(line_no, key, f"must be true or false, got {v!r}")
+    return v
+
+
+def parse_job(d: dict[str, Any], line_no: int) -> tuple[Allocation, float]:
+    """A job line -> (allocation, start); raises TraceError naming the line and key."""
+    job_id = _string(d, "job_id", line_no, required=True)
+    if "start" not in d:
+        raise _where(line_no, "start", "is missing")
+    start = _number(d, "start", line_no, 0.0, 1e11)
+    if start is None:
+        raise _where(line_no, "start", "must be a number, got null")
+    end = _number(d, "end", line_no, 0.0, 1e11)
+    if end is not None and end < start:
+        raise _where(line_no, "end", f"({end:g}) is before start ({start:g})")
+    raw_gpus = d.get("gpus")
+    if type(raw_gpus) is not list or not raw_gpus:
+        raise _where(line_no, "gpus", "must be a non-empty list of {node, uuid, index}")
+    refs: list[GpuRef] = []
+    seen: set[tuple[str, str]] = set()
+    for i, g in enumerate(raw_gpus):
+        if type(g) is not dict:
+            raise _where(line_no, f"gpus[{i}]", "must be an object")
+        node = _string(g, "node", line_no, required=True)
+        uuid = _string(g, "uuid", line_no, required=True)
+        idx = g.get("index", -1)
+        if type(idx) is not int or idx < -1:
+            raise _where(line_no, f"gpus[{i}].index", f"must be a GPU index, got {idx!r}")
+        if (node, uuid) in seen:
+            raise _where(line_no, f"gpus[{i}]", f"lists {node}/{uuid} twice")
+        seen.add((node, uuid))
+        refs.append(GpuRef(node, uuid, idx))
+    scheduler = worker = ""
+    dask = d.get("dask")
+    if dask is not None:
+        if type(dask) is not dict:
+            raise _where(line_no, "dask", "must be null or {scheduler, worker}")
+        scheduler = _string(dask, "scheduler", line_no, required=True)
+        worker = _string(dask, "worker", line_no, required=True)
+    job = JobInfo(
+        job_id=job_id,
+        user=_string(d, "user", line_no),
+        account=_string(d, "account", line_no),
+        partition=_string(d, "partition", line_no),
+        name=_string(d, "name", line_no),
+        qos=_string(d, "qos", line_no),
+        batch=_bool(d, "batch", line_no, True),
+        requeue=_bool(d, "requeue", line_no, False),
+        start_time=int(start),
+        dask_scheduler=scheduler,
+        dask_worker=worker,
+        source="replay",
+    )
+    return Allocation(job=job, gpus=tuple(refs), start_ts=start, end_ts=end), start
+
+
+def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
+    """A sample line -> :class:`Sample`; raises TraceError naming the line and key."""
+    ts = d.get("ts")
+    if type(ts) is not float and type(ts) is not int:
+        if "ts" not in d:
+            raise _where(line_no, "ts", "is missing")
+        raise _where(line_no, "ts", f"must be a number, got {ts!r}")
+    if not _isfinite(ts) or ts < 0:
+        raise _where(line_no, "ts", f"must be a finite time, got {ts!r}")
+    node = d.get("node")
+    uuid = d.get("uuid")
+    if type(node) is not str or not node:
+        raise _where(line_no, "node", "is missing" if "node" not in d else "must be a string")
+    if type(uuid) is not str or not uuid:
+        raise _where(line_no, "uuid", "is missing" if "uuid" not in d else "must be a string")
+    if "util_gpu" not in d:
+        raise _where(line_no, "util_gpu", "is missing")
+    util = _number(d, "util_gpu", line_no, 0.0, 100.0)
+    get = d.get
+    mean = used = total = cpu = power = window = None
+    if get("util_gpu_mean") is not None:
+        mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
+        if mean is not None and util is not None and mean > util + 1e-9:
+            raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
+    if get("mem_used_mib") is not None:
+        used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
+    if get("mem_total_mib") is not None:
+        total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
+    if get("util_mem") is not None:
+        _number(d, "util_mem", line_no, 0.0, 100.0)
+    if get("power_w") is not None:
+        power = _number(d, "power_w", line_no, 0.0, 1e5)
+    if get("cpu_util_pct") is not None:
+        cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
+    if get("window_s") is not None:
+        window = _number(d, "window_s", line_no, 0.001, 86400.0)
+    idx = get("index", -1)
+    if type(idx) is not int or idx < -1:
+        raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
+    return Sample(
+        float(ts),
+        node,
+        uuid,
+        idx,
+        util,
+        mean,
+        None if used is None else round(used * MIB),
+        None if total is None else round(total * MIB),
+        power,
+        cpu,
+        window,
+    )
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A job line's claim on one GPU: from ``start`` to ``end`` (None: still running)."""
+
+    start: float
+    end: float | None
+    job: JobInfo
+    window_s: float
+
+
+class TraceAttribution:
+    """Turns sample lines into the stored windows a collector would have: each attributed
+    to the job that holds its GPU at its time (the newest job line whose start..end covers
+    it), as the node agent attributes GPUs; a GPU of no job is reported free."""
+
+    def __init__(self, policies: PolicySet) -> None:
+        self.policies = policies
+        self.default_window_s = policies.default.window
+        self._claims: dict[tuple[str, str], list[_Claim]] = {}
+        # per GPU: the claim found last, and until when no newer claim can start
+        self._last: dict[tuple[str, str], tuple[_Claim, float]] = {}
+
+    def add_job(self, allocation: Allocation, start: float) -> None:
+        window_s = self.policies.for_job(allocation.job).window
+        for g in allocation.gpus:
+            claim = _Claim(start, allocation.end_ts, allocation.job, window_s)
+            self._claims.setdefault((g.node, g.uuid), []).append(claim)
+            self._last.pop((g.node, g.uuid), None)
+
+    def holder(self, s: Sample, horizon: float = -math.inf) -> _Claim | None:
+        """The claim on the sample's GPU at its time; claims that ended before ``horizon``
+        are forgotten (a replay passes its newest time less twice the reorder window)."""
+        where = (s.node, s.uuid)
+        ts = s.ts
+        cached = self._last.get(where)
+        if cached is not None:
+            last, newer_from = cached
+            if last.start <= ts < newer_from and (last.end is None or ts <= last.end):
+                return last
+        claims = self._claims.get(where)
+        if not claims:
+            return None
+        found = None
+        for c in claims:
+            covers = c.start <= ts and (c.end is None or ts <= c.end)
+            if covers and (found is None or c.start >= found.start):
+                found = c
+        if len(claims) > 4:
+            claims[:] = [c for c in claims if c.end is None or c.end >= horizon]
+        if found is not None:
+            newer = [c.start for c in claims if c.start > found.start]
+            self._last[where] = (found, min(newer, default=math.inf))
+        return found
+
+    def observation(self, s: Sample, newest_ts: float = -math.inf) -> Observation:
+        """The sample as the engine reads a stored window of it (replay's fast path)."""
+        claim = self.holder(s, newest_ts - 2 * self.default_window_s)
+        job = None
+        window_s = s.window_s
+        if claim is None:
+            if window_s is None:
+                window_s = self.default_window_s
+        else:
+            job = claim.job
+            if s.cpu_util_pct is not None:
+                job = dataclasses.replace(job, cpu_util_pct=s.cpu_util_pct)
+            if window_s is None:
+                window_s = claim.window_s
+        return Observation(
+            s.node,
+            s.uuid,
+            s.gpu_index,
+            job,
+            s.ts - window_s,
+            s.ts,
+            s.util_max_pct,
+            s.util_mean_pct,
+            s.mem_used_bytes,
+            s.mem_total_bytes,
+            True,
+        )
+
+    def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:
+        """The sample as the window an agent would have reported (to feed a collector)."""
+        o = self.observation(s, newest_ts)
+        gpu = GpuWindow(
+            uuid=o.uuid,
+            index=o.gpu_index,
+            util_mean=o.util_mean_pct,
+            util_max=o.util_max_pct,
+            mem_used_max_bytes=o.mem_used_bytes,
+            mem_total_bytes=o.mem_total_bytes,
+            power_mean_w=s.power_w,
+            job=o.job,
+            allocated=o.job is not None,
+        )
+        return WindowRecord(o.node, o.start, o.end, gpu)
