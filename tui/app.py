@@ -22,7 +22,6 @@ from textual.binding import Binding
 from gpuwarden.query.client import QueryClient
 from gpuwarden.query.commands import rpc_error_message
 from gpuwarden.query.config import ClientConfig
-from gpuwarden.tui.access import client_role
 from gpuwarden.tui.messages import ClusterChanged, ConnectionChanged
 from gpuwarden.tui.model import Dashboard
 from gpuwarden.tui.screens.dialogs import HelpScreen
@@ -55,7 +54,10 @@ class TopApp(App[None]):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.role = role or client_role(cfg)
+        # Who may act is the collector's answer (Whoami), asked at each connection; a role
+        # given here (tests) stays. Until the collector answers: no action keys.
+        self.role = role or "reader"
+        self.role_fixed = role is not None
         self.model = Dashboard()
         self.min_render_s = min_render_s
         self.connected = False
@@ -82,6 +84,8 @@ class TopApp(App[None]):
             try:
                 since = time.time() - AUDIT_BACKFILL_S
                 self.model.load_records(await self.client.audit(since=since, limit=5000))
+                if not self.role_fixed:
+                    self.role = await self._role()
                 self.post_message(ConnectionChanged(True))  # it answers: the stream follows
                 first = True
                 async for event in self.client.watch(include_snapshot=True):
@@ -96,6 +100,17 @@ class TopApp(App[None]):
             self.post_message(ConnectionChanged(False, f"{reason}; retrying in {backoff:g} s"))
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    async def _role(self) -> str:
+        """``admin`` for an admin certificate or a plaintext collector (anyone may act
+        there), else ``reader``; an older collector without Whoami: ``reader``."""
+        try:
+            _name, role, _via = await self.client.whoami()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return "reader"
+        return "admin" if role in ("admin", "insecure") else "reader"
 
     # -- messages --------------------------------------------------------------------------
     def on_connection_changed(self, message: ConnectionChanged) -> None:

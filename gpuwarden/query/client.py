@@ -154,6 +154,8 @@ class QueryClient:
     async def request_action(self, request: ActionRequest) -> ActionReply:
         """Ask the collector to act on one job (admin role; audited with who asked)."""
         resp: pb.ActionReply = await self._admin.RequestAction(
-            action_request_to_pb(request), timeout=6 * self.timeout_s
+            action_request_to_pb(request),
+            timeout=6 * self.timeout_s,
+            metadata=await self._metadata(),
         )
         return action_reply_from_pb(resp)

@@ -212,9 +212,11 @@ class ThreadedCollector:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(60)
 
-    def start(self, port: int = 0, filled: bool = True) -> None:
+    def start(
+        self, port: int = 0, filled: bool = True, tls: tuple[bytes, bytes, bytes] | None = None
+    ) -> None:
         async def go() -> None:
-            c = Collector(db_path=self.db, listen=f"127.0.0.1:{port}")
+            c = Collector(db_path=self.db, listen=f"127.0.0.1:{port}", tls=tls)
             await c.start()
             if filled:
                 await fill(c)
@@ -257,6 +259,13 @@ def cluster(tmp_path: Path) -> Iterator[ThreadedCollector]:
         tc.close()
 
 
-def make_app(port: int, role: str = "admin") -> TopApp:
-    cfg = ClientConfig(collector=f"127.0.0.1:{port}", insecure=True, timeout=5.0)
+def make_app(port: int, role: str | None = "admin", **tls: str) -> TopApp:
+    """The dashboard on a plaintext collector, or with ``tls_ca``, ``tls_cert``, ``tls_key``;
+    ``role`` None: as the collector's Whoami says."""
+    cfg = ClientConfig(
+        collector=f"127.0.0.1:{port}",
+        insecure=not tls,
+        timeout=5.0,
+        **tls,  # type: ignore[arg-type]
+    )
     return TopApp(cfg, role=role, min_render_s=0.0)

@@ -4,9 +4,12 @@ SQLite): what the sysadmin sees and what reaches the collector when they act."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from textual.widgets import Input, Static
 
+from gpuwarden.certs import SiteCA
 from gpuwarden.tui.app import TopApp
 from gpuwarden.tui.screens.dialogs import ConfirmScreen, ExemptScreen, HelpScreen
 from gpuwarden.tui.screens.job import JobScreen
@@ -224,3 +227,43 @@ async def test_when_the_collector_goes_away_a_banner_then_reconnection(
         await until(pilot, lambda: app.connected, timeout_s=30)
         await pilot.pause()
         assert not app.screen.query_one("#banner", Static).display
+
+
+def action_keys(app: TopApp) -> set[str]:
+    keys = {b.binding.key for b in app.screen.active_bindings.values()}
+    return {"w", "r", "h", "e"} & keys
+
+
+@pytest.mark.parametrize(("cert_role", "keys"), [("admin", True), ("reader", False)])
+async def test_with_mtls_the_collector_says_who_may_act(
+    tmp_path: Path, cert_role: str, keys: bool
+) -> None:
+    ca, _ = SiteCA.open_or_create(tmp_path / "pki", org="test", name="test CA", days=1)
+    server = ca.issue("collector", "collector", hosts=["127.0.0.1"], days=1)
+    client = ca.issue(cert_role, "pat", days=1)
+    ca_pem = tmp_path / "pki" / "ca.pem"
+    tc = ThreadedCollector(tmp_path / "c.db")
+    tc.start(tls=(ca_pem.read_bytes(), server.cert.read_bytes(), server.key.read_bytes()))
+    try:
+        app = make_app(
+            tc.port, role=None, tls_ca=str(ca_pem), tls_cert=str(client.cert),
+            tls_key=str(client.key),
+        )  # fmt: skip
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: loaded(app))
+            await pilot.press("enter")
+            assert isinstance(app.screen, JobScreen)
+            await pilot.pause()
+            assert bool(action_keys(app)) is keys
+            assert app.role == cert_role
+    finally:
+        tc.close()
+
+
+async def test_on_a_plaintext_collector_anyone_may_act(cluster: ThreadedCollector) -> None:
+    app = make_app(cluster.port, role=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert action_keys(app) == {"w", "r", "h", "e"}
