@@ -4,9 +4,12 @@ SQLite): what the sysadmin sees and what reaches the collector when they act."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from gpuwarden.certs import SiteCA
@@ -21,12 +24,14 @@ from tests.tui.conftest import ThreadedCollector, make_app
 SIZE = (100, 32)
 
 
-async def until(pilot: object, predicate: object, timeout_s: float = 15.0) -> None:
+async def until(
+    pilot: Pilot[Any], predicate: Callable[[], object], timeout_s: float = 15.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
+        await pilot.pause(0.05)
     raise AssertionError(f"not seen within {timeout_s} s: {predicate}")
 
 
