@@ -218,9 +218,12 @@ class AdminActions:
                         "reason": req.reason,
                     },
                     "policy": {"enforce": enforce},
-                    "user": allocation.job.user,
                 },
                 actor=actor,
+                user=allocation.job.user,  # a warning reaches this user's alerts
+                account=allocation.job.account,
+                partition=allocation.job.partition,
+                nodes=tuple(dict.fromkeys(g.node for g in allocation.gpus)),
             )
         self.collector.notifiers.submit(record)  # a warning or a done action reaches the owner
         log.warning("admin %s: job %s %s: %s", actor, req.job_id, req.action, detail)

@@ -116,6 +116,7 @@ async def test_a_warning_is_audited_with_local_as_actor_and_published_on_the_wat
     ]
     assert "please check" in records[0].detail
     assert set(records[0].gpus) == {"GPU-gpu01-0", "GPU-gpu01-1"}
+    assert (records[0].user, records[0].partition, records[0].nodes) == ("alice", "gpu", ("gpu01",))
     assert seen and seen[0].action == "warn" and seen[0].actor == "local"
 
 
