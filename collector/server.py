@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
+from gpuwarden.collector.admin import AdminActions, Exemptions, request_action
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer, current_caller
 from gpuwarden.collector.ingest import Ingestor
@@ -43,6 +44,7 @@ from gpuwarden.collector.visibility import (
     snapshot_for_user,
     windows_for_user,
 )
+from gpuwarden.common.address import peer_ip
 from gpuwarden.common.convert import (
     audit_record_to_pb,
     cluster_event_to_pb,
@@ -148,7 +150,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
                     node_seen = report.node
-                    self.c.stream_opened(node_seen)
+                    self.c.stream_opened(node_seen, context.peer())
                 pending.put_nowait((msg, self.c.ingestor.submit(report)))
             pending.put_nowait(None)
             await acker
@@ -302,6 +304,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         source = self.c.policy_source
         return pb.PolicyResponse(policy_json=policy_json(source() if source else PolicySet()))
 
+    async def RequestAction(self, request: pb.ActionRequest, context: Ctx) -> pb.ActionReply:
+        return await request_action(self.c, request, context)
+
 
 class Collector:
     """Wires store, state, ingestion and the gRPC services together."""
@@ -344,6 +349,8 @@ class Collector:
         self.audit: AuditSource | None = None
         self.jobstats = JobStatsSource(self.store)  # attach_enforcement gives it the policy
         self.ingestor.listeners.append(self.jobstats.on_stored)
+        self.exemptions = Exemptions(connect(db_path))
+        self.admin: AdminActions | None = None  # set by collector.admin.attach_admin
         self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
         self.ingestor.listeners.append(self.idle_accounting.on_stored)
         self.audit_counts = AuditCounts(db_path)
@@ -354,6 +361,7 @@ class Collector:
         self.ingestor.fault_listeners.append(self._on_store_fault)
         self.port = 0
         self._streams: dict[str, int] = {}
+        self.node_addresses: dict[str, str] = {}  # node -> IP its agent connected from
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._background: list[asyncio.Task[Any]] = []
@@ -361,7 +369,7 @@ class Collector:
         self._admin_audit_conn: sqlite3.Connection | None = None
         self._admin_audit_lock = threading.Lock()
         self.authorizer = Authorizer(
-            tls=tls is not None, roles=roles, munge=munge, audit=self._audit_admin_call
+            tls=tls is not None, roles=roles, munge=munge, audit=self.audit_admin_call
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -407,7 +415,12 @@ class Collector:
         self._admin_audit = AuditLog(conn=self._admin_audit_conn, jsonl=self.audit_jsonl)
         await server.start()
         self._server = server
-        for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
+        for name in (
+            "",
+            "gpuwarden.v1.AgentService",
+            "gpuwarden.v1.QueryService",
+            "gpuwarden.v1.AdminService",
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
         self.add_background(self._summarize_forever, "jobstats")
@@ -434,7 +447,9 @@ class Collector:
         except RuntimeError:
             return 0
 
-    async def _audit_admin_call(self, record: AuditRecord) -> None:
+    async def audit_admin_call(self, record: AuditRecord) -> None:
+        """Write an admin call's (or an admin action's) record and publish it."""
+
         def write() -> None:
             with self._admin_audit_lock:
                 if self._admin_audit is not None:
@@ -468,6 +483,7 @@ class Collector:
                     self._admin_audit_conn.close()
                 self._admin_audit = None
         self.jobstats.close()
+        self.exemptions.close()
         self.store.close()
 
     @property
@@ -491,8 +507,11 @@ class Collector:
         self.add_background(set_all, "health")
 
     # -- used by the servicers -----------------------------------------------------------
-    def stream_opened(self, node: str) -> None:
+    def stream_opened(self, node: str, peer: str = "") -> None:
         self._streams[node] = self._streams.get(node, 0) + 1
+        ip = peer_ip(peer)
+        if ip is not None:  # where this node's agent connects from (trusted Dask schedulers)
+            self.node_addresses[node] = ip
         self.state.set_connected(node, True)
 
     def stream_closed(self, node: str) -> None:
@@ -509,6 +528,11 @@ class Collector:
             nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
+
+    def is_exempt(self, job_id: str, now: float) -> str | None:
+        """Why detection must leave ``job_id`` alone at ``now`` (an admin exempted it), or
+        None: the engine's hook, safe from any thread."""
+        return self.exemptions.is_exempt(job_id, now)
 
     def live_view(self) -> LiveView:
         """What exporters render at scrape time."""

@@ -26,8 +26,9 @@ from gpuwarden.common.argtypes import (
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
 from gpuwarden.deploy.commands import add_deploy_parsers
-from gpuwarden.query.commands import add_audit_parser, add_status_parser
+from gpuwarden.query.commands import add_audit_parser, add_exempt_parser, add_status_parser
 from gpuwarden.query.jobstats_cmd import add_jobstats_parser, add_report_parser
+from gpuwarden.tui.command import add_top_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -69,7 +70,7 @@ def _collector(args: argparse.Namespace) -> int:
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
     from gpuwarden.collector.outputs.config import load_outputs
-    from gpuwarden.collector.policy import load_policy
+    from gpuwarden.collector.policy import PolicySet, load_policy
 
     cfg = load_collector_config(
         args.config,
@@ -79,9 +80,14 @@ def _collector(args: argparse.Namespace) -> int:
             "insecure": True if args.insecure else None,
         },
     )
-    policies = load_policy(args.config, {"enforce": True if args.enforce else None})
+    flags = {"enforce": True if args.enforce else None}
+    policies = load_policy(args.config, flags)
     outputs = load_outputs(args.config, cfg.state_dir)
-    asyncio.run(run_collector(cfg, policies, outputs))
+
+    def reload_policy() -> PolicySet:  # on SIGHUP: the file again, the same flags
+        return load_policy(args.config, flags)
+
+    asyncio.run(run_collector(cfg, policies, outputs, reload_policy))
     return 0
 
 
@@ -302,9 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     add_audit_parser(sub)
+    add_exempt_parser(sub)
     add_status_parser(sub)
     add_jobstats_parser(sub)
     add_report_parser(sub)
+    add_top_parser(sub)
     add_alerts_parser(sub)
 
     ce = sub.add_parser(

@@ -10,6 +10,8 @@ from typing import Any
 
 from gpuwarden.common.jobstats import GpuStats, IdlePeriod, JobStats, WasteRow
 from gpuwarden.common.types import (
+    ActionReply,
+    ActionRequest,
     AuditRecord,
     ClusterSnapshot,
     GpuState,
@@ -441,3 +443,31 @@ def waste_rows_from_pb(msg: pb.WasteReport) -> list[WasteRow]:
         WasteRow(r.by, r.key, r.jobs, r.allocated_h, r.active_h, r.idle_h, r.reclaimed_h)
         for r in msg.rows
     ]
+
+
+def action_request_to_pb(req: ActionRequest) -> pb.ActionRequest:
+    return pb.ActionRequest(
+        job_id=req.job_id, action=req.action, duration_s=req.duration_s, reason=req.reason
+    )
+
+
+def action_request_from_pb(msg: pb.ActionRequest) -> ActionRequest:
+    return ActionRequest(
+        job_id=msg.job_id, action=msg.action, duration_s=msg.duration_s, reason=msg.reason
+    )
+
+
+def action_reply_to_pb(reply: ActionReply) -> pb.ActionReply:
+    return pb.ActionReply(
+        ok=reply.ok,
+        outcome=reply.outcome,
+        detail=reply.detail,
+        actor=reply.actor,
+        dry_run=reply.dry_run,
+    )
+
+
+def action_reply_from_pb(msg: pb.ActionReply) -> ActionReply:
+    return ActionReply(
+        ok=msg.ok, outcome=msg.outcome, detail=msg.detail, actor=msg.actor, dry_run=msg.dry_run
+    )
