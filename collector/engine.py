@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -184,6 +184,9 @@ class Engine:
         self.job_gone_after_s = job_gone_after_s
         self.ladder = Ladder(executor)
         self.closed_runs: list[JobRun] | None = [] if keep_runs else None
+        # Why a job must be left alone now (an admin's exemption), asked before each
+        # evaluation and before each action; None: no such hook (replay).
+        self.exempt: Callable[[str, float], str | None] | None = None
         self.windows = 0
         self.unattributed = 0
         self.late_windows = 0
@@ -201,6 +204,7 @@ class Engine:
         self._dirty: list[JobRun] = []
         self._events: list[LadderEvent] = []
         self._actions: list[Decision] = []
+        self._ended_runs: list[tuple[str, int, float]] = []  # (job id, start, end)
         self._quiet = False
         self._flushed = False
         self._lock = threading.RLock()
@@ -437,6 +441,8 @@ class Engine:
                 self._evaluate(run, self._now)
         run.ended = True
         run.end_ts = ts
+        if not self._quiet:
+            self._ended_runs.append((run.job_id, run.key[1], ts))
         for g in run.allocation.gpus:
             where = (g.node, g.uuid)
             if self._gpu.get(where) is run:
@@ -456,6 +462,8 @@ class Engine:
             return
         tracker = run.tracker
         findings = tracker.evaluate(now)
+        if findings and self.exempt is not None and self.exempt(run.job_id, now):
+            findings = []  # exempted: the ladder resets, as when the job is in use
 
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)
@@ -465,6 +473,12 @@ class Engine:
         for e in events:
             _note_action(run, e)
         self._events.extend(events)
+
+    def take_ended_runs(self) -> list[tuple[str, int, float]]:
+        """(job id, start time or 0, end time) of the runs that ended since the last call."""
+        with self._lock:
+            out, self._ended_runs = self._ended_runs, []
+            return out
 
     # -- actions carried out elsewhere ---------------------------------------------------
     def take_actions(self) -> list[Decision]:
@@ -501,6 +515,8 @@ class Engine:
             run = self._run_of(decision)
             if run is None or run.ended:
                 return False
+            if self.exempt is not None and self.exempt(run.job_id, decision.ts):
+                return False  # exempted since the decision: not acting
             f = decision.finding
             where = set()
             for g in f.gpus:

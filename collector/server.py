@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
+from gpuwarden.collector.admin import AdminActions, Exemptions, request_action
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer, current_caller
 from gpuwarden.collector.ingest import Ingestor
@@ -35,6 +36,7 @@ from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.retention import Retention
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
+from gpuwarden.collector.summaries import JobStatsSource
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
 from gpuwarden.collector.visibility import (
     JobOwners,
@@ -46,8 +48,10 @@ from gpuwarden.common.address import peer_ip
 from gpuwarden.common.convert import (
     audit_record_to_pb,
     cluster_event_to_pb,
+    job_stats_to_pb,
     node_state_to_pb,
     snapshot_to_pb,
+    waste_rows_to_pb,
     window_record_to_pb,
 )
 from gpuwarden.common.types import AuditRecord, ClusterSnapshot
@@ -61,6 +65,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 HISTORY_DEFAULT_LIMIT = 10_000
 HISTORY_MAX_LIMIT = 100_000
+MAX_JOB_ID_CHARS = 128
 
 
 class AuditSource(Protocol):
@@ -258,6 +263,24 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             records = await asyncio.to_thread(self.owners.records_for_user, records, caller.name)
         return pb.AuditResponse(records=[audit_record_to_pb(r) for r in records])
 
+    async def GetJobStats(self, request: pb.JobStatsRequest, context: Ctx) -> pb.JobStats:
+        job_id = request.job_id
+        if not job_id or len(job_id) > MAX_JOB_ID_CHARS or not job_id.isprintable():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
+        stats = await asyncio.to_thread(self.c.jobstats.job_stats, job_id)
+        caller = current_caller()
+        if stats is not None and caller.researcher and stats.user != caller.name:
+            stats = None  # another user's job looks like no job at all
+        return job_stats_to_pb(stats)
+
+    async def GetWasteReport(self, request: pb.WasteReportRequest, context: Ctx) -> pb.WasteReport:
+        # researchers are refused by the Authorizer: this is every user's waste
+        now = time.time()
+        if not math.isfinite(request.since) or not 0 <= request.since <= now:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: not a past time")
+        rows = await asyncio.to_thread(self.c.jobstats.waste_report, request.since, now)
+        return waste_rows_to_pb(rows)
+
 
 def policy_json(policies: PolicySet) -> str:
     """The active policy set as JSON: the default and each partition's."""
@@ -280,6 +303,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetPolicy(self, request: pb.PolicyRequest, context: Ctx) -> pb.PolicyResponse:
         source = self.c.policy_source
         return pb.PolicyResponse(policy_json=policy_json(source() if source else PolicySet()))
+
+    async def RequestAction(self, request: pb.ActionRequest, context: Ctx) -> pb.ActionReply:
+        return await request_action(self.c, request, context)
 
 
 class Collector:
@@ -321,6 +347,10 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.jobstats = JobStatsSource(self.store)  # attach_enforcement gives it the policy
+        self.ingestor.listeners.append(self.jobstats.on_stored)
+        self.exemptions = Exemptions(connect(db_path))
+        self.admin: AdminActions | None = None  # set by collector.admin.attach_admin
         self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
         self.ingestor.listeners.append(self.idle_accounting.on_stored)
         self.audit_counts = AuditCounts(db_path)
@@ -339,7 +369,7 @@ class Collector:
         self._admin_audit_conn: sqlite3.Connection | None = None
         self._admin_audit_lock = threading.Lock()
         self.authorizer = Authorizer(
-            tls=tls is not None, roles=roles, munge=munge, audit=self._audit_admin_call
+            tls=tls is not None, roles=roles, munge=munge, audit=self.audit_admin_call
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -385,9 +415,24 @@ class Collector:
         self._admin_audit = AuditLog(conn=self._admin_audit_conn, jsonl=self.audit_jsonl)
         await server.start()
         self._server = server
-        for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
+        for name in (
+            "",
+            "gpuwarden.v1.AgentService",
+            "gpuwarden.v1.QueryService",
+            "gpuwarden.v1.AdminService",
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
+        self.add_background(self._summarize_forever, "jobstats")
+
+    async def _summarize_forever(self) -> None:
+        """Add stored windows to the running jobs' summaries, off the event loop."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.jobstats.drain)
+            except Exception:
+                log.exception("job summaries: adding windows failed; trying again")
 
     def _add_munge_port(self, server: grpc.aio.Server) -> int:
         """The researchers' port: server-authenticated TLS that asks for no client
@@ -402,7 +447,9 @@ class Collector:
         except RuntimeError:
             return 0
 
-    async def _audit_admin_call(self, record: AuditRecord) -> None:
+    async def audit_admin_call(self, record: AuditRecord) -> None:
+        """Write an admin call's (or an admin action's) record and publish it."""
+
         def write() -> None:
             with self._admin_audit_lock:
                 if self._admin_audit is not None:
@@ -435,6 +482,8 @@ class Collector:
                 if self._admin_audit_conn is not None:
                     self._admin_audit_conn.close()
                 self._admin_audit = None
+        self.jobstats.close()
+        self.exemptions.close()
         self.store.close()
 
     @property
@@ -479,6 +528,11 @@ class Collector:
             nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
+
+    def is_exempt(self, job_id: str, now: float) -> str | None:
+        """Why detection must leave ``job_id`` alone at ``now`` (an admin exempted it), or
+        None: the engine's hook, safe from any thread."""
+        return self.exemptions.is_exempt(job_id, now)
 
     def live_view(self) -> LiveView:
         """What exporters render at scrape time."""

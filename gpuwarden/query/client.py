@@ -10,13 +10,25 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from gpuwarden.common.convert import (
+    action_reply_from_pb,
+    action_request_to_pb,
     audit_record_from_pb,
     cluster_event_from_pb,
     history_from_pb,
+    job_stats_from_pb,
     snapshot_from_pb,
+    waste_rows_from_pb,
 )
+from gpuwarden.common.jobstats import JobStats, WasteRow
 from gpuwarden.common.tls import TlsFiles, make_channel
-from gpuwarden.common.types import AuditRecord, ClusterSnapshot, HistoryPage, NodeState
+from gpuwarden.common.types import (
+    ActionReply,
+    ActionRequest,
+    AuditRecord,
+    ClusterSnapshot,
+    HistoryPage,
+    NodeState,
+)
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query.config import ClientConfig
@@ -117,6 +129,24 @@ class QueryClient:
         )
         return [audit_record_from_pb(r) for r in resp.records]
 
+    async def job_stats(self, job_id: str) -> JobStats | None:
+        """The summary of one job (None: no such job, or not the caller's to see)."""
+        resp: pb.JobStats = await self._stub.GetJobStats(
+            pb.JobStatsRequest(job_id=job_id),
+            timeout=3 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return job_stats_from_pb(resp)
+
+    async def waste_report(self, since: float) -> list[WasteRow]:
+        """GPU-hours by user, account and partition since ``since`` (readers, admins)."""
+        resp: pb.WasteReport = await self._stub.GetWasteReport(
+            pb.WasteReportRequest(since=since),
+            timeout=6 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return waste_rows_from_pb(resp)
+
     async def whoami(self) -> tuple[str, str, str]:
         """(name, role, via) of this client as the collector sees it."""
         resp: pb.WhoamiResponse = await self._stub.Whoami(
@@ -141,3 +171,12 @@ class QueryClient:
             event = cluster_event_from_pb(msg)
             if event is not None:
                 yield event
+
+    async def request_action(self, request: ActionRequest) -> ActionReply:
+        """Ask the collector to act on one job (admin role; audited with who asked)."""
+        resp: pb.ActionReply = await self._admin.RequestAction(
+            action_request_to_pb(request),
+            timeout=6 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return action_reply_from_pb(resp)

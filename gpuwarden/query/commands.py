@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from gpuwarden.common.argtypes import duration_arg, int_arg
+from gpuwarden.common.types import ActionRequest
 from gpuwarden.query.client import QueryClient
 from gpuwarden.query.config import ClientConfig, load_client_config
 from gpuwarden.query.format import (
@@ -90,7 +91,9 @@ def rpc_error_message(exc: grpc.aio.AioRpcError, cfg: ClientConfig) -> str:
     return text
 
 
-def _run(command: str, cfg: ClientConfig, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def run_reader(
+    command: str, cfg: ClientConfig, work: Callable[[], Coroutine[Any, Any, int]]
+) -> int:
     try:
         return asyncio.run(work())
     except grpc.aio.AioRpcError as exc:
@@ -120,7 +123,7 @@ def status_main(args: argparse.Namespace) -> int:
             print(_render(view, args.json))
             return 0
 
-        return _run("status", cfg, once)
+        return run_reader("status", cfg, once)
     try:
         asyncio.run(_watch(cfg, args.watch, args.json))
     except KeyboardInterrupt:
@@ -187,14 +190,14 @@ def add_status_parser(sub: Any) -> None:
 # ---- audit ----------------------------------------------------------------------------
 
 
-def _since_arg(text: str) -> float:
+def since_arg(text: str) -> float:
     try:
         return parse_since(text, now=time.time())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _job_arg(text: str) -> str:
+def job_arg(text: str) -> str:
     if not text or len(text) > MAX_JOB_ID_CHARS or not text.isprintable() or text != text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id")
     return text
@@ -227,7 +230,7 @@ def audit_main(args: argparse.Namespace) -> int:
             print(json.dumps(r.to_json(), sort_keys=True) if args.json else format_audit_line(r))
         return 0
 
-    return _run("audit", cfg, go)
+    return run_reader("audit", cfg, go)
 
 
 def add_audit_parser(sub: Any) -> None:
@@ -237,11 +240,60 @@ def add_audit_parser(sub: Any) -> None:
         description="Every decision the collector took or would have taken (dry-run), with "
         "its evidence, oldest first. Exits 1 when --job has no records.",
     )
-    au.add_argument("--job", type=_job_arg, metavar="JOBID", help="only this job")
+    au.add_argument("--job", type=job_arg, metavar="JOBID", help="only this job")
     au.add_argument(
-        "--since", type=_since_arg, default=0.0, metavar="WHEN", help=f"from {SINCE_HELP}"
+        "--since", type=since_arg, default=0.0, metavar="WHEN", help=f"from {SINCE_HELP}"
     )
     au.add_argument("--limit", type=int_arg(1), default=1000, help="newest N (default 1000)")
     au.add_argument("--json", action="store_true", help="one JSON object per line")
     add_client_options(au)
     au.set_defaults(func=audit_main)
+
+
+# ---- exempt ---------------------------------------------------------------------------
+
+
+def _exempt_duration(text: str) -> float:
+    seconds = duration_arg(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: an exemption must last longer than 0 s")
+    return seconds
+
+
+def exempt_main(args: argparse.Namespace) -> int:
+    cfg = client_config(args)
+
+    async def go() -> int:
+        async with QueryClient.from_config(cfg) as client:
+            reply = await client.request_action(
+                ActionRequest(args.job, "exempt", duration_s=args.duration, reason=args.reason)
+            )
+        if not reply.ok:
+            print(f"gpuwarden exempt: job {args.job}: {reply.detail}", file=sys.stderr)
+            return 1
+        print(f"job {args.job}: {reply.detail}")
+        return 0
+
+    return run_reader("exempt", cfg, go)
+
+
+def add_exempt_parser(sub: Any) -> None:
+    ex: argparse.ArgumentParser = sub.add_parser(
+        "exempt",
+        help="leave one job alone for a while (admin; audited with your name)",
+        description="Exempt a running job from detection and enforcement for a duration, "
+        "with a reason. Takes effect at once in the running collector, survives its "
+        "restarts, and ends by itself; the audit log records who asked and why.",
+    )
+    ex.add_argument("job", type=job_arg, metavar="JOBID")
+    ex.add_argument(
+        "--for",
+        dest="duration",
+        type=_exempt_duration,
+        required=True,
+        metavar="DURATION",
+        help="how long, e.g. 4h, 2d",
+    )
+    ex.add_argument("--reason", required=True, help="why (it goes to the audit log)")
+    add_client_options(ex)
+    ex.set_defaults(func=exempt_main)
