@@ -85,9 +85,13 @@ def _where(line_no: int, key: str, what: str) -> TraceError:
     return TraceError(line_no, f"{key!r} {what}")
 
 
-def _checked(v: Any, key: str, line_no: int, lo: float, hi: float) -> float:
-    """``v`` (not None) as a float in [lo, hi] (finite bounds, so NaN and infinities fail
-    the one range test); otherwise the error that names what is wrong."""
+def _number(d: dict[str, Any], key: str, line_no: int, lo: float, hi: float) -> float | None:
+    """``d[key]`` as a float in [lo, hi], None when absent or null. The bounds are finite,
+    so NaN and infinities fail the one range test a valid value passes; the error then
+    says what is wrong."""
+    v = d.get(key)
+    if v is None:
+        return None
     t = type(v)
     if (t is float or t is int) and lo <= v <= hi:
         return float(v)
@@ -96,11 +100,6 @@ def _checked(v: Any, key: str, line_no: int, lo: float, hi: float) -> float:
     if not _isfinite(v):
         raise _where(line_no, key, f"must be finite, got {v!r}")
     raise _where(line_no, key, f"is out of range [{lo:g}, {hi:g}]: {v!r}")
-
-
-def _number(d: dict[str, Any], key: str, line_no: int, lo: float, hi: float) -> float | None:
-    v = d.get(key)
-    return None if v is None else _checked(v, key, line_no, lo, hi)
 
 
 def _string(d: dict[str, Any], key: str, line_no: int, required: bool = False) -> str:
@@ -235,34 +234,17 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
         raise _where(line_no, "uuid", "is missing" if "uuid" not in d else "must be a string")
     if "util_gpu" not in d:
         raise _where(line_no, "util_gpu", "is missing")
-    # each optional number is looked up once and checked only when given (not null)
+    util = _number(d, "util_gpu", line_no, 0.0, 100.0)
+    mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
+    if mean is not None and util is not None and mean > util + 1e-9:
+        raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
+    used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
+    total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
+    _number(d, "util_mem", line_no, 0.0, 100.0)  # checked, not used
+    power = _number(d, "power_w", line_no, 0.0, 1e5)
+    cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
+    window = _number(d, "window_s", line_no, 0.001, 86400.0)
     get = d.get
-    util = get("util_gpu")
-    if util is not None:
-        util = _checked(util, "util_gpu", line_no, 0.0, 100.0)
-    mean = get("util_gpu_mean")
-    if mean is not None:
-        mean = _checked(mean, "util_gpu_mean", line_no, 0.0, 100.0)
-        if util is not None and mean > util + 1e-9:
-            raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
-    used = get("mem_used_mib")
-    if used is not None:
-        used = _checked(used, "mem_used_mib", line_no, 0.0, 1e9)
-    total = get("mem_total_mib")
-    if total is not None:
-        total = _checked(total, "mem_total_mib", line_no, 0.0, 1e9)
-    util_mem = get("util_mem")
-    if util_mem is not None:
-        _checked(util_mem, "util_mem", line_no, 0.0, 100.0)
-    power = get("power_w")
-    if power is not None:
-        power = _checked(power, "power_w", line_no, 0.0, 1e5)
-    cpu = get("cpu_util_pct")
-    if cpu is not None:
-        cpu = _checked(cpu, "cpu_util_pct", line_no, 0.0, 1e6)
-    window = get("window_s")
-    if window is not None:
-        window = _checked(window, "window_s", line_no, 0.001, 86400.0)
     idx = get("index", -1)
     if type(idx) is not int or idx < -1:
         raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
