@@ -56,9 +56,10 @@ while True:
 """
 
 IMPORTS_ONLY = """
-import sys, time
-import gpuwarden.cli, gpuwarden.agent.main, gpuwarden.agent.nvml
-print(sorted(m for m in sys.modules if m.startswith(("grpc", "gpuwarden.collector", "gpuwarden.query"))).__len__(), flush=True)
+import time
+import gpuwarden.cli, gpuwarden.agent.config, gpuwarden.agent.main, gpuwarden.agent.nvml
+gpuwarden.cli.build_parser(agent_only=True)
+print("imported", flush=True)
 time.sleep(60)
 """
 
