@@ -13,7 +13,9 @@ processes over the same fake library, side by side in the same run:
   (utilisation, memory, power, temperature, processes) and does nothing else.
 
 After ``--warmup`` seconds it reads each process's CPU time from /proc over ``--seconds``
-and prints CPU as a percentage of one core, the agent/floor ratio, the resident memory
+and prints CPU as a percentage of one core (clock ticks of 10 ms: measure a minute or more),
+the agent's CPU split by thread (sampling thread, event loop, gRPC's threads), the
+agent/floor ratio, the resident memory
 (VmRSS, and VmHWM, its peak) of both, what an interpreter that only imports the agent's
 modules holds, and how many reports the collector stored (to show the agent really worked).
 The fake re-reads its state file on every call, so the floor includes the fake's own cost.
@@ -64,20 +66,26 @@ time.sleep(60)
 """
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """On-CPU seconds of the process's live threads by group, in ns resolution (schedstat):
+    the main thread (the agent's event loop), the other Python threads (the agent's sampling
+    thread) and gRPC's own threads (named by gRPC: event_engine, grpc_global_timer, ...)."""
+    out: dict[str, float] = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cpu = int(t.joinpath("schedstat").read_text().split()[0]) / 1e9
+            comm = t.joinpath("comm").read_text().strip()
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        group = "main" if t.name == str(pid) else "python" if comm == "python" else "grpc"
+        out[group] = out.get(group, 0.0) + cpu
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """On-CPU time of the process's live threads, in ns resolution (schedstat), or the
-    clock-tick counts of /proc/PID/stat where schedstat is missing."""
-    try:
-        return (
-            sum(
-                int(t.joinpath("schedstat").read_text().split()[0])
-                for t in Path(f"/proc/{pid}/task").iterdir()
-            )
-            / 1e9
-        )
-    except (OSError, ValueError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """utime + stime of the whole process (every thread, also ended ones), clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -92,16 +100,16 @@ def mib(kib: int) -> str:
 
 
 async def imports_only_rss(env: dict[str, str]) -> int:
-    p = subprocess.Popen(
-        [sys.executable, "-c", IMPORTS_ONLY], env=env, stdout=subprocess.PIPE, text=True
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", IMPORTS_ONLY, env=env, stdout=subprocess.PIPE
     )
     try:
         assert p.stdout is not None
-        await asyncio.to_thread(p.stdout.readline)
+        await p.stdout.readline()
         return status_kib(p.pid, "VmRSS")
     finally:
         p.kill()
-        p.wait()
+        await p.wait()
 
 
 async def main(gpus: int, seconds: float, warmup: float) -> None:
@@ -125,24 +133,26 @@ async def main(gpus: int, seconds: float, warmup: float) -> None:
             'report_interval = "5s"\n'
             f'spool_dir = "{tmp / "spool"}"\n'
         )
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)],
+        agent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)),
             env=env,
             stderr=subprocess.DEVNULL,
         )
-        bare = subprocess.Popen([sys.executable, "-c", BARE_LOOP, "1.0"], env=env)
+        bare = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, "1.0", env=env)
         procs = {"agent": agent, "bare pynvml loop": bare}
         try:
             await asyncio.sleep(warmup)
             for name, p in procs.items():
-                if p.poll() is not None:
+                if p.returncode is not None:
                     raise SystemExit(f"{name} exited early with status {p.returncode}")
             stored0 = collector.store.count_reports()
             before = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads0 = thread_cpu(agent.pid)
             t0 = time.monotonic()
             await asyncio.sleep(seconds)
             elapsed = time.monotonic() - t0
             after = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads1 = thread_cpu(agent.pid)
             rss = {
                 n: (status_kib(p.pid, "VmRSS"), status_kib(p.pid, "VmHWM"))
                 for n, p in procs.items()
@@ -152,7 +162,7 @@ async def main(gpus: int, seconds: float, warmup: float) -> None:
             for p in procs.values():
                 p.terminate()
             for p in procs.values():
-                p.wait(10)
+                await asyncio.wait_for(p.wait(), 10)
             await collector.stop()
         imports_kib = await imports_only_rss(env)
     pct = {n: 100.0 * (after[n] - before[n]) / elapsed for n in procs}
@@ -161,6 +171,13 @@ async def main(gpus: int, seconds: float, warmup: float) -> None:
     print(f"{'process':<18} {'CPU % of a core':>16} {'RSS':>10} {'peak RSS':>10}")
     for n in procs:
         print(f"{n:<18} {pct[n]:>16.3f} {mib(rss[n][0]):>10} {mib(rss[n][1]):>10}")
+    by_thread = {g: 100.0 * (threads1[g] - threads0.get(g, 0.0)) / elapsed for g in threads1}
+    print(
+        "agent CPU by thread (schedstat): "
+        f"sampling thread {by_thread.get('python', 0.0):.3f} %, "
+        f"event loop {by_thread.get('main', 0.0):.3f} %, "
+        f"gRPC's threads {by_thread.get('grpc', 0.0):.3f} %"
+    )
     ratio = pct["agent"] / floor if floor > 0 else float("inf")
     print(f"agent / floor CPU: {ratio:.2f}x")
     print(f"interpreter with the agent's modules imported: {mib(imports_kib)}")
