@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpuwarden.agent.attribution import Attribution, GpuAttribution
-from gpuwarden.agent.gpu_order import gres_index_map
+from gpuwarden.agent.gpu_order import DeviceKey, device_key, gres_device_map, whole_gpus
 from gpuwarden.agent.proc_jobs import ProcEntry, ProcessJob, ProcJobReader
 from gpuwarden.common.types import GpuSample, JobInfo, SlurmStatus
 from gpuwarden.slurm import (
@@ -64,17 +64,19 @@ class _Snapshot:
     taken_at: float
     jobs: dict[str, SlurmJob] = field(default_factory=dict)  # this node's jobs, by job id
     by_sluid: dict[str, SlurmJob] = field(default_factory=dict)
-    by_gpu: dict[int, SlurmJob] = field(default_factory=dict)  # NVML index -> holding job
+    by_gpu: dict[DeviceKey, SlurmJob] = field(default_factory=dict)  # device -> holding job
     error: str = ""
 
 
 class SlurmAttributor:
     """Implements ``gpuwarden.agent.attribution.Attributor`` for a Slurm node.
 
-    ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index.
-    By default it is derived from the samples' minor numbers (GRES counts /dev/nvidiaN in
-    minor order; NVML counts in PCI bus order, which can differ); when a minor number is
-    unknown the two are taken as equal.
+    ``gpu_index_map`` maps a Slurm GRES index (position in gres.conf) to the NVML GPU index
+    (whole GPUs only). By default it is derived from the samples' minor numbers (GRES counts
+    /dev/nvidiaN in minor order; NVML counts in PCI bus order, which can differ) and, for
+    MIG instances, the minors of their /dev/nvidia-caps access files (see
+    :mod:`gpu_order`); when a minor number is unknown, GRES and NVML indices are taken as
+    equal and MIG instances are attributed only through their processes.
     ``scontrol``: path of scontrol; ``squeue`` is taken from the same folder unless given.
     """
 
@@ -114,7 +116,9 @@ class SlurmAttributor:
             timeout_s=timeout_s, paths={"scontrol": scontrol, "squeue": squeue}
         )
         self.gpu_index_map = dict(gpu_index_map) if gpu_index_map is not None else None
-        self._index_map: dict[int, int] | None = self.gpu_index_map  # in force now
+        self._index_map: dict[int, DeviceKey] | None = (  # GRES index -> device, in force now
+            None if gpu_index_map is None else whole_gpus(gpu_index_map)
+        )
         self.procs = ProcJobReader(proc_root)
         self.skipped_records = 0  # Slurm job records that could not be read, since start
         self._clock = clock
@@ -144,9 +148,10 @@ class SlurmAttributor:
     # --------------------------------------------------------------------------- internals
 
     def _attribute(self, samples: Sequence[GpuSample]) -> Attribution:
-        index_map = self.gpu_index_map
-        if index_map is None:  # Slurm counts GPUs in minor-number order, NVML in PCI order
-            index_map = gres_index_map(samples)
+        if self.gpu_index_map is not None:
+            index_map: dict[int, DeviceKey] | None = whole_gpus(self.gpu_index_map)
+        else:  # Slurm counts GPUs in minor-number order, NVML in PCI order
+            index_map = gres_device_map(samples)
         if index_map != self._index_map:
             self._index_map = index_map
             self._snap = None  # GPUs are mapped to jobs when the snapshot is filled
@@ -201,7 +206,7 @@ class SlurmAttributor:
             self._cpu_pct[job_id] = round(100.0 * delta / self._clk_tck / wall_s / (cpus or 1), 1)
 
     def _attribute_gpu(self, sample: GpuSample, snap: _Snapshot, available: bool) -> GpuAttribution:
-        holder = snap.by_gpu.get(sample.index)
+        holder = snap.by_gpu.get(device_key(sample))
         procs = [pj for p in sample.processes if (pj := self._pj(p.pid)) is not None]
         chosen: ProcessJob | None = None
         for pj in procs:  # prefer the process of the job Slurm gave this GPU to
@@ -221,7 +226,7 @@ class SlurmAttributor:
             if available:
                 allocated = holder is not None
             else:  # only /proc: the job's own SLURM_JOB_GPUS says what it was given
-                allocated = self._env_allocates(chosen.environ, sample.index)
+                allocated = self._env_allocates(chosen.environ, device_key(sample))
             return GpuAttribution(job=info, allocated=allocated)
         if holder is not None:
             dask = self._dask_by_job.get(holder.job_id)
@@ -229,15 +234,16 @@ class SlurmAttributor:
             return GpuAttribution(job=info, allocated=True)
         return GpuAttribution()
 
-    def _env_allocates(self, env: EnvironFacts | None, nvml_index: int) -> bool:
+    def _env_allocates(self, env: EnvironFacts | None, device: DeviceKey) -> bool:
         if env is None or env.job_gpus is None:
             return False
-        return nvml_index in {self._nvml_index(i) for i in env.job_gpus}
+        return device in {self._device(i) for i in env.job_gpus}
 
-    def _nvml_index(self, gres_index: int) -> int:
+    def _device(self, gres_index: int) -> DeviceKey | None:
+        """The device of a GRES index; None when this node has no such device."""
         if self._index_map is None:
-            return gres_index
-        return self._index_map.get(gres_index, -1)
+            return (gres_index, None)
+        return self._index_map.get(gres_index)
 
     @staticmethod
     def _sluid_job(snap: _Snapshot, sluid: str | None) -> str | None:
@@ -301,9 +307,9 @@ class SlurmAttributor:
             if job.state not in _HOLDING_STATES:
                 continue
             for gres_index in job.gpu_indices(self.node):
-                nvml = self._nvml_index(gres_index)
-                if nvml >= 0:
-                    snap.by_gpu[nvml] = job
+                device = self._device(gres_index)
+                if device is not None:
+                    snap.by_gpu[device] = job
 
 
 def _job_info(

@@ -60,12 +60,17 @@ def sample_line(
     node: str,
     uuid: str,
     index: int,
-    util: float,
+    util: float | None,
     mem_mib: int,
     *,
     mean: float | None = None,
     cpu: float | None = None,
+    prof: dict[str, float] | None = None,
+    procs: int | None = None,
+    card_mib: int = CARD_MIB,
 ) -> dict[str, Any]:
+    """``util`` None: NVML gives no utilisation (a MIG slice); ``prof``: profiling fields
+    (window means, top-level keys); ``procs``: processes on the GPU."""
     d: dict[str, Any] = {
         "type": "sample",
         "ts": ts,
@@ -73,15 +78,21 @@ def sample_line(
         "uuid": uuid,
         "index": index,
         "util_gpu": util,
-        "util_mem": min(util, 50.0),
-        "mem_used_mib": mem_mib,
-        "mem_total_mib": CARD_MIB,
-        "power_w": 60.0 + 3.0 * util,
     }
+    if util is not None:
+        d["util_mem"] = min(util, 50.0)
+    d["mem_used_mib"] = mem_mib
+    d["mem_total_mib"] = card_mib
+    if util is not None:
+        d["power_w"] = 60.0 + 3.0 * util
     if mean is not None:
         d["util_gpu_mean"] = mean
     if cpu is not None:
         d["cpu_util_pct"] = cpu
+    if prof is not None:
+        d.update(prof)
+    if procs is not None:
+        d["processes"] = procs
     return d
 
 
@@ -94,7 +105,7 @@ def _series(
     until_s: int,
     util: Callable[[int], float | None],
     mem: Callable[[int], int],
-    **extra: Callable[[int], float],
+    **extra: Callable[[int], Any],
 ) -> list[dict[str, Any]]:
     """One sample per window end T0+60 .. T0+until_s; util None = no report (a gap)."""
     out = []
@@ -184,6 +195,65 @@ def scenarios() -> dict[str, list[dict[str, Any]]]:
         job_line("1011", [G0], end=T0 + 2 * 3600),
         *_series(G0, 2 * 3600, gappy, lambda t: 500),
     ]
+    s.update(training_scenarios())
+    return s
+
+
+def _prof(sm: float, tensor: float, dram: float, fp32: float) -> Callable[[int], dict[str, Any]]:
+    """Profiling fields of a training job, with a little wobble per window."""
+
+    def at(t: int) -> dict[str, Any]:
+        w = t // W % 5
+        return {
+            "sm_active_pct": sm + w,
+            "tensor_active_pct": tensor + (w / 10 if tensor else 0.0),
+            "dram_active_pct": dram + w,
+            "extra": {"fp32_active_pct": fp32, "sm_occupancy_pct": sm / 2},
+            "extra_max": {"sm_active_pct": min(100.0, sm + w + 10.0)},
+        }
+
+    return at
+
+
+def training_scenarios() -> dict[str, list[dict[str, Any]]]:
+    """Training jobs on a card with profiling counters (GPM/DCGM): advice from SM, tensor
+    and DRAM activity; and MIG slices, which NVML gives no utilisation for."""
+    s: dict[str, list[dict[str, Any]]] = {}
+    two_h = 2 * 3600
+
+    def train(job_id: str, util: float, cpu: float, prof: Callable[[int], Any]) -> list[Any]:
+        return [
+            job_line(job_id, [G0], end=T0 + two_h),
+            *_series(
+                G0,
+                two_h,
+                lambda t: util,
+                lambda t: 60000,
+                mean=lambda t: util - 5.0,
+                cpu=lambda t: cpu,
+                prof=prof,
+            ),
+        ]
+
+    s["train_healthy"] = train("1101", 98.0, 60.0, _prof(72.0, 45.0, 40.0, 12.0))
+    s["train_gpu_waiting"] = train("1102", 97.0, 40.0, _prof(11.0, 4.0, 8.0, 3.0))
+    s["train_no_tensor"] = train("1103", 99.0, 55.0, _prof(78.0, 0.0, 35.0, 62.0))
+    s["train_input_bound"] = train("1104", 70.0, 99.0, _prof(14.0, 6.0, 9.0, 4.0))
+    s["train_memory_bound"] = train("1105", 96.0, 50.0, _prof(55.0, 3.0, 86.0, 9.0))
+    # three jobs on three MIG slices of one card: an empty one, one holding memory with no
+    # process, one running a process (NVML gives no utilisation for any of them)
+    slice_mib = 10240
+    mig = [("gpu03", f"MIG-3g-{k}", 0) for k in range(3)]
+    lines: list[dict[str, Any]] = [
+        job_line(str(1106 + k), [g], end=T0 + two_h) for k, g in enumerate(mig)
+    ]
+    for t in range(W, two_h + 1, W):
+        for k, (node, uuid, idx) in enumerate(mig):
+            mem, procs = ((12, 0), (4000, 0), (6000, 1))[k]
+            lines.append(
+                sample_line(T0 + t, node, uuid, idx, None, mem, procs=procs, card_mib=slice_mib)
+            )
+    s["mig_slices"] = lines
     return s
 
 

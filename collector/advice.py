@@ -1,12 +1,26 @@
 """Report-only findings over the last ``underuse_window``: under-use, and the advice that
-goes with it (input-bound pipeline, a MIG slice would do). Never enforced."""
+goes with it (input-bound pipeline, a MIG slice would do), and the training advice that
+profiling counters allow (GPU mostly waiting, tensor cores unused, memory-bandwidth bound).
+Never enforced. Each piece of advice needs the measurements it rests on to cover
+``min_coverage`` of the window: a card without profiling counters gets none of the latter."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from gpuwarden.collector import wording
-from gpuwarden.collector.findings import AdviceCode, Finding, FindingKind, GpuEvidence, GpuRef
+from gpuwarden.collector.findings import (
+    DRAM,
+    PIPES,
+    PROFILE_FIELDS,
+    SM,
+    TENSOR,
+    AdviceCode,
+    Finding,
+    FindingKind,
+    GpuEvidence,
+    GpuRef,
+)
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.usage import BUCKETS, UsageWindow
 
@@ -47,12 +61,29 @@ def usage_findings(
     def finding(kind: FindingKind, detail: str, code: str = "") -> Finding:
         return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev)
 
+    prof = _profile_means(usages, need * len(usages))
+    sm = prof[SM]
+    cpu_saturated = cpu_dur >= need * len(usages) and cpu / cpu_dur >= p.cpu_saturated_pct
+    waiting = sm is not None and sm < p.sm_waiting_pct
     out: list[Finding] = []
     if mean < p.underuse_pct:
         out.append(finding(FindingKind.UNDERUSED, wording.underused(p, mean)))
-        if cpu_dur >= need * len(usages) and cpu / cpu_dur >= p.cpu_saturated_pct:
-            detail = wording.input_bound(cpu / cpu_dur, mean)
-            out.append(finding(FindingKind.ADVICE, detail, AdviceCode.INPUT_BOUND))
+    if cpu_saturated and (mean < p.underuse_pct or waiting):
+        detail = wording.input_bound(cpu / cpu_dur, mean, sm)
+        out.append(finding(FindingKind.ADVICE, detail, AdviceCode.INPUT_BOUND))
+    if mean >= p.busy_util_pct:  # training-style use: how well the busy GPU works
+        if sm is not None and waiting and not cpu_saturated:
+            detail = wording.gpu_waiting(p, mean, sm)
+            out.append(finding(FindingKind.ADVICE, detail, AdviceCode.GPU_WAITING))
+        tensor = prof[TENSOR]
+        if tensor is not None and tensor < p.tensor_unused_pct:
+            detail = wording.no_tensor_cores(p, mean, tensor)
+            out.append(finding(FindingKind.ADVICE, detail, AdviceCode.NO_TENSOR_CORES))
+    dram = prof[DRAM]
+    pipes = [v for i in PIPES if (v := prof[i]) is not None]
+    if dram is not None and pipes and dram >= p.dram_bound_pct and max(pipes) < p.pipes_low_pct:
+        detail = wording.memory_bound(p, dram, max(pipes))
+        out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
     if any(r.uuid.startswith("MIG-") for r in gpus):
         return out  # already a MIG slice
     peaks = [u.peak_mem() for u in usages]
@@ -62,4 +93,15 @@ def usage_findings(
     if all(peak < total * p.mig_mem_pct / 100.0 for peak, total in known):
         worst = max(peak / total for peak, total in known)
         out.append(finding(FindingKind.ADVICE, wording.use_mig(p, worst), AdviceCode.USE_MIG))
+    return out
+
+
+def _profile_means(usages: Sequence[UsageWindow], need_s: float) -> list[float | None]:
+    """Per profiling field, its time-weighted mean over all GPUs; None unless reports with
+    it cover ``need_s`` (the coverage the other rules need, summed over the GPUs)."""
+    out: list[float | None] = []
+    for i in range(len(PROFILE_FIELDS)):
+        dur = sum(u.prof_dur_s[i] for u in usages)
+        total = sum(u.prof_s[i] for u in usages)
+        out.append(total / dur if dur >= need_s and dur > 0 else None)
     return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuwarden.collector.retention import Retention
 from gpuwarden.common.address import split_host_port
 from gpuwarden.common.config import duration_field, load_section, ranged
 
@@ -19,7 +20,11 @@ class CollectorConfig:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
-    retention: float = duration_field(30 * 24 * 3600.0, minimum=60.0)
+    retention: float = duration_field(7 * 24 * 3600.0, minimum=60.0)  # raw windows
+    rollups: bool = True  # 1-minute and 1-hour roll-ups in SQLite (off: history elsewhere)
+    rollup_1m_retention: float = duration_field(30 * 24 * 3600.0, minimum=60.0)
+    rollup_1h_retention: float = duration_field(365 * 24 * 3600.0, minimum=3600.0)
+    prune_batch: int = ranged(2000, minimum=1, maximum=1_000_000)
     max_gpus_per_node: int = ranged(64, minimum=1, maximum=4096)
     write_batch_max: int = ranged(512, minimum=1)
     shutdown_grace: float = duration_field(5.0)
@@ -64,6 +69,16 @@ class CollectorConfig:
                 "tls_ca, tls_cert and tls_key are required (agents connect with mTLS); "
                 "set insecure = true only for demos and tests"
             )
+
+    @property
+    def retention_policy(self) -> Retention:
+        return Retention(
+            raw_s=self.retention,
+            rollup_1m_s=self.rollup_1m_retention,
+            rollup_1h_s=self.rollup_1h_retention,
+            rollups=self.rollups,
+            prune_batch=self.prune_batch,
+        )
 
     @property
     def database(self) -> Path:

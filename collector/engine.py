@@ -35,6 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from gpuwarden.collector.activity import window_activity
+from gpuwarden.collector.findings import Profile, profile_of
 from gpuwarden.collector.ladder import (
     ActionExecutor,
     ActionOutcome,
@@ -65,10 +67,28 @@ class Observation(NamedTuple):
     mem_used_bytes: int | None
     mem_total_bytes: int | None
     attributed: bool  # False: the node could not ask Slurm; a missing job says nothing
+    sm_active_max_pct: float | None = None  # profiling counters (docs/profiling.md)
+    profile: Profile | None = None
+    processes: int | None = None  # processes on the GPU; None: unknown
+    mig: bool = False  # a MIG slice (no NVML utilisation: see activity.py)
+
+    def activity(self, policy: Policy) -> bool | None:
+        """Whether this window was active under ``policy``; None: unknown."""
+        return window_activity(
+            policy,
+            self.util_max_pct,
+            self.sm_active_max_pct,
+            mig=self.mig,
+            processes=self.processes,
+            mem_used_bytes=self.mem_used_bytes,
+            mem_total_bytes=self.mem_total_bytes,
+        )[0]
 
 
 def observe(rec: WindowRecord, attributed: bool = True) -> Observation:
     g = rec.gpu
+    lost = "gpu_lost" in g.errors
+    mig = g.uuid.startswith("MIG-") or bool(g.parent_uuid)
     return Observation(
         rec.node,
         g.uuid,
@@ -76,11 +96,15 @@ def observe(rec: WindowRecord, attributed: bool = True) -> Observation:
         g.job,
         rec.window_start,
         rec.window_end,
-        None if "gpu_lost" in g.errors else g.util_max,
+        None if lost else g.util_max,
         g.util_mean,
         g.mem_used_max_bytes,
         g.mem_total_bytes,
         attributed,
+        None if lost else g.extra_max.get("sm_active_pct"),
+        None if lost else profile_of(g.extra_mean),
+        None if lost or g.samples == 0 else len(g.processes),
+        mig,
     )
 
 
@@ -359,6 +383,10 @@ class Engine:
             o.mem_used_bytes,
             o.mem_total_bytes,
             job.cpu_util_pct,
+            sm_active_max=o.sm_active_max_pct,
+            profile=o.profile,
+            processes=o.processes,
+            mig=o.mig,
         )
         if not run.dirty:
             run.dirty = True
@@ -458,13 +486,11 @@ class Engine:
                 if since is None or since > f.since_ts:
                     return False
                 where.add((g.node, g.uuid))
-            active = run.policy.active_util_pct
             for item in self._heap:
                 if item[1] != _WINDOW or (item[2], item[3]) not in where:
                     continue
                 o: Observation = item[5]
-                util = o.util_max_pct
-                if o.end > decision.ts and util is not None and util >= active:
+                if o.end > decision.ts and o.activity(run.policy):
                     return False
             return True
 

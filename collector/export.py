@@ -8,7 +8,10 @@ worker, start) come from the facts the agents reported with the windows; a run's
 its last window when one of its GPUs was later reported with another job, or free by a node
 whose Slurm view was available (else ``null``: still running, as far as the store knows).
 Each sample carries ``window_s``, the length of its report window, so a replay counts the
-same time the collector did.
+same time the collector did; the extra per-GPU fields (profiling counters) as ``extra``
+(window means) and ``extra_max`` (maxima), and for a window an agent sampled, the number of
+processes on the GPU (``processes``), so a site can tune the SM-activity rule, and see idle
+MIG slices, on recorded data.
 """
 
 from __future__ import annotations
@@ -169,6 +172,12 @@ def _sample_line(node: str, uuid: str, start: float, end: float, g: GpuWindow) -
         d["cpu_util_pct"] = g.job.cpu_util_pct
     if end - start > 0:
         d["window_s"] = end - start
+    if g.extra_mean:
+        d["extra"] = dict(g.extra_mean)
+    if g.extra_max:
+        d["extra_max"] = dict(g.extra_max)
+    if g.samples > 0:
+        d["processes"] = len(g.processes)
     return d
 
 

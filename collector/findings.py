@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from gpuwarden.common.types import JobInfo
 
 MIB = 1024 * 1024
+
+# The profiling fields (window means, docs/profiling.md) the advice rules read, in the order
+# of a :data:`Profile`.
+PROFILE_FIELDS = (
+    "sm_active_pct",
+    "tensor_active_pct",
+    "dram_active_pct",
+    "fp16_active_pct",
+    "fp32_active_pct",
+    "fp64_active_pct",
+)
+SM, TENSOR, DRAM, FP16, FP32, FP64 = range(len(PROFILE_FIELDS))
+PIPES = (TENSOR, FP16, FP32, FP64)
+Profile = tuple[float | None, ...]  # one window's means of PROFILE_FIELDS; None: not measured
+
+
+def profile_of(extra_mean: Mapping[str, float]) -> Profile | None:
+    """The profiling means of a window's extra fields; None when it has none of them."""
+    if not extra_mean:
+        return None
+    values = tuple(extra_mean.get(name) for name in PROFILE_FIELDS)
+    return None if all(v is None for v in values) else values
 
 
 class FindingKind(StrEnum):
@@ -21,6 +44,9 @@ class AdviceCode(StrEnum):
     MEMORY_HELD_IDLE = "memory_held_idle"
     USE_MIG = "use_mig"
     INPUT_BOUND = "input_bound"
+    GPU_WAITING = "gpu_waiting"  # high duty cycle, low SM activity
+    NO_TENSOR_CORES = "no_tensor_cores"  # busy card with tensor cores that are not used
+    MEMORY_BOUND = "memory_bound"  # DRAM bandwidth high, compute pipes low
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +86,10 @@ class ObservedWindow:
     mem_total_bytes: int | None = None
     power_w: float | None = None
     cpu_util_pct: float | None = None
+    sm_active_max_pct: float | None = None
+    profile: Profile | None = None
+    processes: int | None = None  # None: unknown
+    mig: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +108,13 @@ class GpuEvidence:
     mem_used_max_bytes: int | None
     mem_total_bytes: int | None
     cpu_util_mean_pct: float | None = None
+    # what decided activity in the idle streak (activity.Basis values) and its SM activity
+    active_by: tuple[str, ...] = ()
+    sm_active_max_pct: float | None = None
+    # profiling means over underuse_window (None: not measured)
+    sm_active_mean_pct: float | None = None
+    tensor_active_mean_pct: float | None = None
+    dram_active_mean_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
@@ -18,6 +17,7 @@ from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.validate import Limits
+from gpuwarden.common.config import ConfigError
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
 from gpuwarden.slurm import make_slurm_client
@@ -58,6 +58,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
         rate_limiter=RateLimiter(cfg.max_reports_per_s, cfg.report_burst),
+        retention=cfg.retention_policy,
         min_free_bytes=cfg.min_free_space,
         roles=roles,
         munge=MungeVerifier(socket=cfg.munge_socket),
@@ -73,12 +74,35 @@ async def _watchdog(interval_s: float = 5.0) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def _housekeeping(collector: Collector, cfg: CollectorConfig) -> None:
+async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
+    """Retention, one small DELETE transaction at a time off the event loop; ingest gets
+    the write lock between batches."""
     while True:
-        deleted = await asyncio.to_thread(collector.store.prune, time.time() - cfg.retention)
+        deleted = 0
+        try:
+            while n := await asyncio.to_thread(collector.store.prune_step):
+                deleted += n
+                await asyncio.sleep(0.01)
+        except Exception as exc:  # a store fault (full disk...): try again next round
+            log.warning("retention: %s; trying again in %.0f s", exc, interval_s)
         if deleted:
-            log.info("retention: deleted %d windows older than %.0f s", deleted, cfg.retention)
-        await asyncio.sleep(10.0)
+            log.info("retention: deleted %d rows past their retention", deleted)
+        await asyncio.sleep(interval_s)
+
+
+def check_retention(cfg: CollectorConfig, policies: PolicySet) -> None:
+    """Raw windows must outlive the longest look-back of the detection rules, or a
+    restarted collector could not rebuild what they need."""
+    need = max(
+        max(p.idle_window + p.grace_period, p.underuse_window) + p.max_gap
+        for p in (policies.default, *policies.partitions.values())
+    )
+    if cfg.retention < need:
+        raise ConfigError(
+            f"[collector] retention: {cfg.retention:.0f} s is shorter than the detection "
+            f"rules look back ({need:.0f} s: idle_window + grace_period or underuse_window, "
+            "plus max_gap)"
+        )
 
 
 def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
@@ -92,13 +116,14 @@ async def run_collector(
     cfg: CollectorConfig, policies: PolicySet | None = None, outputs: Outputs | None = None
 ) -> None:
     policies = policies or PolicySet()
+    check_retention(cfg, policies)
     collector = build_collector(cfg, outputs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await collector.start()
-    collector.add_background(lambda: _housekeeping(collector, cfg), "housekeeping")
+    collector.add_background(lambda: _housekeeping(collector), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
     enforcer = attach_enforcement(
         collector,
@@ -115,6 +140,8 @@ async def run_collector(
         "enforcement: %s",
         "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition",
     )
+    for endpoint in outputs.exporters if outputs else ():
+        endpoint.start(collector.live_view)
     notify("READY=1")
     print(f"collector listening on port {collector.port}", flush=True)
     if collector.munge_port:
@@ -122,4 +149,6 @@ async def run_collector(
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: draining streams and flushing the store")
+    for endpoint in outputs.exporters if outputs else ():
+        endpoint.stop()
     await collector.stop()

@@ -48,10 +48,20 @@ class Policy:
     min_coverage: float = ranged(0.9, minimum=0.0, maximum=1.0)
     window: float = duration_field(60.0, minimum=0.001)
     max_gap: float = duration_field(120.0)
+    # 0 = off: with it set, a window with SM activity is active only when its max SM
+    # activity (profiling counters) is >= this; a window without SM activity falls back to
+    # active_util_pct (NVML-only cards), and the evidence says which was used.
+    active_sm_pct: float = ranged(0.0, minimum=0.0, maximum=100.0)
     # Advice
     mem_held_pct: float = ranged(5.0, minimum=0.0, maximum=100.0)
     mig_mem_pct: float = ranged(20.0, minimum=0.0, maximum=100.0)
     cpu_saturated_pct: float = ranged(90.0, minimum=0.0)
+    # Training advice from profiling counters (see docs/profiling.md); each needs the field
+    busy_util_pct: float = ranged(50.0, minimum=0.0, maximum=100.0)
+    sm_waiting_pct: float = ranged(30.0, minimum=0.0, maximum=100.0)
+    tensor_unused_pct: float = ranged(1.0, minimum=0.0, maximum=100.0)
+    dram_bound_pct: float = ranged(60.0, minimum=0.0, maximum=100.0)
+    pipes_low_pct: float = ranged(20.0, minimum=0.0, maximum=100.0)
     # Ladder and enforcement
     warnings: int = ranged(2, minimum=0, maximum=1000)
     warn_interval: float = duration_field(900.0)

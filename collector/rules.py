@@ -23,9 +23,13 @@ import math
 from collections.abc import Sequence
 
 from gpuwarden.collector import wording
+from gpuwarden.collector.activity import window_activity
 from gpuwarden.collector.advice import usage_findings
 from gpuwarden.collector.findings import (
+    DRAM,
     MIB,
+    SM,
+    TENSOR,
     AdviceCode,
     Allocation,
     Finding,
@@ -33,6 +37,7 @@ from gpuwarden.collector.findings import (
     GpuEvidence,
     GpuRef,
     ObservedWindow,
+    Profile,
 )
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.streaks import IdleStreak
@@ -105,6 +110,10 @@ class AllocationTracker:
             w.mem_used_bytes,
             w.mem_total_bytes,
             w.cpu_util_pct,
+            sm_active_max=w.sm_active_max_pct,
+            profile=w.profile,
+            processes=w.processes,
+            mig=w.mig,
         )
         return True
 
@@ -118,18 +127,31 @@ class AllocationTracker:
         mem_used_bytes: int | None = None,
         mem_total_bytes: int | None = None,
         cpu_util_pct: float | None = None,
+        *,
+        sm_active_max: float | None = None,
+        profile: Profile | None = None,
+        processes: int | None = None,
+        mig: bool = False,
     ) -> None:
         """Add one window of GPU number ``pos`` (see :meth:`position`)."""
-        if util_max is None:  # unknown utilisation: a gap, never idle
-            return
         p = self.policy
+        active, basis = window_activity(
+            p,
+            util_max,
+            sm_active_max,
+            mig=mig,
+            processes=processes,
+            mem_used_bytes=mem_used_bytes,
+            mem_total_bytes=mem_total_bytes,
+        )
+        if active is None:  # unknown activity: a gap, never idle
+            return
         g = self._gpus[pos]
         streak = g.streak
         start = end - duration_s
         if self._grace_end is None:  # start unknown: grace runs from the first window
             self._grace_end = start + p.grace_period
         grace_end = self._grace_end
-        active = util_max >= p.active_util_pct
         last = g.last_end
         if last is not None and end <= last:  # late or duplicate window
             if active and streak.since is not None and end > streak.since:
@@ -144,13 +166,28 @@ class AllocationTracker:
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
             if end > counted_from:
-                streak.extend(counted_from, end, util_max, mem_used_bytes, mem_total_bytes)
+                streak.extend(
+                    counted_from,
+                    end,
+                    0.0 if util_max is None else util_max,
+                    mem_used_bytes,
+                    mem_total_bytes,
+                    sm_active_max,
+                    basis,
+                )
         g.last_end = end
         if end <= counted_from:
             return
         dur = end - counted_from
         self.observed_s += dur
-        mean = util_mean if util_mean is not None else util_max  # an upper bound
+        # a missing mean: the max (an upper bound); no utilisation at all (a MIG slice): 0
+        # when it was found idle, else 100 (so under-use is never over-reported)
+        if util_mean is not None:
+            mean = util_mean
+        elif util_max is not None:
+            mean = util_max
+        else:
+            mean = 100.0 if active else 0.0
         g.usage.add(
             int(end // self._bucket_s),
             dur,
@@ -159,6 +196,7 @@ class AllocationTracker:
             mem_total_bytes,
             cpu_util_pct,
             active,
+            profile,
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -228,6 +266,11 @@ class AllocationTracker:
             mem_used_max_bytes=streak.mem_max_bytes,
             mem_total_bytes=streak.mem_total_bytes,
             cpu_util_mean_pct=g.usage.mean_cpu_pct(),
+            active_by=streak.bases,
+            sm_active_max_pct=streak.sm_max_pct,
+            sm_active_mean_pct=g.usage.mean_profile_pct(SM),
+            tensor_active_mean_pct=g.usage.mean_profile_pct(TENSOR),
+            dram_active_mean_pct=g.usage.mean_profile_pct(DRAM),
         )
 
     def evaluate(self, now: float) -> list[Finding]:
@@ -275,13 +318,14 @@ class AllocationTracker:
             and g.streak.mem_max_bytes >= g.streak.mem_total_bytes * p.mem_held_pct / 100.0
         ]
         peak_mem = max((g.streak.mem_max_bytes or 0 for g in gpus), default=0)
+        bases = {b for g in gpus for b in g.streak.bases}
         out = [
             Finding(
                 kind=FindingKind.IDLE,
                 job_id=job_id,
                 gpus=tuple(g.ref for g in gpus),
                 since_ts=since,
-                detail=wording.idle(p, len(gpus), covered, peak_mem),
+                detail=wording.idle(p, len(gpus), covered, peak_mem, bases),
                 evidence=tuple(self._evidence(g) for g in gpus),
             )
         ]

@@ -22,6 +22,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer, current_caller
 from gpuwarden.collector.ingest import Ingestor
@@ -31,6 +32,7 @@ from gpuwarden.collector.outputs.notify import NotifierHub
 from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
+from gpuwarden.collector.retention import Retention
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
@@ -294,6 +296,8 @@ class Collector:
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
         rate_limiter: RateLimiter | None = None,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
         min_free_bytes: int = 0,
         roles: dict[str, str] | None = None,
         munge: MungeVerifier | None = None,
@@ -308,7 +312,7 @@ class Collector:
         self.policy_source: Callable[[], PolicySet] | None = None  # for AdminService.GetPolicy
         self.limits = limits or Limits()
         self.shutdown_grace_s = shutdown_grace_s
-        self.store = Store(db_path, min_free_bytes=min_free_bytes)
+        self.store = Store(db_path, retention=retention, clock=clock, min_free_bytes=min_free_bytes)
         self.state = ClusterState()
         self.sinks = sinks or SinkSet()
         self.notifiers = notifiers or NotifierHub()  # fed ladder events through submit()
@@ -316,6 +320,9 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
+        self.ingestor.listeners.append(self.idle_accounting.on_stored)
+        self.audit_counts = AuditCounts(db_path)
         self.rate_limiter = rate_limiter or RateLimiter(rate_per_s=100.0, burst=1000)
         self.rejected = 0
         self.undecodable = 0
@@ -419,6 +426,7 @@ class Collector:
         await self.ingestor.stop()
         await asyncio.to_thread(self.sinks.stop)  # deliver or keep on disk what is queued
         await asyncio.to_thread(self.notifiers.stop)
+        self.audit_counts.close()
         with self._admin_audit_lock:
             if self._admin_audit is not None:
                 self._admin_audit.close()
@@ -476,6 +484,11 @@ class Collector:
             sinks=tuple(self.sinks.stats()),
             notifiers=tuple(self.notifiers.stats()),
             alerts_dropped=self.notifiers.dropped,
+            reports_stored=self.ingestor.stored,
+            reports_duplicate=self.ingestor.duplicates,
+            reports_rejected=self.rejected,
+            idle_gpu_seconds=self.idle_accounting.idle_gpu_seconds(),
+            audit_counts=self.audit_counts.counts(),
         )
 
     def add_stored_listener(self, listener: Callable[[Sequence[Any]], None]) -> None:

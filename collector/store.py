@@ -5,6 +5,11 @@ collector acks a report only after that transaction commits (``synchronous=FULL`
 ack always means "on disk". Reports are de-duplicated by (node, seq) in the same
 transaction. Each row keeps the indexed numbers as columns and the whole window (processes,
 job, errors) as a serialized ``GpuWindow``.
+
+The roll-ups (:mod:`gpuwarden.collector.rollup`) are written in the same transaction.
+Retention deletes in small batches (:meth:`Store.prune_step`), each its own short
+transaction, so ingest never waits behind a long DELETE; a history query reads the
+resolution that fits its range (:mod:`gpuwarden.collector.retention`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from gpuwarden.collector import rollup
+from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.common.convert import gpu_from_pb, gpu_to_pb
 from gpuwarden.common.types import NodeReport, WindowRecord
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -59,7 +67,11 @@ CREATE INDEX IF NOT EXISTS windows_node_end ON windows (node, window_end);
 CREATE INDEX IF NOT EXISTS windows_uuid_end ON windows (uuid, window_end);
 CREATE INDEX IF NOT EXISTS windows_job_end ON windows (job_id, window_end) WHERE job_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS windows_end ON windows (window_end);
+CREATE INDEX IF NOT EXISTS reports_end ON reports (window_end);
 """
+
+# meta keys: per resolution, the instant before which rows have been deleted
+_PRUNED_KEY = {RAW: "pruned_before_raw", 60: "pruned_before_60", 3600: "pruned_before_3600"}
 
 
 class StoreError(RuntimeError):
@@ -101,8 +113,17 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 class Store:
     """Owns one writer connection and one reader connection (WAL lets them run together)."""
 
-    def __init__(self, path: Path, *, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
+        min_free_bytes: int = 0,
+    ) -> None:
         self.path = path
+        self.retention = retention or Retention()
+        self.clock = clock
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             st = os.statvfs(path.parent)
@@ -114,6 +135,7 @@ class Store:
                 )
             self._w = connect(path)
             self._w.executescript(_SCHEMA)
+            self._w.executescript(rollup.SCHEMA)
             row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 self._w.execute(
@@ -127,10 +149,18 @@ class Store:
             self._r = connect(path)
             # Kept as a counter: count(*) walks the whole table, and snapshots ask often.
             self._windows = int(self._w.execute("SELECT count(*) FROM windows").fetchone()[0])
+            self._pruned_before = {
+                res: float(v[0]) if (v := self._meta(key)) is not None else float("-inf")
+                for res, key in _PRUNED_KEY.items()
+            }
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
+
+    def _meta(self, key: str) -> tuple[str] | None:
+        row = self._w.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (str(row[0]),)
 
     @property
     def writer(self) -> sqlite3.Connection:
@@ -198,6 +228,10 @@ class Store:
                         ],
                     )
                     results.append(True)
+                if self.retention.rollups:
+                    rollup.add_reports(
+                        cur, (r for r, ok in zip(reports, results, strict=True) if ok)
+                    )
                 cur.execute("COMMIT")
             except BaseException as exc:
                 # SQLite has already rolled back after some errors (SQLITE_FULL): a second
@@ -213,13 +247,68 @@ class Store:
         return results
 
     def prune(self, older_than: float) -> int:
-        """Retention: delete windows (and report keys) that ended before ``older_than``."""
+        """Delete raw windows (and report keys) that ended before ``older_than``, batch by
+        batch; returns how many windows."""
+        deleted = 0
+        while True:
+            windows, reports = self._prune_raw_step(older_than, self.retention.prune_batch)
+            deleted += windows
+            if not (windows or reports):
+                return deleted
+
+    def prune_step(self, now: float | None = None) -> int:
+        """One retention step: at most ``prune_batch`` rows of one resolution deleted in a
+        short transaction of its own. Returns the rows deleted; 0 when nothing is due.
+        Call it again (off the event loop) until it returns 0."""
+        now = self.clock() if now is None else now
+        batch = self.retention.prune_batch
+        for res, horizon in self.retention.horizons(now).items():
+            if res == RAW:
+                n = sum(self._prune_raw_step(horizon, batch))
+            else:
+                with self._wlock, self._pruning(res, horizon):
+                    n = rollup.prune_step(self._w, res, horizon, batch)
+            if n:
+                return n
+        return 0
+
+    def _prune_raw_step(self, older_than: float, batch: int) -> tuple[int, int]:
         with self._wlock:
-            cur = self._w.execute("DELETE FROM windows WHERE window_end < ?", (older_than,))
-            deleted = cur.rowcount
-            self._w.execute("DELETE FROM reports WHERE window_end < ?", (older_than,))
-            self._windows -= deleted
-        return deleted
+            with self._pruning(RAW, older_than):
+                n = self._w.execute(
+                    "DELETE FROM windows WHERE id IN"
+                    " (SELECT id FROM windows WHERE window_end < ? LIMIT ?)",
+                    (older_than, batch),
+                ).rowcount
+                n_reports = self._w.execute(
+                    "DELETE FROM reports WHERE (node, seq) IN"
+                    " (SELECT node, seq FROM reports WHERE window_end < ? LIMIT ?)",
+                    (older_than, batch),
+                ).rowcount
+            self._windows -= n
+        return n, n_reports
+
+    @contextlib.contextmanager
+    def _pruning(self, res: int, before: float) -> Iterator[None]:
+        """One retention transaction (the caller holds the write lock); on success the
+        store remembers that ``res`` holds nothing older than ``before``."""
+        self._w.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if before > self._pruned_before[res]:
+                self._w.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
+                )
+            self._w.execute("COMMIT")
+        except BaseException as exc:
+            if self._w.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    self._w.execute("ROLLBACK")
+            fault = unavailable(exc)
+            if fault is not None:
+                raise fault from exc
+            raise
+        self._pruned_before[res] = max(self._pruned_before[res], before)
 
     # -- reads -------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[object]) -> list[tuple[object, ...]]:
@@ -256,8 +345,23 @@ class Store:
         since: float = 0.0,
         until: float | None = None,
         limit: int = 10_000,
+        resolution: int | None = None,
     ) -> tuple[list[WindowRecord], bool]:
-        """Windows matching every given filter, oldest first; True when cut at ``limit``."""
+        """Windows matching every given filter, oldest first; True when cut at ``limit``.
+
+        ``resolution``: 0 for raw windows, 60 or 3600 for roll-ups (one record per GPU, job
+        and bucket), None to pick the one that fits the range of the matching data
+        (:meth:`Retention.resolution_for`)."""
+        if resolution is None:
+            resolution = self.resolution_for(node, uuid, job_id, since, until)
+        if resolution != RAW:
+            if resolution not in rollup.RESOLUTIONS:
+                raise ValueError(f"resolution {resolution} is not 0, 60 or 3600")
+            with self._rlock:
+                return rollup.history(
+                    self._r,
+                    rollup.RollupQuery(resolution, node, uuid, job_id, since, until, limit),
+                )
         where = ["window_end >= ?"]
         params: list[object] = [since]
         if until is not None:
@@ -285,3 +389,17 @@ class Store:
             for n, ws, we, data in rows[:limit]
         ]
         return out, truncated
+
+    def resolution_for(
+        self, node: str, uuid: str, job_id: str, since: float, until: float | None
+    ) -> int:
+        """The resolution a history query over these filters reads (see :mod:`retention`)."""
+        if not self.retention.rollups:
+            return RAW
+        with self._rlock:
+            span = rollup.data_span(self._r, node, uuid, job_id)
+        if span is None:
+            return RAW
+        start = max(since, span[0])
+        end = min(until if until is not None else span[1], span[1])
+        return self.retention.resolution_for(start, end, self._pruned_before)

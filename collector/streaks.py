@@ -11,11 +11,13 @@ class IdleStreak:
     """The current idle streak of one GPU, with what the evidence of a finding needs."""
 
     __slots__ = (
+        "bases",
         "closed_idle_s",
         "covered_s",
         "mem_max_bytes",
         "mem_total_bytes",
         "since",
+        "sm_max_pct",
         "util_max_pct",
         "windows",
     )
@@ -28,6 +30,8 @@ class IdleStreak:
         self.mem_max_bytes: int | None = None
         self.mem_total_bytes: int | None = None
         self.closed_idle_s = 0.0  # time of earlier streaks that reached idle_window
+        self.sm_max_pct: float | None = None  # max SM activity of the streak's windows
+        self.bases: tuple[str, ...] = ()  # what decided that its windows were idle
 
     def extend(
         self,
@@ -36,6 +40,8 @@ class IdleStreak:
         util_max_pct: float,
         mem_used_bytes: int | None,
         mem_total_bytes: int | None,
+        sm_max_pct: float | None = None,
+        basis: str = "",
     ) -> None:
         """Count ``counted_from``..``end`` of an idle window."""
         if self.since is None:
@@ -50,6 +56,10 @@ class IdleStreak:
             self.mem_max_bytes = mem_used_bytes
         if mem_total_bytes is not None:
             self.mem_total_bytes = mem_total_bytes
+        if sm_max_pct is not None and (self.sm_max_pct is None or sm_max_pct > self.sm_max_pct):
+            self.sm_max_pct = sm_max_pct
+        if basis and basis not in self.bases:
+            self.bases = (*self.bases, basis)
 
     def end(self, idle_window_s: float) -> None:
         """The streak is over (activity, or a gap longer than max_gap)."""
@@ -61,6 +71,8 @@ class IdleStreak:
         self.util_max_pct = 0.0
         self.mem_max_bytes = None
         self.mem_total_bytes = None
+        self.sm_max_pct = None
+        self.bases = ()
 
     def is_idle(self, idle_window_s: float) -> bool:
         return self.since is not None and self.covered_s >= idle_window_s

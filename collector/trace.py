@@ -6,6 +6,11 @@ line number and key. A job line becomes an :class:`Allocation`; a sample line be
 ``mem_used_mib``, ``mem_total_mib``, ``power_w``, ``cpu_util_pct`` (the job's CPU use, for
 input-bound advice) and ``window_s`` (the length of that report window; without it the
 policy's ``window``). ``util_gpu: null`` means unknown (a gap, never idle).
+
+Profiling fields (docs/profiling.md): each of :data:`PROFILING_FIELDS` as a top-level key
+(the window's mean), any field in an ``extra`` object (means) and ``extra_max`` (maxima; a
+field without a max takes its mean). ``processes``: the number of processes on the GPU in
+the window (a MIG slice, whose utilisation NVML does not give, is judged idle from it).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gpuwarden.collector.engine import Observation
+from gpuwarden.collector.findings import profile_of
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import MIB, Allocation, GpuRef
-from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
+from gpuwarden.common.extra import MAX_EXTRA_FIELDS, PROFILING_FIELDS, extra_problem
+from gpuwarden.common.types import GpuWindow, JobInfo, ProcessInfo, WindowRecord
 
 loads: Callable[[bytes], Any]
 dumps: Callable[[Any], bytes]
@@ -66,6 +73,9 @@ class Sample(NamedTuple):
     power_w: float | None
     cpu_util_pct: float | None
     window_s: float | None
+    extra_mean: dict[str, float] | None = None  # profiling fields; None: none given
+    extra_max: dict[str, float] | None = None
+    processes: int | None = None
 
 
 def _where(line_no: int, key: str, what: str) -> TraceError:
@@ -160,6 +170,47 @@ def parse_job(d: dict[str, Any], line_no: int) -> tuple[Allocation, float]:
     return Allocation(job=job, gpus=tuple(refs), start_ts=start, end_ts=end), start
 
 
+def _extra_value(name: str, v: Any, where: str, line_no: int) -> float:
+    """The checks the collector makes of a stored extra field (so an export replays)."""
+    problem = extra_problem(name, v)
+    if problem is not None:
+        raise TraceError(line_no, f"{where}: {problem}")
+    return float(v)
+
+
+def _extra_object(d: dict[str, Any], key: str, line_no: int) -> dict[str, float]:
+    raw = d.get(key)
+    if raw is None:
+        return {}
+    if type(raw) is not dict:
+        raise _where(line_no, key, f"must be an object of named numbers, got {raw!r}")
+    if len(raw) > MAX_EXTRA_FIELDS:
+        raise _where(line_no, key, f"has {len(raw)} fields, more than {MAX_EXTRA_FIELDS}")
+    return {name: _extra_value(name, v, key, line_no) for name, v in raw.items()}
+
+
+def _extra_fields(
+    d: dict[str, Any], line_no: int
+) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """(window means, window maxima) of the profiling fields; (None, None) when none."""
+    mean = _extra_object(d, "extra", line_no)
+    for name in PROFILING_FIELDS:
+        v = d.get(name)
+        if v is not None:
+            if name in mean and mean[name] != v:
+                raise _where(line_no, name, f"({v!r}) disagrees with extra.{name}")
+            mean[name] = _extra_value(name, v, name, line_no)
+    peak = _extra_object(d, "extra_max", line_no)
+    for name, v in mean.items():
+        if name not in peak:
+            peak[name] = v
+        elif peak[name] < v:
+            raise _where(line_no, f"extra_max.{name}", f"({peak[name]:g}) is below its mean")
+    if not mean and not peak:
+        return None, None
+    return mean, peak
+
+
 def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
     """A sample line -> :class:`Sample`; raises TraceError naming the line and key."""
     ts = d.get("ts")
@@ -199,6 +250,16 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
     idx = get("index", -1)
     if type(idx) is not int or idx < -1:
         raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
+    extra_mean = extra_max = None
+    if (
+        get("extra") is not None
+        or get("extra_max") is not None
+        or any(get(name) is not None for name in PROFILING_FIELDS)
+    ):
+        extra_mean, extra_max = _extra_fields(d, line_no)
+    procs = get("processes")
+    if procs is not None and (type(procs) is not int or not 0 <= procs <= 100_000):
+        raise _where(line_no, "processes", f"must be a number of processes, got {procs!r}")
     return Sample(
         float(ts),
         node,
@@ -211,6 +272,9 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
         power,
         cpu,
         window,
+        extra_mean,
+        extra_max,
+        procs,
     )
 
 
@@ -294,6 +358,10 @@ class TraceAttribution:
             s.mem_used_bytes,
             s.mem_total_bytes,
             True,
+            None if s.extra_max is None else s.extra_max.get("sm_active_pct"),
+            None if s.extra_mean is None else profile_of(s.extra_mean),
+            s.processes,
+            s.uuid.startswith("MIG-"),
         )
 
     def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:
@@ -309,5 +377,10 @@ class TraceAttribution:
             power_mean_w=s.power_w,
             job=o.job,
             allocated=o.job is not None,
+            # a process count makes the window one an agent sampled (see engine.observe)
+            samples=0 if s.processes is None else 1,
+            processes=tuple(ProcessInfo(pid=i + 1) for i in range(s.processes or 0)),
+            extra_mean=s.extra_mean or {},
+            extra_max=s.extra_max or {},
         )
         return WindowRecord(o.node, o.start, o.end, gpu)

@@ -7,9 +7,16 @@ seconds each, plus running sums over the buckets kept, so a window costs a few a
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gpuwarden.collector.findings import PROFILE_FIELDS, Profile
 
 BUCKETS = 30  # underuse_window is tracked in this many buckets
+_NPROF = len(PROFILE_FIELDS)
+
+
+def _zeros() -> list[float]:
+    return [0.0] * _NPROF
 
 
 @dataclass(slots=True)
@@ -24,12 +31,15 @@ class UsageBucket:
     cpu_dur_s: float = 0.0  # reported time with a job CPU figure
     cpu_s: float = 0.0  # sum of job CPU use x time
     active: bool = False  # some window in it was active
+    # per profiling field (PROFILE_FIELDS order): reported time with it, sum of mean x time
+    prof_dur_s: list[float] = field(default_factory=_zeros)
+    prof_s: list[float] = field(default_factory=_zeros)
 
 
 class UsageWindow:
     """The buckets of one GPU and their running sums."""
 
-    __slots__ = ("buckets", "cpu_dur_s", "cpu_s", "dur_s", "util_s")
+    __slots__ = ("buckets", "cpu_dur_s", "cpu_s", "dur_s", "prof_dur_s", "prof_s", "util_s")
 
     def __init__(self) -> None:
         self.buckets: deque[UsageBucket] = deque()
@@ -37,6 +47,8 @@ class UsageWindow:
         self.util_s = 0.0
         self.cpu_dur_s = 0.0
         self.cpu_s = 0.0
+        self.prof_dur_s = _zeros()
+        self.prof_s = _zeros()
 
     def add(
         self,
@@ -47,6 +59,7 @@ class UsageWindow:
         mem_total_bytes: int | None,
         cpu_pct: float | None,
         active: bool,
+        profile: Profile | None = None,
     ) -> None:
         b = self.buckets
         if b and b[-1].index == index:
@@ -72,6 +85,13 @@ class UsageWindow:
             self.cpu_s += cpu_pct * dur_s
         if active:
             bucket.active = True
+        if profile is not None:
+            for i, v in enumerate(profile):
+                if v is not None:
+                    bucket.prof_dur_s[i] += dur_s
+                    bucket.prof_s[i] += v * dur_s
+                    self.prof_dur_s[i] += dur_s
+                    self.prof_s[i] += v * dur_s
 
     def prune(self, first_index: int) -> None:
         """Drop buckets before ``first_index`` (and their share of the sums)."""
@@ -82,12 +102,20 @@ class UsageWindow:
             self.util_s -= old.util_s
             self.cpu_dur_s -= old.cpu_dur_s
             self.cpu_s -= old.cpu_s
+            for i in range(_NPROF):
+                self.prof_dur_s[i] -= old.prof_dur_s[i]
+                self.prof_s[i] -= old.prof_s[i]
 
     def mean_util_pct(self) -> float | None:
         return self.util_s / self.dur_s if self.dur_s > 0 else None
 
     def mean_cpu_pct(self) -> float | None:
         return self.cpu_s / self.cpu_dur_s if self.cpu_dur_s > 0 else None
+
+    def mean_profile_pct(self, i: int) -> float | None:
+        """Mean of profiling field ``i`` (PROFILE_FIELDS order) over the time that had it."""
+        d = self.prof_dur_s[i]
+        return self.prof_s[i] / d if d > 1e-6 else None  # > 0 but for rounding
 
     def peak_mem(self) -> tuple[int, int] | None:
         """(peak memory used, card memory) over the buckets kept; None when unknown."""

@@ -5,8 +5,9 @@ Pure formatting of numbers the rules computed; nothing here decides anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from gpuwarden.collector.activity import Basis
 from gpuwarden.collector.findings import MIB
 from gpuwarden.collector.policy import Policy
 
@@ -27,11 +28,28 @@ def mib(n: int | None) -> str:
     return "?" if n is None else f"{n / MIB:.0f} MiB"
 
 
-def idle(p: Policy, gpus: int, covered_s: float, peak_mem_bytes: int) -> str:
+def _idle_measure(p: Policy, bases: Collection[str]) -> str:
+    """How idleness was judged: utilisation, SM activity, or a MIG slice's emptiness."""
+    util = f"max util < {p.active_util_pct:g}%"
+    parts = []
+    if Basis.SM in bases:
+        parts.append(f"max SM activity < {p.active_sm_pct or p.active_util_pct:g}%")
+    if Basis.UTIL_NO_SM in bases:
+        parts.append(f"{util} where no SM activity was reported")
+    if Basis.MIG_EMPTY in bases:
+        parts.append("MIG slice with no process and no memory in use")
+    if Basis.UTIL in bases or not parts:
+        parts.insert(0, util)
+    return ", ".join(parts)
+
+
+def idle(
+    p: Policy, gpus: int, covered_s: float, peak_mem_bytes: int, bases: Collection[str] = ()
+) -> str:
     which = f"all {gpus} GPUs" if gpus > 1 else "the GPU"
     mem_note = f"; memory held up to {mib(peak_mem_bytes)}" if peak_mem_bytes > 0 else ""
     return (
-        f"idle: max util < {p.active_util_pct:g}% on {which} for {duration(covered_s)} of "
+        f"idle: {_idle_measure(p, bases)} on {which} for {duration(covered_s)} of "
         f"reported time (idle_window {duration(p.idle_window)}){mem_note}"
     )
 
@@ -60,10 +78,36 @@ def underused(p: Policy, mean_pct: float) -> str:
     )
 
 
-def input_bound(cpu_pct: float, mean_pct: float) -> str:
+def input_bound(cpu_pct: float, mean_pct: float, sm_pct: float | None = None) -> str:
+    sm = "" if sm_pct is None else f" (SM activity {sm_pct:.1f}%)"
     return (
-        f"job CPU at {cpu_pct:.0f}% while the GPU averages {mean_pct:.1f}%: more data-loader "
-        "workers or CPUs per GPU"
+        f"job CPU at {cpu_pct:.0f}% while the GPU averages {mean_pct:.1f}%{sm}: input-bound, "
+        "the GPU waits for data: more data-loader workers or CPUs per GPU"
+    )
+
+
+def gpu_waiting(p: Policy, mean_pct: float, sm_pct: float) -> str:
+    return (
+        f"GPU busy {mean_pct:.1f}% of the time but SMs active only {sm_pct:.1f}% "
+        f"(< {p.sm_waiting_pct:g}%) over the last {duration(p.underuse_window)}: the GPU is "
+        "mostly waiting: larger batches, more data-loader workers"
+    )
+
+
+def no_tensor_cores(p: Policy, mean_pct: float, tensor_pct: float) -> str:
+    return (
+        f"tensor cores active {tensor_pct:.1f}% (< {p.tensor_unused_pct:g}%) while the GPU is "
+        f"busy {mean_pct:.1f}% of the time over the last {duration(p.underuse_window)}: "
+        "mixed precision (bf16/fp16) would be several times faster"
+    )
+
+
+def memory_bound(p: Policy, dram_pct: float, pipes_pct: float) -> str:
+    return (
+        f"memory bandwidth {dram_pct:.1f}% of peak (>= {p.dram_bound_pct:g}%) while the "
+        f"compute pipes are at most {pipes_pct:.1f}% (< {p.pipes_low_pct:g}%) over the last "
+        f"{duration(p.underuse_window)}: memory-bandwidth bound: fuse operations, larger "
+        "batches, lower-precision data"
     )
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, lint, type-check, start the real services
-# the tests need (one-node Slurm 22.05 and 25.11 clusters), run every test, stop the services.
+# the tests need (one-node Slurm 22.05 and 25.11 clusters; victoria-metrics and prometheus
+# installed), run every test, stop the services.
 # Arguments go to pytest (e.g. -k slurm, -x).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -8,6 +9,7 @@ cd "$root"
 ./scripts/bootstrap.sh
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && ./scripts/typecheck.sh
+echo "== export servers" && ./scripts/exports-install.sh
 echo "== mosquitto" && ./scripts/mosquitto-install.sh
 # Both test clusters: Debian's 22.05 and 25.11 beside it (built once into a cache outside
 # the clone: minutes the first time, nothing after), and pyslurm 25.11 built against it.

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.fakenvml.fixtures", "tests.helpers"]
+pytest_plugins = ["tests.fakenvml.fixtures", "tests.helpers", "tests.exportsvc"]

@@ -177,3 +177,19 @@ async def running_agent(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+def sim_agent(
+    collector: Collector, tmp_path: Path, node: str = "gpu01", *, gpus: int = 2, seed: int = 0
+) -> contextlib.AbstractAsyncContextManager[Agent]:
+    """An in-process agent of one simulated node (its own jobs) streaming to ``collector``."""
+    from gpuwarden.sim import SimAttributor, SimNode, SimSampler
+
+    sim = SimNode(node, gpus=gpus, seed=seed)
+    return running_agent(
+        collector,
+        tmp_path / f"spool-{node}",
+        node=node,
+        sampler=SimSampler(sim),
+        attributor=SimAttributor(sim),
+    )

@@ -1,10 +1,12 @@
-"""``[sinks.NAME]`` and ``[notifiers.NAME]`` tables of the collector's config file.
+"""``[sinks.NAME]``, ``[notifiers.NAME]`` and ``[exporters.NAME]`` tables of the
+collector's config file.
 
 Each table names one instance; ``type`` picks the factory from the registry (default: the
 instance name, so ``[sinks.jsonl]`` is a ``jsonl`` sink). The sink wrapper's keys
-(:class:`~gpuwarden.collector.outputs.running.SinkSettings`) and the plug-in's own options
-share the table; anything else is an error naming the key. These tables are not overridden
-by environment variables.
+(:class:`~gpuwarden.collector.outputs.running.SinkSettings`), or an exporter's HTTP
+endpoint keys (:class:`~gpuwarden.collector.outputs.http.EndpointSettings`), and the
+plug-in's own options share the table; anything else is an error naming the key. These
+tables are not overridden by environment variables.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from gpuwarden.collector.outputs.exporter import EXPORTERS
+from gpuwarden.collector.outputs.http import EndpointSettings, ExporterEndpoint
 from gpuwarden.collector.outputs.notify import NOTIFIERS, Notifier, NotifierContext, NotifierHub
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.outputs.sink import SINKS, SinkContext
 from gpuwarden.common.config import ConfigError, build_section, read_toml
+
+T = TypeVar("T")
 
 _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -28,6 +34,7 @@ _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 class Outputs:
     sinks: SinkSet = field(default_factory=SinkSet)
     notifiers: NotifierHub = field(default_factory=NotifierHub)
+    exporters: list[ExporterEndpoint] = field(default_factory=list)
 
 
 def plugin_tables(doc: Mapping[str, Any], section: str) -> list[tuple[str, dict[str, Any]]]:
@@ -66,14 +73,21 @@ def _build(section: str, name: str, build: Any, *args: Any) -> Any:
         raise ConfigError(f"[{section}.{name}] {exc}") from None
 
 
+def _split(
+    section: str, name: str, table: Mapping[str, Any], cls: type[T]
+) -> tuple[T, dict[str, Any]]:
+    """The wrapper's settings (``cls``) from a plug-in table, and the plug-in's own options."""
+    keys = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    mine = {k: v for k, v in table.items() if k in keys}
+    settings = build_section(cls, f"{section}.{name}", mine, environ={})
+    return settings, {k: v for k, v in table.items() if k not in keys}
+
+
 def load_sinks(doc: Mapping[str, Any], state_dir: Path) -> SinkSet:
-    wrapper_keys = {f.name for f in dataclasses.fields(SinkSettings)}
     running: list[RunningSink] = []
     for name, table in plugin_tables(doc, "sinks"):
-        mine = {k: v for k, v in table.items() if k in wrapper_keys}
-        settings = build_section(SinkSettings, f"sinks.{name}", mine, environ={})
+        settings, options = _split("sinks", name, table, SinkSettings)
         factory = _pick("sinks", name, "sink", SINKS, settings.type or name)
-        options = {k: v for k, v in table.items() if k not in wrapper_keys}
         sink = _build("sinks", name, factory, SinkContext(name, state_dir), options)
         backlog = state_dir / "sinks" / name / "backlog"
         running.append(_build("sinks", name, RunningSink, name, sink, settings, backlog))
@@ -93,9 +107,24 @@ def load_notifiers(doc: Mapping[str, Any], state_dir: Path) -> NotifierHub:
     return NotifierHub(built)
 
 
+def load_exporters(doc: Mapping[str, Any]) -> list[ExporterEndpoint]:
+    out: list[ExporterEndpoint] = []
+    for name, table in plugin_tables(doc, "exporters"):
+        settings, options = _split("exporters", name, table, EndpointSettings)
+        factory = _pick("exporters", name, "exporter", EXPORTERS, settings.type or name)
+        exporter = _build("exporters", name, factory, name, options)
+        out.append(_build("exporters", name, ExporterEndpoint, name, exporter, settings))
+    return out
+
+
 def load_outputs(path: Path | None, state_dir: Path) -> Outputs:
-    """Sinks and notifiers configured in the collector's config file (none without one)."""
+    """Sinks, notifiers and exporters configured in the collector's config file (none
+    without one)."""
     if path is None:
         return Outputs()
     doc = read_toml(path)
-    return Outputs(sinks=load_sinks(doc, state_dir), notifiers=load_notifiers(doc, state_dir))
+    return Outputs(
+        sinks=load_sinks(doc, state_dir),
+        notifiers=load_notifiers(doc, state_dir),
+        exporters=load_exporters(doc),
+    )

@@ -18,9 +18,10 @@ plus one line in :data:`EXPORTERS`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gpuwarden.collector.accounting import AuditKey
 from gpuwarden.collector.outputs.notify import NotifierStats
 from gpuwarden.collector.outputs.running import SinkStats
 from gpuwarden.collector.state import ClusterState
@@ -36,6 +37,11 @@ class LiveView:
     sinks: tuple[SinkStats, ...] = ()
     notifiers: tuple[NotifierStats, ...] = ()
     alerts_dropped: int = 0
+    reports_stored: int = 0
+    reports_duplicate: int = 0
+    reports_rejected: int = 0
+    idle_gpu_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)  # user, account
+    audit_counts: Mapping[AuditKey, int] = field(default_factory=dict)
 
 
 class Exporter(Protocol):
@@ -47,4 +53,13 @@ class Exporter(Protocol):
 
 ExporterFactory = Callable[[str, Mapping[str, Any]], Exporter]
 
-EXPORTERS: dict[str, ExporterFactory] = {}
+
+def _prometheus(name: str, options: Mapping[str, Any]) -> Exporter:
+    from gpuwarden.collector.outputs.prometheus import PrometheusExporter
+
+    return PrometheusExporter.from_options(name, options)
+
+
+EXPORTERS: dict[str, ExporterFactory] = {
+    "prometheus": _prometheus,  # /metrics: Jobstats' GPU series and gpuwarden_*
+}

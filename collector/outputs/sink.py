@@ -45,6 +45,17 @@ def _jsonl(ctx: SinkContext, options: Mapping[str, Any]) -> Sink:
     return JsonlSink.from_options(ctx, options)
 
 
+def _influxdb(ctx: SinkContext, options: Mapping[str, Any]) -> Sink:
+    try:
+        from gpuwarden.collector.outputs.influx import InfluxSink
+    except ImportError as exc:  # the optional extra is not installed
+        raise ValueError(
+            f"needs influxdb-client (pip install 'gpuwarden[influxdb]'): {exc}"
+        ) from None
+    return InfluxSink.from_options(ctx, options)
+
+
 SINKS: dict[str, SinkFactory] = {
     "jsonl": _jsonl,  # windows as JSON lines in a file, rotated by size
+    "influxdb": _influxdb,  # line protocol: InfluxDB 2/3, VictoriaMetrics
 }

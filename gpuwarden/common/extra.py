@@ -31,3 +31,22 @@ def extra_problem(name: object, value: object) -> str | None:
     if abs(value) > MAX_EXTRA_ABS:
         return f"{name}={value} is beyond +-{MAX_EXTRA_ABS:g}"
     return None
+
+
+# The profiling fields the shipped samplers report (docs/profiling.md). Replay traces may give
+# them as top-level sample keys (window means); any other field goes in ``extra``.
+PROFILING_FIELDS = (
+    "gr_active_pct",
+    "sm_active_pct",
+    "sm_occupancy_pct",
+    "tensor_active_pct",
+    "tensor_hmma_active_pct",
+    "dram_active_pct",
+    "fp16_active_pct",
+    "fp32_active_pct",
+    "fp64_active_pct",
+    "pcie_tx_bytes_per_s",
+    "pcie_rx_bytes_per_s",
+    "nvlink_tx_bytes_per_s",
+    "nvlink_rx_bytes_per_s",
+)

@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import orjson
 
-from gpuwarden.agent.runtime import Agent
 from gpuwarden.collector.outputs.config import load_outputs
 from gpuwarden.collector.outputs.exporter import Exporter, LiveView
 from gpuwarden.collector.outputs.running import RunningSink, SinkSet, SinkSettings
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store
 from gpuwarden.common.types import WindowRecord
-from gpuwarden.sim import SimAttributor, SimNode, SimSampler
-from tests.helpers import running_agent, wait_for
-
-
-def sim_agent(
-    collector: Collector, tmp_path: Path, node: str = "gpu01"
-) -> AbstractAsyncContextManager[Agent]:
-    sim = SimNode(node, gpus=2, seed=0)
-    return running_agent(
-        collector,
-        tmp_path / f"spool-{node}",
-        node=node,
-        sampler=SimSampler(sim),
-        attributor=SimAttributor(sim),
-    )
+from tests.helpers import sim_agent, wait_for
 
 
 async def test_every_stored_window_reaches_the_jsonl_sink_once(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_sinks_and_notifiers_are_built_from_their_tables(tmp_path: Path) -> None
     [
         (
             '[sinks.x]\ntype = "influx"\n',
-            "[sinks.x] type: 'influx' is not a known sink (known: jsonl)",
+            "[sinks.x] type: 'influx' is not a known sink (known: influxdb, jsonl)",
         ),
         ('[sinks.a]\ntype = "jsonl"\nmax_byte = 10\n', "[sinks.a] max_byte: unknown setting"),
         ('[sinks.a]\ntype = "jsonl"\nmax_bytes = 10\n', "[sinks.a] max_bytes: 10 is below"),
@@ -59,6 +59,12 @@ def test_sinks_and_notifiers_are_built_from_their_tables(tmp_path: Path) -> None
             "'pager' is not a known notifier (known: email, log, mqtt)",
         ),
         ('[notifiers.log]\nlevel = "loud"\n', "[notifiers.log] level: 'loud' is not one of"),
+        ('[exporters.m]\ntype = "statsd"\n', "'statsd' is not a known exporter (known: prom"),
+        ('[exporters.prometheus]\nlisten = "9445"\n', "listen: '9445' is not HOST:PORT"),
+        ('[exporters.prometheus]\ntls_cert = "c.pem"\n', "tls_cert and tls_key: give both"),
+        ("[exporters.prometheus]\ninstance_port = 0\n", "instance_port: 0 is below"),
+        ('[exporters.prometheus]\nstale_after = "soon"\n', "[exporters.prometheus] stale_after"),
+        ('[exporters.prometheus]\nbasic_auth_user = "p"\n', "give both or neither"),
     ],
 )
 def test_bad_output_tables_fail_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -164,3 +170,13 @@ def test_hub_delivers_alerts_counts_failures_and_never_blocks(
     finally:
         slow.release.set()
         hub.stop()
+
+
+def test_an_exporters_table_is_an_endpoint_with_its_exporter(tmp_path: Path) -> None:
+    outputs = load_outputs(
+        config(tmp_path, '[exporters.prometheus]\nlisten = "127.0.0.1:0"\ninstance_port = 9100\n'),
+        tmp_path / "state",
+    )
+    (endpoint,) = outputs.exporters
+    assert endpoint.settings.host_port == ("127.0.0.1", 0)
+    assert endpoint.exporter.opts.instance_port == 9100  # type: ignore[attr-defined]

@@ -270,7 +270,7 @@ def test_jobs_ending_at_the_same_time_and_gpus_of_no_job(
                     "node": "n1",
                     "uuid": uuid,
                     "util_gpu": 0.0,
-                    "extra": "ignored",
+                    "comment": "ignored",
                 }
             )
     path = tmp_path / "two.jsonl"

@@ -60,7 +60,8 @@ def test_retention_deletes_old_windows_only(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
     store.write_reports([report("a", i, 100 * i) for i in range(1, 5)], 0)
     assert store.prune(older_than=250) == 4
-    assert [r.window_end for r in store.history(node="a")[0]] == [300, 300, 400, 400]
+    raw, _ = store.history(node="a", resolution=0)
+    assert [r.window_end for r in raw] == [300, 300, 400, 400]
 
 
 def test_store_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
