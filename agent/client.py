@@ -164,7 +164,7 @@ class ReportStreamer:
             report_stream = channel.stream_stream(
                 REPORT_METHOD, request_serializer=_as_is, response_deserializer=pb.Ack.FromString
             )
-            call = report_stream()
+            call = report_stream(None)  # written to with call.write()
             in_flight: set[int] = set()
             ack_event = asyncio.Event()
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gpuwarden
 from gpuwarden.agent.attribution import Attribution, Attributor
@@ -115,8 +116,9 @@ class Agent:
         worker.start()
         try:
             stopping = asyncio.ensure_future(stop.wait())
+            either: list[asyncio.Future[Any]] = [stopping, finished]
             try:
-                await asyncio.wait([stopping, finished], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
             halt.set()
