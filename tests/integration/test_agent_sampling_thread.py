@@ -35,19 +35,24 @@ class DyingSampler(NvmlSampler):
         return super().sample(now)
 
 
+def agent_on(collector: Collector, spool: Spool, sampler: NvmlSampler, interval_s: float) -> Agent:
+    """An agent sampling every ``interval_s`` and reporting every 4 samples."""
+    return Agent(
+        node="n1",
+        sampler=sampler,
+        attributor=NoAttribution(),
+        spool=spool,
+        collector=f"127.0.0.1:{collector.port}",
+        sample_interval_s=interval_s,
+        report_interval_s=interval_s * 4,
+    )
+
+
 async def test_agent_run_ends_with_the_error_that_ended_its_sampling_thread(
     collector: Collector, fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
     spool = Spool(tmp_path / "spool")
-    agent = Agent(
-        node="n1",
-        sampler=DyingSampler(last=20),
-        attributor=NoAttribution(),
-        spool=spool,
-        collector=f"127.0.0.1:{collector.port}",
-        sample_interval_s=0.05,
-        report_interval_s=0.2,
-    )
+    agent = agent_on(collector, spool, DyingSampler(last=20), 0.05)
     run = asyncio.create_task(agent.run(asyncio.Event()))  # nobody sets stop
     with pytest.raises(SamplerDied):
         await asyncio.wait_for(run, 15)
@@ -61,15 +66,7 @@ async def test_reports_of_the_sampling_thread_are_numbered_in_order_and_all_stor
     collector: Collector, fake_nvml: FakeNvmlState, tmp_path: Path
 ) -> None:
     spool = Spool(tmp_path / "spool")
-    agent = Agent(
-        node="n1",
-        sampler=NvmlSampler(),
-        attributor=NoAttribution(),
-        spool=spool,
-        collector=f"127.0.0.1:{collector.port}",
-        sample_interval_s=0.02,
-        report_interval_s=0.1,
-    )
+    agent = agent_on(collector, spool, NvmlSampler(), 0.02)
     stop = asyncio.Event()
     run = asyncio.create_task(agent.run(stop))
     await wait_for(lambda: agent.stats().acked >= 10, 20)
