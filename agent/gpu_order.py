@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from gpuwarden.common.types import GpuSample
+from gpuwarden.slurm.gres import gres_order
 
 DeviceKey = tuple[int, int | None]  # (NVML index, GPU instance id: None for a whole GPU)
 
@@ -69,13 +70,4 @@ def gres_index_map(samples: Iterable[GpuSample]) -> dict[int, int] | None:
     ``None`` when the order cannot be known: a GPU without a minor number (e.g. lost before
     it could be read), two GPUs with one minor number, or one index with two.
     """
-    minor_of: dict[int, int] = {}  # NVML index -> minor number
-    for s in samples:
-        if s.minor_number is None:
-            return None
-        if minor_of.setdefault(s.index, s.minor_number) != s.minor_number:
-            return None
-    if len(set(minor_of.values())) != len(minor_of):
-        return None
-    ranked = sorted(minor_of, key=minor_of.__getitem__)
-    return dict(enumerate(ranked))  # GRES index -> NVML index
+    return gres_order((s.index, s.minor_number) for s in samples)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuwarden.collector.corroborate import parse_networks
 from gpuwarden.collector.retention import Retention
 from gpuwarden.common.address import split_host_port
 from gpuwarden.common.config import duration_field, load_section, ranged
@@ -47,8 +48,12 @@ class CollectorConfig:
     # researchers' port (TLS without client certificates; every call needs MUNGE)
     munge_listen: str = ""
     munge_socket: str = ""  # munged's socket for unmunge; empty: munge's default
+    # Dask schedulers the collector may contact to release a worker (CIDRs), besides the
+    # address the worker's own node connects from; empty: that address only
+    dask_trusted_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        parse_networks(self.dask_trusted_networks)  # ValueError naming the key and entry
         if self.slurm_backend not in ("auto", "cli", "pyslurm", "none"):
             raise ValueError(
                 f"slurm_backend: {self.slurm_backend!r} is not one of auto, cli, pyslurm, none"

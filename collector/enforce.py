@@ -31,6 +31,7 @@ from gpuwarden.collector.ladder import (
     Decision,
     LadderEvent,
 )
+from gpuwarden.collector.ladder_state import LadderStateTable
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.store import Store, connect
@@ -57,6 +58,7 @@ class Enforcer:
         clock: Callable[[], float] = time.time,
         action_workers: int = 4,
         action_queue_max: int = 64,
+        ladder_state: LadderStateTable | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -77,9 +79,16 @@ class Enforcer:
         )
         self.listeners: list[AuditListener] = list(listeners)
         self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
+        self.ladder_state = ladder_state
         self.evaluations = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
+
+    def set_policies(self, policies: PolicySet) -> None:
+        """Take a reloaded policy (between two evaluations)."""
+        with self.lock:
+            self.policies = policies
+            self.engine.set_policies(policies)
 
     def add_listener(self, listener: AuditListener) -> None:
         """Subscribe to every audit record (called from a thread of its own; must not block
@@ -120,6 +129,9 @@ class Enforcer:
         if truncated:
             log.warning("warm-up: stored windows truncated; some idle streaks start afresh")
         self.engine.warm_up(records, now - self.engine.reorder_s)
+        if self.ladder_state is not None:  # warnings sent and actions taken before it
+            self.engine.ladder.restore(self.ladder_state.load(keep=self.engine.jobs()))
+            self.engine.ladder.take_changed()
 
     # -- evaluation (worker thread) -----------------------------------------------------
     def evaluate(self, now: float | None = None) -> list[AuditRecord]:
@@ -146,6 +158,8 @@ class Enforcer:
                 if why is not None:
                     events.append(engine.on_action_result(decision, ActionOutcome(False, why)))
             out = [self._emit(e) for e in events]
+            if self.ladder_state is not None:
+                self.ladder_state.save(engine.ladder.take_changed(), now)
             self.evaluations += 1
             return out
 
@@ -206,6 +220,7 @@ def attach_enforcement(
     ``window``)."""
     loop = asyncio.get_running_loop()
     audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
+    ladder_state = LadderStateTable(connect(collector.store.path))
     collector.audit = AuditQuery(collector.store.path)
 
     def publish(record: AuditRecord) -> None:
@@ -221,6 +236,7 @@ def attach_enforcement(
         listeners=[collector.notifiers.submit, *listeners],  # researcher alerts first
         job_gone_after_s=job_gone_after_s,
         reorder_s=reorder_s,
+        ladder_state=ladder_state,
     )
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
@@ -240,6 +256,7 @@ def attach_enforcement(
                 enforcer.close()
                 with enforcer.lock:
                     audit.close()
+                    ladder_state.close()
 
             await asyncio.to_thread(close)
 

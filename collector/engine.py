@@ -199,6 +199,16 @@ class Engine:
         self._flushed = False
         self._lock = threading.RLock()
 
+    def set_policies(self, policies: PolicySet) -> None:
+        """A reloaded policy: current runs follow it from their next evaluation (see
+        :meth:`AllocationTracker.set_policy`), new runs start with it."""
+        with self._lock:
+            self.policies = policies
+            for run in self._runs.values():
+                run.policy = policies.for_job(run.job)
+                run.tracker.set_policy(run.policy)
+                run.policy = run.tracker.policy
+
     # -- input ---------------------------------------------------------------------------
     def _push(self, ts: float, prio: int, a: str, b: str, payload: Any) -> None:
         self._seq += 1

@@ -21,10 +21,10 @@ ladder; an action is never taken twice for the same idle streak. Report-only fin
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.rules import Allocation, Finding, FindingKind
@@ -150,11 +150,61 @@ class Ladder:
         self._states: dict[str, dict[tuple[str, str], _State]] = {}
         self._finished: dict[str, set[tuple[tuple[str, str], float]]] = {}
         self._pending: list[Decision] = []
+        self._changed: set[str] = set()  # jobs whose state changed since take_changed()
 
     def forget(self, job_id: str) -> None:
         """Drop all state of a job that has ended."""
-        self._states.pop(job_id, None)
-        self._finished.pop(job_id, None)
+        had_state = self._states.pop(job_id, None) is not None
+        if self._finished.pop(job_id, None) is not None or had_state:
+            self._changed.add(job_id)
+
+    # -- persistence (the collector keeps the ladder across restarts) ---------------------
+    def take_changed(self) -> dict[str, dict[str, Any] | None]:
+        """The state of every job changed since the last call, as plain data for
+        :meth:`restore` (None: the job has no state any more)."""
+        changed, self._changed = self._changed, set()
+        return {job_id: self._export(job_id) for job_id in sorted(changed)}
+
+    def _export(self, job_id: str) -> dict[str, Any] | None:
+        states = self._states.get(job_id) or {}
+        finished = self._finished.get(job_id) or set()
+        if not states and not finished:
+            return None
+        return {
+            "states": [
+                [
+                    key[0],
+                    key[1],
+                    st.since,
+                    st.warnings_sent,
+                    st.last_warn_ts,
+                    st.pos,
+                    st.failures,
+                    st.next_try_ts,
+                ]
+                for key, st in sorted(states.items())
+            ],
+            "finished": sorted([key[0], key[1], since] for key, since in finished),
+        }
+
+    def restore(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take back what :meth:`take_changed` gave (after a restart). An action that was
+        being carried out is not: the ladder decides it again."""
+        for job_id, data in saved.items():
+            states: dict[tuple[str, str], _State] = {}
+            for kind, code, since, sent, last_warn, pos, failures, next_try in data["states"]:
+                st = _State(float(since))
+                st.warnings_sent = int(sent)
+                st.last_warn_ts = None if last_warn is None else float(last_warn)
+                st.pos = int(pos)
+                st.failures = int(failures)
+                st.next_try_ts = None if next_try is None else float(next_try)
+                states[(str(kind), str(code))] = st
+            if states:
+                self._states[job_id] = states
+            finished = {((str(k), str(c)), float(since)) for k, c, since in data["finished"]}
+            if finished:
+                self._finished[job_id] = finished
 
     def take_pending(self) -> list[Decision]:
         """The actions decided since the last call, to be carried out by the caller."""
@@ -174,6 +224,7 @@ class Ladder:
         if not findings:
             if states:
                 states.clear()  # active again (or data missing): the ladder resets
+                self._changed.add(job_id)
             return []
         if states is None:
             states = self._states[job_id] = {}
@@ -183,6 +234,7 @@ class Ladder:
         for key, old in list(states.items()):
             if key not in present and not (idle_now and old.pos < 0):
                 del states[key]
+                self._changed.add(job_id)
         events: list[LadderEvent] = []
         for f in findings:
             st: _State | None = states.get(f.key)
@@ -204,6 +256,8 @@ class Ladder:
                     st.pos = -1  # marks report-only
                     continue
             events.extend(self._idle_step(now, allocation, f, st, policy, still_idle))
+        if events:
+            self._changed.add(job_id)
         return events
 
     def _idle_step(
@@ -273,6 +327,7 @@ class Ladder:
     def on_aborted(self, d: Decision, detail: str) -> LadderEvent:
         """An action taken off :meth:`take_pending` was not carried out: the newest data,
         checked right before acting, was no longer idle."""
+        self._changed.add(d.job_id)
         self._state_of(d)
         return LadderEvent(d, Status.ABORTED, detail)
 
@@ -290,6 +345,7 @@ class Ladder:
     ) -> LadderEvent:
         f = d.finding
         action = d.action
+        self._changed.add(d.job_id)
         if outcome.ok:
             self._finished.setdefault(d.job_id, set()).add((f.key, f.since_ts))
             return LadderEvent(d, Status.DONE, outcome.detail or f"{action.value}: {f.detail}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
 from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
-from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.corroborate import Corroborator, SchedulerTrust, parse_networks
+from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
@@ -105,16 +107,57 @@ def check_retention(cfg: CollectorConfig, policies: PolicySet) -> None:
         )
 
 
-def build_executor(cfg: CollectorConfig) -> ClusterExecutor:
+def build_executor(cfg: CollectorConfig, collector: Collector) -> ClusterExecutor:
+    """Acts only on what Slurm corroborates, with each node's GPU layout as its agent last
+    reported it; contacts a Dask scheduler only inside ``dask_trusted_networks`` or at the
+    address the worker's node connects from."""
     slurm = None
     if cfg.slurm_backend != "none":
         slurm = make_slurm_client(cfg.slurm_backend, timeout_s=cfg.slurm_timeout)
-    return ClusterExecutor(slurm, dask_timeout_s=cfg.dask_timeout)
+
+    def node_gpus(node: str) -> list[tuple[int, int | None]]:
+        state = collector.state.node(node)
+        if state is None:
+            return []
+        return [(g.latest.index, g.latest.minor_number) for g in state.gpus]
+
+    trust = SchedulerTrust(
+        networks=parse_networks(cfg.dask_trusted_networks),
+        node_address=collector.node_addresses.get,
+    )
+    return ClusterExecutor(
+        slurm,
+        dask_timeout_s=cfg.dask_timeout,
+        trust=trust,
+        corroborator=Corroborator(slurm, node_gpus) if slurm is not None else None,
+    )
+
+
+def _describe(policies: PolicySet) -> str:
+    modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
+    return "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition"
+
+
+async def _reload_policy(enforcer: Enforcer, load: Callable[[], PolicySet]) -> None:
+    """SIGHUP: read the policy again; a bad one is refused (logged, naming the key) and the
+    one in force is kept."""
+    try:
+        policies = await asyncio.to_thread(load)
+    except (ConfigError, OSError) as exc:
+        log.error("policy reload refused, keeping the policy in force: %s", exc)
+        return
+    await asyncio.to_thread(enforcer.set_policies, policies)
+    log.warning("policy reloaded; enforcement: %s", _describe(policies))
 
 
 async def run_collector(
-    cfg: CollectorConfig, policies: PolicySet | None = None, outputs: Outputs | None = None
+    cfg: CollectorConfig,
+    policies: PolicySet | None = None,
+    outputs: Outputs | None = None,
+    reload_policy: Callable[[], PolicySet] | None = None,
 ) -> None:
+    """Run until SIGTERM/SIGINT. ``reload_policy`` (re-reading the config file) is called
+    on SIGHUP; without it SIGHUP is logged and ignored."""
     policies = policies or PolicySet()
     check_retention(cfg, policies)
     collector = build_collector(cfg, outputs)
@@ -128,18 +171,25 @@ async def run_collector(
     enforcer = attach_enforcement(
         collector,
         policies=policies,
-        executor=build_executor(cfg),
+        executor=build_executor(cfg, collector),
         audit_jsonl=cfg.audit_path,
         evaluate_interval_s=cfg.evaluate_interval,
         actor=cfg.actor,
         job_gone_after_s=cfg.job_gone_after,
     )
     collector.policy_source = lambda: enforcer.policies  # AdminService.GetPolicy
-    modes = {p.enforce for p in (policies.default, *policies.partitions.values())}
-    log.warning(
-        "enforcement: %s",
-        "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition",
-    )
+    log.warning("enforcement: %s", _describe(policies))
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        if reload_policy is None:
+            log.warning("SIGHUP: no config file to reload the policy from; ignored")
+            return
+        task = asyncio.create_task(_reload_policy(enforcer, reload_policy))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     for endpoint in outputs.exporters if outputs else ():
         endpoint.start(collector.live_view)
     notify("READY=1")

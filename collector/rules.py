@@ -93,6 +93,18 @@ class AllocationTracker:
         self.windows_seen = 0
         self.observed_s = 0.0
 
+    def set_policy(self, policy: Policy) -> None:
+        """A reloaded policy, from the next evaluation on. ``underuse_window`` sizes the
+        under-use buckets already filled: a change of it applies to allocations that start
+        after the reload."""
+        if policy.underuse_window != self.policy.underuse_window:
+            policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
+        self.policy = policy
+        a = self.allocation
+        self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
+        started = a.started_ts
+        self._grace_end = None if started is None else started + policy.grace_period
+
     def position(self, node: str, uuid: str) -> int | None:
         """Index of a GPU in the allocation, or None when it is not one of its GPUs."""
         return self._pos.get((node, uuid))

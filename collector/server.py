@@ -42,6 +42,7 @@ from gpuwarden.collector.visibility import (
     snapshot_for_user,
     windows_for_user,
 )
+from gpuwarden.common.address import peer_ip
 from gpuwarden.common.convert import (
     audit_record_to_pb,
     cluster_event_to_pb,
@@ -144,7 +145,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     if node_seen is not None:
                         self.c.stream_closed(node_seen)
                     node_seen = report.node
-                    self.c.stream_opened(node_seen)
+                    self.c.stream_opened(node_seen, context.peer())
                 pending.put_nowait((msg, self.c.ingestor.submit(report)))
             pending.put_nowait(None)
             await acker
@@ -330,6 +331,7 @@ class Collector:
         self.ingestor.fault_listeners.append(self._on_store_fault)
         self.port = 0
         self._streams: dict[str, int] = {}
+        self.node_addresses: dict[str, str] = {}  # node -> IP its agent connected from
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._background: list[asyncio.Task[Any]] = []
@@ -456,8 +458,11 @@ class Collector:
         self.add_background(set_all, "health")
 
     # -- used by the servicers -----------------------------------------------------------
-    def stream_opened(self, node: str) -> None:
+    def stream_opened(self, node: str, peer: str = "") -> None:
         self._streams[node] = self._streams.get(node, 0) + 1
+        ip = peer_ip(peer)
+        if ip is not None:  # where this node's agent connects from (trusted Dask schedulers)
+            self.node_addresses[node] = ip
         self.state.set_connected(node, True)
 
     def stream_closed(self, node: str) -> None:

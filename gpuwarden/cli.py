@@ -64,7 +64,7 @@ def _collector(args: argparse.Namespace) -> int:
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
     from gpuwarden.collector.outputs.config import load_outputs
-    from gpuwarden.collector.policy import load_policy
+    from gpuwarden.collector.policy import PolicySet, load_policy
 
     cfg = load_collector_config(
         args.config,
@@ -74,9 +74,14 @@ def _collector(args: argparse.Namespace) -> int:
             "insecure": True if args.insecure else None,
         },
     )
-    policies = load_policy(args.config, {"enforce": True if args.enforce else None})
+    flags = {"enforce": True if args.enforce else None}
+    policies = load_policy(args.config, flags)
     outputs = load_outputs(args.config, cfg.state_dir)
-    asyncio.run(run_collector(cfg, policies, outputs))
+
+    def reload_policy() -> PolicySet:  # on SIGHUP: the file again, the same flags
+        return load_policy(args.config, flags)
+
+    asyncio.run(run_collector(cfg, policies, outputs, reload_policy))
     return 0
 
 

@@ -30,3 +30,19 @@ def connect_address(listen: str, port: int) -> str:
     if host in WILDCARD_HOSTS:
         host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
     return f"{host}:{port}"
+
+
+def peer_ip(peer: str) -> str | None:
+    """The IP address of a gRPC peer string (``ipv4:10.0.0.5:40123``, ``ipv6:[::1]:40123``,
+    ``ipv6:%5B::1%5D:40123``), normalised; None for anything else (``unix:...``)."""
+    import ipaddress
+    import urllib.parse
+
+    kind, sep, rest = urllib.parse.unquote(peer).partition(":")
+    if not sep or kind not in ("ipv4", "ipv6"):
+        return None
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gpuwarden.slurm.hostlist import parse_index_list
 
-__all__ = ["GresItem", "parse_gres", "parse_gres_indices"]
+__all__ = ["GresItem", "gres_order", "parse_gres", "parse_gres_indices"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +103,24 @@ def parse_gres_indices(gres: str) -> tuple[int, ...]:
         if item.name == "gpu":
             out.update(item.indices)
     return tuple(sorted(out))
+
+
+def gres_order(gpus: Iterable[tuple[int, int | None]]) -> dict[int, int] | None:
+    """``{GRES index: NVML index}`` of a node's GPUs given as (NVML index, minor number).
+
+    Slurm's GRES index (``IDX``) of a GPU is its position in the node's GRES device list: the
+    ``File=/dev/nvidia[0-N]`` order of gres.conf, or AutoDetect's, which follows the device
+    files, i.e. the minor numbers; NVML indexes GPUs in PCI bus order. A MIG-mode GPU counts
+    once (its instances carry its index and minor number). ``None`` when the order cannot be
+    known: a GPU without a minor number, two GPUs with one minor number, or one index with two.
+    """
+    minor_of: dict[int, int] = {}  # NVML index -> minor number
+    for index, minor in gpus:
+        if minor is None:
+            return None
+        if minor_of.setdefault(index, minor) != minor:
+            return None
+    if len(set(minor_of.values())) != len(minor_of):
+        return None
+    ranked = sorted(minor_of, key=minor_of.__getitem__)
+    return dict(enumerate(ranked))

@@ -42,6 +42,7 @@ from gpuwarden.agent.runtime import Agent  # noqa: E402
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.agent.spool import Spool  # noqa: E402
 from gpuwarden.collector.actions import ClusterExecutor  # noqa: E402
+from gpuwarden.collector.corroborate import SchedulerTrust, parse_networks  # noqa: E402
 from gpuwarden.collector.enforce import Enforcer, attach_enforcement  # noqa: E402
 from gpuwarden.collector.ladder import Action, ActionExecutor, ActionOutcome, Decision  # noqa: E402
 from gpuwarden.collector.policy import Policy, PolicySet  # noqa: E402
@@ -291,7 +292,11 @@ def test_idle_worker_retired_idle_job_requeued_busy_worker_kept_dry_run_changes_
         fake_nvml.set(uuid(batch_gpu), util_gpu=0).add_process(uuid(batch_gpu), batch_pid, GIB)
 
         own = {idle_w.job_id, busy_w.job_id, batch}
-        executor = OwnJobsOnly(ClusterExecutor(CliSlurmClient(), dask_timeout_s=30.0), own)
+        # the scheduler runs in this process on loopback: the site trusts that network
+        trust = SchedulerTrust(networks=parse_networks(["127.0.0.0/8"]))
+        executor = OwnJobsOnly(
+            ClusterExecutor(CliSlurmClient(), dask_timeout_s=30.0, trust=trust), own
+        )
         enforcing = Harness(node, tmp_path / "enforce", POLICY, executor).start()
         harnesses.append(enforcing)
 

@@ -344,7 +344,12 @@ def test_retiring_a_worker_on_a_scheduler_that_does_not_answer_in_time_fails_not
         return {}
 
     with LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None
+        n_workers=1,
+        processes=False,
+        threads_per_worker=1,
+        dashboard_address=None,
+        protocol="tcp://",  # the collector contacts tcp:// schedulers only
+        host="127.0.0.1",
     ) as cluster:
         (worker,) = cluster.scheduler.workers.values()
         cluster.scheduler.handlers["retire_workers"] = answers_late
