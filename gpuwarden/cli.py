@@ -193,8 +193,8 @@ Example: gpuwarden certs /etc/gpuwarden/pki --collector-host gpu-mgmt \\
 
 def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; with ``agent_only`` just ``gpuwarden agent``, so that the
-    node's long-running process does not import the collector, query, alert and deploy
-    code it never runs (measured in bench/agent_overhead.py)."""
+    node's long-running process does not import the collector, query, alert, deploy and
+    dashboard code it never runs (measured in bench/agent_overhead.py)."""
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
         description="Find idle GPU allocations on Slurm clusters and give them back, safely.",
@@ -225,7 +225,8 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
         return parser
     from gpuwarden.alerts import add_alerts_parser
     from gpuwarden.deploy.commands import add_deploy_parsers
-    from gpuwarden.query.commands import add_audit_parser, add_status_parser
+    from gpuwarden.query.commands import add_audit_parser, add_exempt_parser, add_status_parser
+    from gpuwarden.tui.command import add_top_parser
 
     c = sub.add_parser(
         "collector",
@@ -310,7 +311,9 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     add_audit_parser(sub)
+    add_exempt_parser(sub)
     add_status_parser(sub)
+    add_top_parser(sub)
     add_alerts_parser(sub)
 
     ce = sub.add_parser(
