@@ -56,10 +56,12 @@ def usage_findings(
     mean = util / dur
     gpus = tuple(refs)
     since = first * bucket_s
-    ev = evidence()
+    ev: list[tuple[GpuEvidence, ...]] = []  # built with the first finding: most checks find none
 
     def finding(kind: FindingKind, detail: str, code: str = "") -> Finding:
-        return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev)
+        if not ev:
+            ev.append(evidence())
+        return Finding(kind, job_id, gpus, since, detail, code=code, evidence=ev[0])
 
     prof = _profile_means(usages, need * len(usages))
     sm = prof[SM]
@@ -86,9 +88,11 @@ def usage_findings(
         out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
     if any(r.uuid.startswith("MIG-") for r in gpus):
         return out  # already a MIG slice
+    if not any(u.any_active() for u in usages):
+        return out
     peaks = [u.peak_mem() for u in usages]
     known = [x for x in peaks if x is not None]
-    if len(known) < len(peaks) or not any(u.any_active() for u in usages):
+    if len(known) < len(peaks):
         return out
     if all(peak < total * p.mig_mem_pct / 100.0 for peak, total in known):
         worst = max(peak / total for peak, total in known)

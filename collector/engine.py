@@ -51,6 +51,8 @@ from gpuwarden.common.types import JobInfo, WindowRecord
 
 _START, _WINDOW, _END = 0, 1, 2
 RunKey = tuple[str, int]  # (job id, start time; 0 = unknown)
+# one buffered input, ordered within its time by (kind, node or job id, GPU UUID, arrival)
+_Item = tuple[int, str, str, int, Any]
 
 
 class Observation(NamedTuple):
@@ -188,7 +190,11 @@ class Engine:
         self.windows = 0
         self.unattributed = 0
         self.late_windows = 0
-        self._heap: list[tuple[float, int, str, str, int, Any]] = []
+        # The buffer, one list per time (window end, job start or end) and a heap of those
+        # times: most windows share their end with many others, so sorting a time's list once
+        # when it is processed costs less than keeping every input in one heap.
+        self._buffered: dict[float, list[_Item]] = {}
+        self._times: list[float] = []
         self._seq = 0
         self._now = -math.inf  # data time processed so far
         self._next_sweep = -math.inf
@@ -216,7 +222,12 @@ class Engine:
     # -- input ---------------------------------------------------------------------------
     def _push(self, ts: float, prio: int, a: str, b: str, payload: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (ts, prio, a, b, self._seq, payload))
+        items = self._buffered.get(ts)
+        if items is None:
+            self._buffered[ts] = [(prio, a, b, self._seq, payload)]
+            heapq.heappush(self._times, ts)
+        else:
+            items.append((prio, a, b, self._seq, payload))
 
     def on_window(self, rec: WindowRecord, attributed: bool = True) -> None:
         """Buffer one stored window. ``attributed`` False: the node could not ask Slurm, so a
@@ -226,8 +237,7 @@ class Engine:
     def on_observation(self, o: Observation) -> None:
         """:meth:`on_window` for a window already in the engine's terms (replay's path)."""
         with self._lock:
-            self._seq += 1
-            heapq.heappush(self._heap, (o.end, _WINDOW, o.node, o.uuid, self._seq, o))
+            self._push(o.end, _WINDOW, o.node, o.uuid, o)
 
     def on_job(self, allocation: Allocation) -> None:
         """A job known in advance (replay's job line): it starts at its start with all its
@@ -281,25 +291,27 @@ class Engine:
                 self._quiet = False
 
     def _advance(self, watermark: float) -> None:
-        heap = self._heap
-        pop = heapq.heappop
-        while heap and heap[0][0] <= watermark:
-            ts, prio, _, _, _, payload = pop(heap)
-            if ts > self._now:
-                if self._dirty:
-                    self._flush()
-                if ts >= self._next_sweep:
-                    self._sweep(ts)
-                self._now = ts
-                self._flushed = False
-            elif prio == _WINDOW and (ts < self._now or self._flushed):
-                self.late_windows += 1
-            if prio == _WINDOW:
-                self._on_window(payload)
-            elif prio == _START:
-                self._on_start(payload)
-            else:
-                self._on_end(payload)
+        times = self._times
+        while times and times[0] <= watermark:
+            ts = heapq.heappop(times)
+            items = self._buffered.pop(ts)
+            items.sort()
+            for prio, _, _, _, payload in items:
+                if ts > self._now:
+                    if self._dirty:
+                        self._flush()
+                    if ts >= self._next_sweep:
+                        self._sweep(ts)
+                    self._now = ts
+                    self._flushed = False
+                elif prio == _WINDOW and (ts < self._now or self._flushed):
+                    self.late_windows += 1
+                if prio == _WINDOW:
+                    self._on_window(payload)
+                elif prio == _START:
+                    self._on_start(payload)
+                else:
+                    self._on_end(payload)
         if self._dirty:
             self._flush()
         self._flushed = True
@@ -512,12 +524,12 @@ class Engine:
                 if since is None or since > f.since_ts:
                     return False
                 where.add((g.node, g.uuid))
-            for item in self._heap:
-                if item[1] != _WINDOW or (item[2], item[3]) not in where:
-                    continue
-                o: Observation = item[5]
-                if o.end > decision.ts and o.activity(run.policy):
-                    return False
+            for items in self._buffered.values():
+                for prio, node, uuid, _, o in items:
+                    if prio != _WINDOW or (node, uuid) not in where:
+                        continue
+                    if o.end > decision.ts and o.activity(run.policy):
+                        return False
             return True
 
     # -- inspection ----------------------------------------------------------------------

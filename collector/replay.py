@@ -28,8 +28,10 @@ leaves open (see docs/policy.md):
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,14 +232,33 @@ def to_replay_event(e: LadderEvent) -> ReplayEvent:
     )
 
 
+# Replay allocates a few short-lived objects per line (parsed line, window, buffer entry) and
+# keeps every run it saw. With Python's default collection threshold (700) the cyclic garbage
+# collector ran ~2,400 times on a 1,000-GPU day and its full passes over the kept runs took
+# 15 % of the replay. A higher first threshold lets short-lived objects die by reference
+# counting before a collection sees them; collections still run, only less often.
+_REPLAY_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], _REPLAY_GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def replay_lines(
     lines: Iterable[bytes], policies: PolicySet, job_gone_after_s: float = 900.0
 ) -> tuple[Replayer, ReplaySummary]:
     """Replay a whole trace; raises TraceError on the first malformed line."""
     r = Replayer(policies, job_gone_after_s)
-    for line_no, raw in enumerate(lines, 1):
-        r.feed(raw, line_no)
-    return r, r.finish()
+    with _fewer_collections():
+        for line_no, raw in enumerate(lines, 1):
+            r.feed(raw, line_no)
+        return r, r.finish()
 
 
 def replay_main(argv: list[str] | None = None) -> int:

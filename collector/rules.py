@@ -318,19 +318,27 @@ class AllocationTracker:
         return findings
 
     def _idle_findings(self, job_id: str) -> list[Finding]:
+        """The idle finding (and memory-held advice) of an allocation whose GPUs are all
+        idle. Evaluated at every window of an idle job, so one pass over its GPUs, and each
+        GPU's evidence is built once for both findings."""
         p = self.policy
+        since = 0.0
+        covered = math.inf
+        peak_mem = 0
+        bases: set[str] = set()
+        evidence = []
+        held: list[int] = []  # positions of GPUs holding memory
+        for i, g in enumerate(self._gpus):
+            streak = g.streak
+            since = max(since, streak.since or 0.0)
+            covered = min(covered, streak.covered_s)
+            used, total = streak.mem_max_bytes, streak.mem_total_bytes
+            peak_mem = max(peak_mem, used or 0)
+            bases.update(streak.bases)
+            evidence.append(self._evidence(g))
+            if used is not None and total and used >= total * p.mem_held_pct / 100.0:
+                held.append(i)
         gpus = self._gpus
-        since = max(g.streak.since or 0.0 for g in gpus)
-        covered = min(g.streak.covered_s for g in gpus)
-        held_gpus = [
-            g
-            for g in gpus
-            if g.streak.mem_max_bytes is not None
-            and g.streak.mem_total_bytes
-            and g.streak.mem_max_bytes >= g.streak.mem_total_bytes * p.mem_held_pct / 100.0
-        ]
-        peak_mem = max((g.streak.mem_max_bytes or 0 for g in gpus), default=0)
-        bases = {b for g in gpus for b in g.streak.bases}
         out = [
             Finding(
                 kind=FindingKind.IDLE,
@@ -338,21 +346,24 @@ class AllocationTracker:
                 gpus=tuple(g.ref for g in gpus),
                 since_ts=since,
                 detail=wording.idle(p, len(gpus), covered, peak_mem, bases),
-                evidence=tuple(self._evidence(g) for g in gpus),
+                evidence=tuple(evidence),
             )
         ]
-        if held_gpus:
+        if held:
             out.append(
                 Finding(
                     kind=FindingKind.ADVICE,
                     job_id=job_id,
-                    gpus=tuple(g.ref for g in held_gpus),
+                    gpus=tuple(gpus[i].ref for i in held),
                     since_ts=since,
                     code=AdviceCode.MEMORY_HELD_IDLE,
                     detail=wording.memory_held_idle(
-                        [(g.streak.mem_max_bytes, g.streak.mem_total_bytes) for g in held_gpus]
+                        [
+                            (gpus[i].streak.mem_max_bytes, gpus[i].streak.mem_total_bytes)
+                            for i in held
+                        ]
                     ),
-                    evidence=tuple(self._evidence(g) for g in held_gpus),
+                    evidence=tuple(evidence[i] for i in held),
                 )
             )
         return out

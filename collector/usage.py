@@ -7,7 +7,7 @@ seconds each, plus running sums over the buckets kept, so a window costs a few a
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gpuwarden.collector.findings import PROFILE_FIELDS, Profile
 
@@ -31,9 +31,10 @@ class UsageBucket:
     cpu_dur_s: float = 0.0  # reported time with a job CPU figure
     cpu_s: float = 0.0  # sum of job CPU use x time
     active: bool = False  # some window in it was active
-    # per profiling field (PROFILE_FIELDS order): reported time with it, sum of mean x time
-    prof_dur_s: list[float] = field(default_factory=_zeros)
-    prof_s: list[float] = field(default_factory=_zeros)
+    # per profiling field (PROFILE_FIELDS order): reported time with it, sum of mean x time;
+    # None until a window with profiling counters comes (most cards have none)
+    prof_dur_s: list[float] | None = None
+    prof_s: list[float] | None = None
 
 
 class UsageWindow:
@@ -86,6 +87,8 @@ class UsageWindow:
         if active:
             bucket.active = True
         if profile is not None:
+            if bucket.prof_dur_s is None or bucket.prof_s is None:
+                bucket.prof_dur_s, bucket.prof_s = _zeros(), _zeros()
             for i, v in enumerate(profile):
                 if v is not None:
                     bucket.prof_dur_s[i] += dur_s
@@ -102,9 +105,10 @@ class UsageWindow:
             self.util_s -= old.util_s
             self.cpu_dur_s -= old.cpu_dur_s
             self.cpu_s -= old.cpu_s
-            for i in range(_NPROF):
-                self.prof_dur_s[i] -= old.prof_dur_s[i]
-                self.prof_s[i] -= old.prof_s[i]
+            if old.prof_dur_s is not None and old.prof_s is not None:
+                for i in range(_NPROF):
+                    self.prof_dur_s[i] -= old.prof_dur_s[i]
+                    self.prof_s[i] -= old.prof_s[i]
 
     def mean_util_pct(self) -> float | None:
         return self.util_s / self.dur_s if self.dur_s > 0 else None
@@ -119,12 +123,14 @@ class UsageWindow:
 
     def peak_mem(self) -> tuple[int, int] | None:
         """(peak memory used, card memory) over the buckets kept; None when unknown."""
-        peak = max(
-            (b.mem_max_bytes for b in self.buckets if b.mem_max_bytes is not None), default=None
-        )
-        total = max(
-            (b.mem_total_bytes for b in self.buckets if b.mem_total_bytes is not None), default=None
-        )
+        peak: int | None = None
+        total: int | None = None
+        for b in self.buckets:  # one pass: checked every few windows of every job
+            used, card = b.mem_max_bytes, b.mem_total_bytes
+            if used is not None and (peak is None or used > peak):
+                peak = used
+            if card is not None and (total is None or card > total):
+                total = card
         if peak is None or not total:
             return None
         return peak, total
