@@ -95,8 +95,14 @@ def report_row(r: NodeReport, received: float) -> tuple[object, ...]:
     )
 
 
-def window_rows(r: NodeReport) -> list[tuple[object, ...]]:
-    """The ``windows`` rows of ``r``, one per GPU."""
+def window_rows(r: NodeReport, blobs: Sequence[bytes] | None = None) -> list[tuple[object, ...]]:
+    """The ``windows`` rows of ``r``, one per GPU. ``blobs``: each GPU window's serialized
+    ``gpuwarden.v1.GpuWindow`` as received (the collector stores those bytes instead of
+    encoding the window again); None to encode them here."""
+    if blobs is None:
+        blobs = [gpu_to_pb(g).SerializeToString() for g in r.gpus]
+    elif len(blobs) != len(r.gpus):
+        raise ValueError(f"{len(blobs)} serialized windows for {len(r.gpus)} GPUs")
     return [
         (
             r.node,
@@ -113,9 +119,9 @@ def window_rows(r: NodeReport) -> list[tuple[object, ...]]:
             g.mem_total_bytes,
             g.power_mean_w,
             int(g.allocated),
-            gpu_to_pb(g).SerializeToString(),
+            blob,
         )
-        for g in r.gpus
+        for g, blob in zip(r.gpus, blobs, strict=True)
     ]
 
 
@@ -222,20 +228,28 @@ class Store:
             self._w.close()
 
     # -- writes ------------------------------------------------------------------------
-    def write_reports(self, reports: Sequence[NodeReport], received: float) -> list[bool]:
+    def write_reports(
+        self,
+        reports: Sequence[NodeReport],
+        received: float,
+        blobs: Sequence[Sequence[bytes] | None] | None = None,
+    ) -> list[bool]:
         """Store ``reports`` in one transaction. Returns, per report, True if stored now and
-        False if it was a duplicate (already stored). Raises on failure: nothing is stored."""
+        False if it was a duplicate (already stored). Raises on failure: nothing is stored.
+        ``blobs``: per report, its GPU windows as received (see :func:`window_rows`)."""
+        if blobs is None:
+            blobs = [None] * len(reports)
         results: list[bool] = []
         with self._wlock:
             cur = self._w.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for r in reports:
+                for r, gpu_blobs in zip(reports, blobs, strict=True):
                     cur.execute(INSERT_REPORT, report_row(r, received))
                     if cur.rowcount == 0:
                         results.append(False)
                         continue
-                    cur.executemany(INSERT_WINDOW, window_rows(r))
+                    cur.executemany(INSERT_WINDOW, window_rows(r, gpu_blobs))
                     results.append(True)
                 if self.retention.rollups:
                     rollup.add_reports(
