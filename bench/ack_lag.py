@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -63,32 +66,44 @@ def template(node: str, gpus: int) -> pb.NodeReport:
 
 async def one_agent(
     target: str, node: str, gpus: int, interval: float, phase: float, until: float
-) -> list[float]:
+) -> tuple[list[float], list[str]]:
+    """Send one report every ``interval`` s; returns the ack lags and, for every stream that
+    ended early, its status (the agent then opens a new stream, as a real agent does)."""
     msg = template(node, gpus)
     lags: list[float] = []
+    ended: list[str] = []
     sent: dict[int, float] = {}
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
-        call = pb_grpc.AgentServiceStub(ch).Report()
+    seq = 0
+    next_at = time.monotonic() + phase
+    while next_at < until:
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+            call = pb_grpc.AgentServiceStub(ch).Report()
 
-        async def reader() -> None:
-            async for ack in call:
-                lags.append(time.monotonic() - sent.pop(ack.seq))
+            async def reader(call: Any = call) -> None:
+                async for ack in call:
+                    lags.append(time.monotonic() - sent.pop(ack.seq))
 
-        r = asyncio.create_task(reader())
-        await asyncio.sleep(phase)
-        seq = 0
-        next_at = time.monotonic()
-        while next_at < until:
-            seq += 1
-            now = time.time()
-            msg.seq, msg.window_start, msg.window_end = seq, now - interval, now
-            sent[seq] = time.monotonic()
-            await call.write(msg)
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        await call.done_writing()
-        await r
-    return lags
+            r = asyncio.create_task(reader())
+            try:
+                while next_at < until:
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                    seq += 1
+                    now = time.time()
+                    msg.seq, msg.window_start, msg.window_end = seq, now - interval, now
+                    sent[seq] = time.monotonic()
+                    await call.write(msg)
+                    next_at += interval
+                await call.done_writing()
+                await r
+            except grpc.aio.AioRpcError as exc:
+                ended.append(f"{exc.code().name} after {len(lags)} acks")
+                sent.clear()
+                next_at = max(next_at, time.monotonic() + 1.0)  # reconnect after a second
+            finally:
+                r.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await r
+    return lags, ended
 
 
 async def agents(target: str, n: int, gpus: int, interval: float, duration: float) -> None:
@@ -96,7 +111,9 @@ async def agents(target: str, n: int, gpus: int, interval: float, duration: floa
     results = await asyncio.gather(
         *(one_agent(target, f"n{i:05d}", gpus, interval, interval * i / n, until) for i in range(n))
     )
-    print(json.dumps([x for lags in results for x in lags]), flush=True)
+    lags = [x for lags, _ in results for x in lags]
+    ended = [e for _, ended in results for e in ended]
+    print(json.dumps({"lags": lags, "ended": ended}), flush=True)
 
 
 def cpu_s() -> float:
@@ -127,13 +144,17 @@ async def run(args: argparse.Namespace, window: float) -> str:
         await c.stop()
     if proc.returncode != 0:
         raise SystemExit(f"the agents' process failed ({proc.returncode})")
-    lags = sorted(json.loads(out.decode().splitlines()[-1]))
+    result = json.loads(out.decode().splitlines()[-1])
+    lags = sorted(result["lags"])
     if not lags:
         raise SystemExit("no acks")
-    q = statistics.quantiles(lags, n=100)
+    ended = Counter(e.split()[0] for e in result["ended"])
+    before_first = sum(1 for e in result["ended"] if e.endswith(" 0 acks"))
+    q = statistics.quantiles(lags, n=100, method="inclusive")
     return (
         f"{window * 1000:>9.0f} {len(lags):>7} {q[49] * 1000:>7.1f} {q[98] * 1000:>8.1f} "
-        f"{lags[-1] * 1000:>8.1f} {cpu / wall:>10.0%}"
+        f"{lags[-1] * 1000:>8.1f} {cpu / wall:>10.0%}   "
+        f"{dict(ended) or 'none'} ({before_first} before any ack)"
     )
 
 
