@@ -95,8 +95,9 @@ async def one_agent(
                     next_at += interval
                 await call.done_writing()
                 await r
-            except grpc.aio.AioRpcError as exc:
-                ended.append(f"{exc.code().name} after {len(lags)} acks")
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # a write after the RPC ended raises InvalidStateError: ask the call why
+                ended.append(f"{(await call.code()).name} after {len(lags)} acks")
                 sent.clear()
                 next_at = max(next_at, time.monotonic() + 1.0)  # reconnect after a second
             finally:
