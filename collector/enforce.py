@@ -238,6 +238,7 @@ def attach_enforcement(
         reorder_s=reorder_s,
         ladder_state=ladder_state,
     )
+    enforcer.engine.exempt = collector.is_exempt  # admin exemptions, without a restart
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
 

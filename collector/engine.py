@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -182,6 +182,9 @@ class Engine:
         self.job_gone_after_s = job_gone_after_s
         self.ladder = Ladder(executor)
         self.closed_runs: list[JobRun] | None = [] if keep_runs else None
+        # Why a job must be left alone now (an admin's exemption), asked before each
+        # evaluation and before each action; None: no such hook (replay).
+        self.exempt: Callable[[str, float], str | None] | None = None
         self.windows = 0
         self.unattributed = 0
         self.late_windows = 0
@@ -444,6 +447,8 @@ class Engine:
             return
         tracker = run.tracker
         findings = tracker.evaluate(now)
+        if findings and self.exempt is not None and self.exempt(run.job_id, now):
+            findings = []  # exempted: the ladder resets, as when the job is in use
 
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)
@@ -489,6 +494,8 @@ class Engine:
             run = self._run_of(decision)
             if run is None or run.ended:
                 return False
+            if self.exempt is not None and self.exempt(run.job_id, decision.ts):
+                return False  # exempted since the decision: not acting
             f = decision.finding
             where = set()
             for g in f.gpus:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gpuwarden.collector.actions import ClusterExecutor
+from gpuwarden.collector.admin import attach_admin
 from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.corroborate import Corroborator, SchedulerTrust, parse_networks
@@ -138,7 +139,9 @@ def _describe(policies: PolicySet) -> str:
     return "ON" if modes == {True} else "dry-run" if modes == {False} else "per partition"
 
 
-async def _reload_policy(enforcer: Enforcer, load: Callable[[], PolicySet]) -> None:
+async def _reload_policy(
+    enforcer: Enforcer, load: Callable[[], PolicySet], collector: Collector
+) -> None:
     """SIGHUP: read the policy again; a bad one is refused (logged, naming the key) and the
     one in force is kept."""
     try:
@@ -147,6 +150,8 @@ async def _reload_policy(enforcer: Enforcer, load: Callable[[], PolicySet]) -> N
         log.error("policy reload refused, keeping the policy in force: %s", exc)
         return
     await asyncio.to_thread(enforcer.set_policies, policies)
+    if collector.admin is not None:  # admin actions ask the same policy whether to act
+        collector.admin.policies = policies
     log.warning("policy reloaded; enforcement: %s", _describe(policies))
 
 
@@ -168,10 +173,11 @@ async def run_collector(
     await collector.start()
     collector.add_background(lambda: _housekeeping(collector), "housekeeping")
     collector.add_background(_watchdog, "watchdog")
+    executor = build_executor(cfg, collector)
     enforcer = attach_enforcement(
         collector,
         policies=policies,
-        executor=build_executor(cfg, collector),
+        executor=executor,
         audit_jsonl=cfg.audit_path,
         evaluate_interval_s=cfg.evaluate_interval,
         actor=cfg.actor,
@@ -185,11 +191,12 @@ async def run_collector(
         if reload_policy is None:
             log.warning("SIGHUP: no config file to reload the policy from; ignored")
             return
-        task = asyncio.create_task(_reload_policy(enforcer, reload_policy))
+        task = asyncio.create_task(_reload_policy(enforcer, reload_policy, collector))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    attach_admin(collector, policies=policies, executor=executor)
     for endpoint in outputs.exporters if outputs else ():
         endpoint.start(collector.live_view)
     notify("READY=1")

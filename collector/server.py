@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
+from gpuwarden.collector.admin import AdminActions, Exemptions, request_action
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer, current_caller
 from gpuwarden.collector.ingest import Ingestor
@@ -284,6 +285,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         source = self.c.policy_source
         return pb.PolicyResponse(policy_json=policy_json(source() if source else PolicySet()))
 
+    async def RequestAction(self, request: pb.ActionRequest, context: Ctx) -> pb.ActionReply:
+        return await request_action(self.c, request, context)
+
 
 class Collector:
     """Wires store, state, ingestion and the gRPC services together."""
@@ -324,6 +328,8 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.exemptions = Exemptions(connect(db_path))
+        self.admin: AdminActions | None = None  # set by collector.admin.attach_admin
         self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
         self.ingestor.listeners.append(self.idle_accounting.on_stored)
         self.audit_counts = AuditCounts(db_path)
@@ -342,7 +348,7 @@ class Collector:
         self._admin_audit_conn: sqlite3.Connection | None = None
         self._admin_audit_lock = threading.Lock()
         self.authorizer = Authorizer(
-            tls=tls is not None, roles=roles, munge=munge, audit=self._audit_admin_call
+            tls=tls is not None, roles=roles, munge=munge, audit=self.audit_admin_call
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -388,7 +394,12 @@ class Collector:
         self._admin_audit = AuditLog(conn=self._admin_audit_conn, jsonl=self.audit_jsonl)
         await server.start()
         self._server = server
-        for name in ("", "gpuwarden.v1.AgentService", "gpuwarden.v1.QueryService"):
+        for name in (
+            "",
+            "gpuwarden.v1.AgentService",
+            "gpuwarden.v1.QueryService",
+            "gpuwarden.v1.AdminService",
+        ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
 
@@ -405,7 +416,9 @@ class Collector:
         except RuntimeError:
             return 0
 
-    async def _audit_admin_call(self, record: AuditRecord) -> None:
+    async def audit_admin_call(self, record: AuditRecord) -> None:
+        """Write an admin call's (or an admin action's) record and publish it."""
+
         def write() -> None:
             with self._admin_audit_lock:
                 if self._admin_audit is not None:
@@ -438,6 +451,7 @@ class Collector:
                 if self._admin_audit_conn is not None:
                     self._admin_audit_conn.close()
                 self._admin_audit = None
+        self.exemptions.close()
         self.store.close()
 
     @property
@@ -482,6 +496,11 @@ class Collector:
             nodes=tuple(self.state.nodes()),
             windows_stored=self.store.count_windows(),
         )
+
+    def is_exempt(self, job_id: str, now: float) -> str | None:
+        """Why detection must leave ``job_id`` alone at ``now`` (an admin exempted it), or
+        None: the engine's hook, safe from any thread."""
+        return self.exemptions.is_exempt(job_id, now)
 
     def live_view(self) -> LiveView:
         """What exporters render at scrape time."""

@@ -26,7 +26,8 @@ from gpuwarden.common.argtypes import (
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
 from gpuwarden.deploy.commands import add_deploy_parsers
-from gpuwarden.query.commands import add_audit_parser, add_status_parser
+from gpuwarden.query.commands import add_audit_parser, add_exempt_parser, add_status_parser
+from gpuwarden.tui.command import add_top_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -306,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     add_audit_parser(sub)
+    add_exempt_parser(sub)
     add_status_parser(sub)
+    add_top_parser(sub)
     add_alerts_parser(sub)
 
     ce = sub.add_parser(

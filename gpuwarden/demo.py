@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.spool import Spool
+from gpuwarden.collector.admin import attach_admin
 from gpuwarden.collector.enforce import attach_enforcement
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
@@ -69,7 +71,11 @@ async def run_demo(opts: DemoOptions) -> int:
         state_dir = opts.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
     interactive = opts.duration_s is None and sys.stdout.isatty()
-    collector = Collector(db_path=state_dir / "gpuwarden.db", listen=opts.listen)
+    collector = Collector(
+        db_path=state_dir / "gpuwarden.db",
+        listen=opts.listen,
+        audit_jsonl=state_dir / "audit.jsonl",  # admin actions from the dashboard
+    )
     try:
         await collector.start()
     except OSError:  # e.g. --listen on a port in use: leave no temporary folder behind
@@ -77,15 +83,18 @@ async def run_demo(opts: DemoOptions) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    policies = PolicySet(default=demo_policy(opts))
     attach_enforcement(
         collector,
-        policies=PolicySet(default=demo_policy(opts)),
+        policies=policies,
         reorder_s=2 * opts.report_interval_s,
         executor=None,
         audit_jsonl=state_dir / "audit.jsonl",
         evaluate_interval_s=1.0,
         actor="gpuwarden-demo",
     )
+    # The dashboard's action keys work on the demo too: dry-run, recorded as "local".
+    attach_admin(collector, policies=policies, executor=None)
     target = connect_address(opts.listen, collector.port)
     agents: list[Agent] = []
     for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
@@ -113,25 +122,16 @@ async def run_demo(opts: DemoOptions) -> int:
     snap = ClusterSnapshot(now=time.time())
     audit: list[AuditRecord] = []
     width = fit_width(shutil.get_terminal_size((100, 24)).columns)
+    seen: list[tuple[ClusterSnapshot, list[AuditRecord]]] = []  # the table's newest
     try:
+        if not (interactive and await _dashboard(target)):
+            await _table(opts, target, started, interactive, width, seen)
         async with QueryClient(target) as client:
-            while opts.duration_s is None or time.monotonic() - started < opts.duration_s:
-                await asyncio.sleep(opts.refresh_s)
-                snap = await client.snapshot()
-                audit = await client.audit(limit=10_000)
-                if interactive:
-                    table = format_status(
-                        cluster_view(snap), width=width, idle_jobs=idle_job_ids(audit)
-                    )
-                    sys.stdout.write("\x1b[2J\x1b[H" + table + "\n")
-                    for line in format_decisions(audit[:8], width=width):
-                        sys.stdout.write(line + "\n")
-                    sys.stdout.write("Ctrl-C to stop\n")
-                    sys.stdout.flush()
             snap = await client.snapshot()  # while the agents still run: the cluster as it was
             audit = await client.audit(limit=10_000)
     except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+        if seen:
+            snap, audit = seen[-1]
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -157,3 +157,46 @@ async def run_demo(opts: DemoOptions) -> int:
     if tmp is not None and not os.environ.get("GPUWARDEN_DEMO_KEEP"):
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+async def _dashboard(target: str) -> bool:
+    """``gpuwarden top`` on the demo's collector until the user quits; False when Textual
+    is not installed (the demo then prints its table)."""
+    try:
+        from gpuwarden.tui.app import TopApp
+    except ImportError:
+        return False
+    from gpuwarden.query.config import ClientConfig
+
+    logging.disable(logging.WARNING)  # log lines on stderr would tear the screen
+    try:
+        await TopApp(ClientConfig(collector=target, insecure=True)).run_async()
+    finally:
+        logging.disable(logging.NOTSET)
+    return True
+
+
+async def _table(
+    opts: DemoOptions,
+    target: str,
+    started: float,
+    interactive: bool,
+    width: int,
+    seen: list[tuple[ClusterSnapshot, list[AuditRecord]]],
+) -> None:
+    """The plain table every ``refresh_s`` (a terminal without Textual), or nothing but the
+    wait (``--duration``, no terminal); the newest answers go to ``seen``."""
+    async with QueryClient(target) as client:
+        while opts.duration_s is None or time.monotonic() - started < opts.duration_s:
+            await asyncio.sleep(opts.refresh_s)
+            if not interactive:
+                continue
+            snap = await client.snapshot()
+            audit = await client.audit(limit=10_000)
+            seen[:] = [(snap, audit)]
+            table = format_status(cluster_view(snap), width=width, idle_jobs=idle_job_ids(audit))
+            sys.stdout.write("\x1b[2J\x1b[H" + table + "\n")
+            for line in format_decisions(audit[:8], width=width):
+                sys.stdout.write(line + "\n")
+            sys.stdout.write("Ctrl-C to stop\n")
+            sys.stdout.flush()

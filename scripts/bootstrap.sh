@@ -3,7 +3,8 @@
 #
 #   bootstrap.sh            gpuwarden with its test tools (pytest, mypy, ruff, dask, ...):
 #                           what scripts/test.sh and development need
-#   bootstrap.sh --runtime  gpuwarden and its runtime dependencies only: what the demo needs
+#   bootstrap.sh --runtime  gpuwarden, its runtime dependencies and the dashboard's (Textual):
+#                           what the demo needs
 #
 # Safe to run again: it installs only when pyproject.toml changed since the last successful
 # install, or when the test tools are asked for and only the runtime is installed. The stamp
@@ -53,9 +54,9 @@ if [ "$want" = test ]; then
     target=".[test]"
     check="import gpuwarden.cli, grpc, pynvml, distributed, pytest"
 else
-    echo "bootstrap: installing gpuwarden into .venv (runtime only)" >&2
-    target="."
-    check="import gpuwarden.cli, grpc, pynvml"
+    echo "bootstrap: installing gpuwarden into .venv (runtime and dashboard only)" >&2
+    target=".[tui]"
+    check="import gpuwarden.cli, grpc, pynvml, textual"
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | quiet

@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 from gpuwarden.common.types import (
+    ActionReply,
+    ActionRequest,
     AuditRecord,
     ClusterSnapshot,
     GpuState,
@@ -321,3 +323,31 @@ def cluster_event_from_pb(msg: pb.ClusterEvent) -> NodeState | AuditRecord | Non
     if which == "audit":
         return audit_record_from_pb(msg.audit)
     return None
+
+
+def action_request_to_pb(req: ActionRequest) -> pb.ActionRequest:
+    return pb.ActionRequest(
+        job_id=req.job_id, action=req.action, duration_s=req.duration_s, reason=req.reason
+    )
+
+
+def action_request_from_pb(msg: pb.ActionRequest) -> ActionRequest:
+    return ActionRequest(
+        job_id=msg.job_id, action=msg.action, duration_s=msg.duration_s, reason=msg.reason
+    )
+
+
+def action_reply_to_pb(reply: ActionReply) -> pb.ActionReply:
+    return pb.ActionReply(
+        ok=reply.ok,
+        outcome=reply.outcome,
+        detail=reply.detail,
+        actor=reply.actor,
+        dry_run=reply.dry_run,
+    )
+
+
+def action_reply_from_pb(msg: pb.ActionReply) -> ActionReply:
+    return ActionReply(
+        ok=msg.ok, outcome=msg.outcome, detail=msg.detail, actor=msg.actor, dry_run=msg.dry_run
+    )

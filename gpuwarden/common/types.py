@@ -214,3 +214,28 @@ class AuditRecord:
         out["nodes"] = list(self.nodes)
         out["evidence"] = dict(self.evidence)
         return out
+
+
+# What an admin may ask the collector to do to one job by hand (``AdminService``).
+ADMIN_ACTIONS = ("warn", "release_dask_worker", "requeue", "requeuehold", "exempt")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """An admin's request to act on one job; ``duration_s`` and ``reason`` for ``exempt``."""
+
+    job_id: str
+    action: str
+    duration_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReply:
+    """What the collector did with an :class:`ActionRequest` (as its audit record says)."""
+
+    ok: bool
+    outcome: str
+    detail: str
+    actor: str = ""
+    dry_run: bool = False

@@ -10,13 +10,22 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from gpuwarden.common.convert import (
+    action_reply_from_pb,
+    action_request_to_pb,
     audit_record_from_pb,
     cluster_event_from_pb,
     history_from_pb,
     snapshot_from_pb,
 )
 from gpuwarden.common.tls import TlsFiles, make_channel
-from gpuwarden.common.types import AuditRecord, ClusterSnapshot, HistoryPage, NodeState
+from gpuwarden.common.types import (
+    ActionReply,
+    ActionRequest,
+    AuditRecord,
+    ClusterSnapshot,
+    HistoryPage,
+    NodeState,
+)
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query.config import ClientConfig
@@ -141,3 +150,12 @@ class QueryClient:
             event = cluster_event_from_pb(msg)
             if event is not None:
                 yield event
+
+    async def request_action(self, request: ActionRequest) -> ActionReply:
+        """Ask the collector to act on one job (admin role; audited with who asked)."""
+        resp: pb.ActionReply = await self._admin.RequestAction(
+            action_request_to_pb(request),
+            timeout=6 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return action_reply_from_pb(resp)

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from gpuwarden.common.argtypes import duration_arg, int_arg
+from gpuwarden.common.types import ActionRequest
 from gpuwarden.query.client import QueryClient
 from gpuwarden.query.config import ClientConfig, load_client_config
 from gpuwarden.query.format import (
@@ -245,3 +246,52 @@ def add_audit_parser(sub: Any) -> None:
     au.add_argument("--json", action="store_true", help="one JSON object per line")
     add_client_options(au)
     au.set_defaults(func=audit_main)
+
+
+# ---- exempt ---------------------------------------------------------------------------
+
+
+def _exempt_duration(text: str) -> float:
+    seconds = duration_arg(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: an exemption must last longer than 0 s")
+    return seconds
+
+
+def exempt_main(args: argparse.Namespace) -> int:
+    cfg = client_config(args)
+
+    async def go() -> int:
+        async with QueryClient.from_config(cfg) as client:
+            reply = await client.request_action(
+                ActionRequest(args.job, "exempt", duration_s=args.duration, reason=args.reason)
+            )
+        if not reply.ok:
+            print(f"gpuwarden exempt: job {args.job}: {reply.detail}", file=sys.stderr)
+            return 1
+        print(f"job {args.job}: {reply.detail}")
+        return 0
+
+    return _run("exempt", cfg, go)
+
+
+def add_exempt_parser(sub: Any) -> None:
+    ex: argparse.ArgumentParser = sub.add_parser(
+        "exempt",
+        help="leave one job alone for a while (admin; audited with your name)",
+        description="Exempt a running job from detection and enforcement for a duration, "
+        "with a reason. Takes effect at once in the running collector, survives its "
+        "restarts, and ends by itself; the audit log records who asked and why.",
+    )
+    ex.add_argument("job", type=_job_arg, metavar="JOBID")
+    ex.add_argument(
+        "--for",
+        dest="duration",
+        type=_exempt_duration,
+        required=True,
+        metavar="DURATION",
+        help="how long, e.g. 4h, 2d",
+    )
+    ex.add_argument("--reason", required=True, help="why (it goes to the audit log)")
+    add_client_options(ex)
+    ex.set_defaults(func=exempt_main)

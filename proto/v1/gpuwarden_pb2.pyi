@@ -313,3 +313,29 @@ class PolicyResponse(_message.Message):
     POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
     policy_json: str
     def __init__(self, policy_json: _Optional[str] = ...) -> None: ...
+
+class ActionRequest(_message.Message):
+    __slots__ = ("job_id", "action", "duration_s", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    action: str
+    duration_s: float
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., action: _Optional[str] = ..., duration_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ActionReply(_message.Message):
+    __slots__ = ("ok", "outcome", "detail", "actor", "dry_run")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    outcome: str
+    detail: str
+    actor: str
+    dry_run: bool
+    def __init__(self, ok: _Optional[bool] = ..., outcome: _Optional[str] = ..., detail: _Optional[str] = ..., actor: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...

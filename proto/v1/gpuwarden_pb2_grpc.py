@@ -359,12 +359,23 @@ class AdminServiceStub:
                 request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.SerializeToString,
                 response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.FromString,
                 _registered_method=True)
+        self.RequestAction = channel.unary_unary(
+                '/gpuwarden.v1.AdminService/RequestAction',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestAction(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -377,6 +388,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetPolicy,
                     request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.FromString,
                     response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.SerializeToString,
+            ),
+            'RequestAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestAction,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +422,33 @@ class AdminService:
             '/gpuwarden.v1.AdminService/GetPolicy',
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyRequest.SerializeToString,
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.PolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.AdminService/RequestAction',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.ActionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,7 +29,7 @@ def test_the_demo_installs_the_runtime_only_and_quietly(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     # One line says what is happening; no setuptools deprecation wall, no pip chatter.
     assert (r.stdout + r.stderr).splitlines() == [
-        "bootstrap: installing gpuwarden into .venv (runtime only)"
+        "bootstrap: installing gpuwarden into .venv (runtime and dashboard only)"
     ]
     py = repo / ".venv" / "bin" / "python"
     listed = subprocess.run(
@@ -40,6 +40,7 @@ def test_the_demo_installs_the_runtime_only_and_quietly(tmp_path: Path) -> None:
     ).stdout.lower()
     installed = {line.split("==")[0] for line in listed.splitlines()}
     assert "gpuwarden" in installed and "grpcio" in installed
+    assert "textual" in installed  # the demo opens the dashboard
     assert not installed & set(TEST_TOOLS), installed & set(TEST_TOOLS)
     assert (repo / ".venv" / ".gpuwarden-installed").read_text() == "runtime\n"
     license_ = subprocess.run(

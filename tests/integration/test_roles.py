@@ -211,6 +211,11 @@ async def get_policy(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> A
     return await pb_grpc.AdminServiceStub(ch).GetPolicy(pb.PolicyRequest(), metadata=md, timeout=10)
 
 
+async def request_action(ch: grpc.aio.Channel, md: tuple[tuple[str, str], ...]) -> Any:
+    request = pb.ActionRequest(job_id=MINE, action="warn")
+    return await pb_grpc.AdminServiceStub(ch).RequestAction(request, metadata=md, timeout=10)
+
+
 RPCS: dict[str, Call] = {
     "Report": report_n1,
     "GetSnapshot": q("GetSnapshot", pb.SnapshotRequest()),
@@ -219,21 +224,26 @@ RPCS: dict[str, Call] = {
     "GetAudit": q("GetAudit", pb.AuditRequest()),
     "Whoami": q("Whoami", pb.WhoamiRequest()),
     "GetPolicy": get_policy,
+    "RequestAction": request_action,  # this site's collector takes no actions: see below
 }
+
+# Only an admin gets past authorization to RequestAction; this site attaches no admin actions,
+# so the admin's call is then refused by the collector itself (test_admin_actions.py acts).
+NO_ACTIONS = grpc.StatusCode.FAILED_PRECONDITION
 
 # caller -> expected status per RPC, in RPCS' order
 MATRIX = {
-    "node n1": (OK, DENIED, DENIED, DENIED, DENIED, OK, DENIED),
-    "node n2": (DENIED, DENIED, DENIED, DENIED, DENIED, OK, DENIED),  # reports n1's node
-    "reader": (DENIED, OK, OK, OK, OK, OK, DENIED),
-    "admin": (DENIED, OK, OK, OK, OK, OK, OK),
-    "researcher (MUNGE)": (DENIED, OK, OK, OK, OK, OK, DENIED),
-    "collector": (DENIED,) * 7,  # the collector's own kind of certificate reads nothing
-    "no role": (DENIED,) * 7,
-    "mapped": (DENIED, OK, OK, OK, OK, OK, DENIED),  # roles_file: legacy-ops = reader
-    "no certificate, no MUNGE": (UNAUTH,) * 7,
-    "no certificate (mTLS port)": (UNAVAILABLE,) * 7,
-    "foreign CA": (UNAVAILABLE,) * 7,
+    "node n1": (OK, DENIED, DENIED, DENIED, DENIED, OK, DENIED, DENIED),
+    "node n2": (DENIED, DENIED, DENIED, DENIED, DENIED, OK, DENIED, DENIED),  # reports n1's node
+    "reader": (DENIED, OK, OK, OK, OK, OK, DENIED, DENIED),
+    "admin": (DENIED, OK, OK, OK, OK, OK, OK, NO_ACTIONS),
+    "researcher (MUNGE)": (DENIED, OK, OK, OK, OK, OK, DENIED, DENIED),
+    "collector": (DENIED,) * 8,  # the collector's own kind of certificate reads nothing
+    "no role": (DENIED,) * 8,
+    "mapped": (DENIED, OK, OK, OK, OK, OK, DENIED, DENIED),  # roles_file: legacy-ops = reader
+    "no certificate, no MUNGE": (UNAUTH,) * 8,
+    "no certificate (mTLS port)": (UNAVAILABLE,) * 8,
+    "foreign CA": (UNAVAILABLE,) * 8,
 }
 
 
@@ -291,11 +301,15 @@ async def test_role_matrix_every_rpc_by_every_kind_of_caller(site: Site) -> None
     assert {r.job_id for r in results["admin", "GetAudit"].records} >= {MINE, THEIRS, ROOTS}
     # Every admin call is audited with who made it; refused calls did not run.
     admin_calls = [r for r in site.collector.audit.query("", 0, 100) if r.kind == "admin"]  # type: ignore[union-attr]
-    assert [(r.action, r.actor, r.outcome) for r in admin_calls] == [
-        ("GetPolicy", "admin-alice", "done")
+    assert [(r.action, r.actor, r.outcome) for r in admin_calls] == [  # newest first
+        ("RequestAction", "admin-alice", "failed"),
+        ("GetPolicy", "admin-alice", "done"),
     ]
     lines = [json.loads(x) for x in (site.tmp / "audit.jsonl").read_text().splitlines()]
-    assert [(x["action"], x["actor"]) for x in lines] == [("GetPolicy", "admin-alice")]
+    assert [(x["action"], x["actor"]) for x in lines] == [
+        ("GetPolicy", "admin-alice"),
+        ("RequestAction", "admin-alice"),
+    ]
     # Only the authorized report was stored (the one of the fixture, and node n1's own).
     assert site.collector.store.count_reports() == 2
 

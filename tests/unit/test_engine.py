@@ -206,3 +206,28 @@ def test_windows_without_slurms_facts_neither_split_the_run_nor_hide_its_facts()
     (decision,) = decisions
     assert decision.action is Action.REQUEUE and decision.allocation.job.requeue
     assert engine.still_idle(decision)
+
+
+def test_an_admin_exemption_silences_a_job_from_when_it_is_granted_until_it_ends() -> None:
+    """``gpuwarden exempt`` / the dashboard's exempt: the engine asks its hook before each
+    evaluation, so an exemption takes effect at once, without a restart, and ends on time."""
+    granted: dict[str, float] = {}  # job -> exempt until (data time)
+
+    def exempt(job_id: str, now: float) -> str | None:
+        until = granted.get(job_id)
+        return f"exempted until {until}" if until is not None and now < until else None
+
+    engine = Engine(PolicySet(default=POLICY), reorder_s=W)
+    engine.exempt = exempt
+    idle, other = job("7001"), job("7002")
+    granted["7001"] = T0 + 3600
+    events: list[LadderEvent] = []
+    for i in range(1, 121):  # two idle hours on two GPUs
+        t = T0 + i * W
+        engine.on_window(window(t, "GPU-0", 0.0, idle))
+        engine.on_window(window(t, "GPU-1", 0.0, other))
+        events += engine.evaluate(t)
+    events += engine.evaluate(T0 + 122 * W)
+    first_7001 = min(e.decision.ts for e in events if e.decision.job_id == "7001")
+    first_7002 = min(e.decision.ts for e in events if e.decision.job_id == "7002")
+    assert first_7002 < T0 + 3600 <= first_7001  # silent while exempt, found idle after

@@ -1,0 +1,1 @@
+"""The dashboard's screens: cluster (main), one job, dialogs and help."""
