@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -62,27 +64,38 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
     )
 
 
-async def one_agent(target: str, msgs: list[pb.NodeReport], in_flight: int) -> None:
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
-        call = pb_grpc.AgentServiceStub(ch).Report()
-        window = asyncio.Semaphore(in_flight)
-        acked = 0
-        n = len(msgs)
+async def one_agent(target: str, msgs: list[pb.NodeReport], in_flight: int) -> int:
+    """Send ``msgs`` with up to ``in_flight`` unacked; a stream that ends early is opened
+    again and what was not acked is sent again (as an agent resends its spool). Returns how
+    many streams ended early."""
+    acked, ended = 0, 0
+    while acked < len(msgs):
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+            call = pb_grpc.AgentServiceStub(ch).Report()
+            window = asyncio.Semaphore(in_flight)
 
-        async def reader() -> None:
-            nonlocal acked
-            async for _ack in call:
-                acked += 1
-                window.release()
-                if acked == n:
-                    return
+            async def reader(call: Any = call, window: asyncio.Semaphore = window) -> None:
+                nonlocal acked
+                async for _ack in call:  # acks come in order on one stream
+                    acked += 1
+                    window.release()
+                    if acked == len(msgs):
+                        return
 
-        r = asyncio.create_task(reader())
-        for m in msgs:
-            await window.acquire()
-            await call.write(m)
-        await r
-        await call.done_writing()
+            r = asyncio.create_task(reader())
+            try:
+                for m in msgs[acked:]:
+                    await window.acquire()
+                    await call.write(m)
+                await r
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                ended += 1
+            finally:
+                r.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await r
+    return ended
 
 
 def cpu_s() -> float:
@@ -98,8 +111,8 @@ async def agents(target: str, nodes: int, per_node: int, gpus: int, in_flight: i
         for i in range(nodes)
     ]
     start = time.perf_counter()
-    await asyncio.gather(*(one_agent(target, m, in_flight) for m in all_msgs))
-    print(time.perf_counter() - start, flush=True)
+    ended = await asyncio.gather(*(one_agent(target, m, in_flight) for m in all_msgs))
+    print(time.perf_counter() - start, sum(ended), flush=True)
 
 
 async def collector_run(
@@ -121,13 +134,15 @@ async def collector_run(
         cpu = cpu_s() - cpu0
         if proc.returncode != 0:
             raise SystemExit(f"the agents' process failed ({proc.returncode})")
-        elapsed = float(out.decode().split()[-1])
+        elapsed, ended = out.decode().split()[-2:]
         stored = c.store.count_reports()
         await c.stop()
     total = nodes * per_node
     if stored != total:
         raise SystemExit(f"stored {stored} reports, expected {total}")
-    return total * gpus / elapsed, cpu / (total * gpus) * 1e6
+    if int(ended):
+        print(f"({ended} of {nodes} streams ended early and were opened again)", flush=True)
+    return total * gpus / float(elapsed), cpu / (total * gpus) * 1e6
 
 
 def raw_sqlite(nodes: int, per_node: int, gpus: int, batch: int) -> float:
