@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -51,9 +52,11 @@ class Ingestor:
         self.state = state
         self.sinks = sinks or SinkSet()
         self.batch_max = batch_max
-        # After the first report of a transaction arrives, wait this long for others, so
-        # that thousands of agents each sending now and then share one fsync.
+        # Transactions start at least this far apart, so that thousands of agents each
+        # sending now and then share one fsync. A report after a quiet spell is written at
+        # once, and under load (a write takes longer than the window) nobody waits.
         self.commit_window_s = commit_window_s
+        self._last_write = -math.inf  # time.monotonic() when the last transaction began
         self.listeners: list[StoredListener] = []
         self.fault: str | None = None  # why the store cannot write now, None when it can
         self.fault_listeners: list[Callable[[str | None], None]] = []
@@ -87,8 +90,10 @@ class Ingestor:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if self.commit_window_s and self._queue.qsize() < self.batch_max:
-                await asyncio.sleep(self.commit_window_s)
+            wait = self._last_write + self.commit_window_s - time.monotonic()
+            if wait > 0 and self._queue.qsize() < self.batch_max:
+                await asyncio.sleep(wait)
+            self._last_write = time.monotonic()
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
