@@ -15,16 +15,61 @@ import logging
 import random
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from gpuwarden.agent.spool import Spool, SpoolCorrupt
 from gpuwarden.common.tls import TlsFiles as TlsFiles  # re-exported for the agent
 from gpuwarden.common.tls import make_channel as tls_channel
 from gpuwarden.common.wire import MAX_REPORT_BYTES, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
-from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+REPORT_METHOD = "/gpuwarden.v1.AgentService/Report"
+_SEQ_FIELD = pb.NodeReport.DESCRIPTOR.fields_by_name["seq"].number
+_SKIP_FIXED = {1: 8, 5: 4}  # wire types of fixed width: 64-bit, 32-bit
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise SpoolCorrupt("not a report: a varint runs past its end")
+
+
+def report_seq(data: bytes) -> int:
+    """The ``seq`` of a serialized ``NodeReport``, read from its top-level fields without
+    decoding the rest (the bytes are sent as they are); SpoolCorrupt when they are not a
+    well-formed message."""
+    pos = 0
+    seq = 0  # proto3: absent means 0
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 0:
+            raise SpoolCorrupt("not a report: field number 0")
+        if wire_type == 0:
+            value, pos = _varint(data, pos)
+            if field == _SEQ_FIELD:
+                seq = value
+        elif wire_type == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire_type in _SKIP_FIXED:
+            pos += _SKIP_FIXED[wire_type]
+        else:
+            raise SpoolCorrupt(f"not a report: wire type {wire_type}")
+        if pos > len(data):
+            raise SpoolCorrupt("not a report: a field runs past the end")
+    return seq
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
 
 
 def make_channel(target: str, tls: TlsFiles | None) -> grpc.aio.Channel:
@@ -104,21 +149,22 @@ class ReportStreamer:
         log.warning("collector %s: %s %s", self.target, exc.code().name, exc.details())
         return False
 
-    def _read_spooled(self, seq: int) -> pb.NodeReport:
+    def _read_spooled(self, seq: int) -> bytes:
+        """The spooled report's bytes, checked to hold the seq of its file name."""
         data = self.spool.read(seq)
-        try:
-            report = pb.NodeReport.FromString(data)
-        except DecodeError as exc:
-            raise SpoolCorrupt(f"not a report: {exc}") from None
-        if report.seq != seq:
-            raise SpoolCorrupt(f"holds seq={report.seq}, not the seq of its file name")
-        return report
+        held = report_seq(data)
+        if held != seq:
+            raise SpoolCorrupt(f"holds seq={held}, not the seq of its file name")
+        return data
 
     async def _session(self) -> bool:
         got_ack = False
         async with make_channel(self.target, self.tls) as channel:
-            stub = pb_grpc.AgentServiceStub(channel)
-            call = stub.Report()
+            # The spooled bytes are a serialized NodeReport: sent as they are, not re-encoded.
+            report_stream = channel.stream_stream(
+                REPORT_METHOD, request_serializer=_as_is, response_deserializer=pb.Ack.FromString
+            )
+            call = report_stream(None)  # written to with call.write()
             in_flight: set[int] = set()
             ack_event = asyncio.Event()
 

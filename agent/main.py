@@ -10,6 +10,7 @@ import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpuwarden.agent.attribution import Attributor, NoAttribution
 from gpuwarden.agent.client import TlsFiles
@@ -21,7 +22,9 @@ from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_node
 from gpuwarden.common.preflight import readable_pem, writable_dir
 from gpuwarden.common.sdnotify import notify
-from gpuwarden.slurm import SlurmJob
+
+if TYPE_CHECKING:  # imported where Slurm is used: a node with slurm = "off" never loads it
+    from gpuwarden.slurm import SlurmJob
 
 log = logging.getLogger(__name__)
 

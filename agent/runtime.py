@@ -1,7 +1,8 @@
 """The agent's main loop: sample every ``sample_interval``, report every ``report_interval``.
 
-Sampling and attribution are blocking calls (NVML, /proc, scontrol) and run in a worker
-thread so the gRPC stream keeps flowing. Each report is written to the spool before it is
+Sampling and attribution are blocking calls (NVML, /proc, scontrol) and run in one plain
+thread with its own clock, so the gRPC stream keeps flowing and the event loop does not
+wake for every sample. Each report is written to the spool before it is
 sent; the streamer deletes it when the collector acks it.
 """
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gpuwarden
 from gpuwarden.agent.attribution import Attribution, Attributor
@@ -92,14 +96,39 @@ class Agent:
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set (or the task is cancelled); flushes the last window."""
+        """Run until ``stop`` is set (or the task is cancelled); flushes the last window.
+
+        Sampling runs in one plain thread with its own clock (``_sample_loop``): the event
+        loop wakes only for the gRPC stream and once per report, which it spools and sends.
+        """
         stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.sampler.open)
         streamer = asyncio.create_task(self.streamer.run(), name=f"stream-{self.node}")
+        halt = threading.Event()
+        finished: asyncio.Future[BaseException | None] = loop.create_future()
+        worker = threading.Thread(
+            target=self._sample_thread,
+            args=(loop, halt, finished),
+            name=f"sampler-{self.node}",
+            daemon=True,
+        )
+        worker.start()
         try:
-            await self._loop(stop)
+            stopping = asyncio.ensure_future(stop.wait())
+            either: list[asyncio.Future[Any]] = [stopping, finished]
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            halt.set()
+            error = await finished  # the thread has flushed its last window
+            if error is not None:
+                raise error
             await self._drain()
         finally:
+            halt.set()
+            await asyncio.to_thread(worker.join)
             streamer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await streamer
@@ -113,31 +142,46 @@ class Agent:
         while len(self.spool) and self.streamer.connected and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
-    async def _loop(self, stop: asyncio.Event) -> None:
+    def _sample_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        halt: threading.Event,
+        finished: asyncio.Future[BaseException | None],
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            self._sample_loop(loop, halt)
+        except BaseException as exc:  # handed to run(), which re-raises it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(_resolve, finished, error)
+
+    def _sample_loop(self, loop: asyncio.AbstractEventLoop, halt: threading.Event) -> None:
+        """Sample every ``sample_interval`` on the monotonic clock and hand a report to the
+        event loop every ``report_interval``, until ``halt`` is set; then the last window."""
         window_start = self.clock()
         next_sample = time.monotonic()
         next_report = next_sample + self.report_interval_s
-        while not stop.is_set():
-            await self._sample_once()
+        while not halt.is_set():
+            self._sample_once()
             next_sample += self.sample_interval_s
             now_m = time.monotonic()
             if now_m >= next_report:
                 window_end = self.clock()
-                await self._report(window_start, window_end)
+                self._report(loop, window_start, window_end)
                 window_start = window_end
                 next_report += self.report_interval_s
                 if next_report < now_m:  # fell behind (suspended, overloaded): resync
                     next_report = now_m + self.report_interval_s
             if next_sample < now_m:
                 next_sample = now_m
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_sample - now_m))
+            halt.wait(max(0.0, next_sample - now_m))
         if len(self._agg):
-            await self._report(window_start, self.clock())
+            self._report(loop, window_start, self.clock())
 
-    async def _sample_once(self) -> None:
+    def _sample_once(self) -> None:
         try:
-            samples = await asyncio.to_thread(self.sampler.sample, self.clock())
+            samples = self.sampler.sample(self.clock())
         except Exception:
             self._sample_errors += 1
             log.exception("sampling failed")
@@ -150,12 +194,16 @@ class Agent:
                 self._ready = True
             notify("WATCHDOG=1")
 
-    async def _report(self, window_start: float, window_end: float) -> None:
+    def _report(
+        self, loop: asyncio.AbstractEventLoop, window_start: float, window_end: float
+    ) -> None:
+        """Attribute and close the window (in the sampling thread); the event loop numbers,
+        spools and sends it."""
         if not len(self._agg):
             return
         merged = self._agg.merged_samples()
         try:
-            attribution = await asyncio.to_thread(self.attributor.attribute, merged)
+            attribution = self.attributor.attribute(merged)
         except Exception as exc:  # an attributor must not raise; never lose GPU data if it does
             log.exception("attribution failed")
             attribution = Attribution(slurm=SlurmStatus(available=False, error=str(exc)))
@@ -164,15 +212,24 @@ class Agent:
             self._last_slurm = attribution.slurm
         report = NodeReport(
             node=self.node,
-            seq=self.spool.next_seq(),
+            seq=0,  # numbered by the spool, in the event loop
             window_start=window_start,
             window_end=window_end,
             gpus=self._agg.flush(attribution.gpus),
             slurm=attribution.slurm,
             agent_version=gpuwarden.__version__,
         )
-        data = report_to_pb(report).SerializeToString()
         self._reports += 1
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(self._spool_report, report)
+
+    def _spool_report(self, report: NodeReport) -> None:
         # in the loop thread: the streamer shares the spool
-        if self.spool.put(report.seq, data):
+        numbered = dataclasses.replace(report, seq=self.spool.next_seq())
+        if self.spool.put(numbered.seq, report_to_pb(numbered).SerializeToString()):
             self.streamer.notify_new_report()
+
+
+def _resolve(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)

@@ -4,7 +4,9 @@ Each report is one file ``<seq>.pb``, written atomically (temp file, fsync, rena
 it is sent and deleted when the collector acks it: an 8-byte header (``GWS1`` and the CRC-32
 of the report, big-endian) and the serialized ``NodeReport``. After a restart or reconnect
 the agent replays what is left, in sequence order; the collector de-duplicates by
-(node, seq). The sequence counter is kept in the same folder so that it survives restarts.
+(node, seq). Sequence numbers rise strictly across restarts: the counter's file ``seq`` in
+the same folder holds a reservation, rewritten once per ``SEQ_BLOCK`` reports, so a report
+costs one fsynced write (its own).
 When the spool is full the oldest reports are dropped and counted.
 A report the collector rejected as invalid is moved to ``rejected/`` for inspection; a file
 that cannot be read back (truncated, garbled, empty: a damaged disk or a hand) is moved to
@@ -27,6 +29,18 @@ log = logging.getLogger(__name__)
 _SUFFIX = ".pb"
 _MAGIC = b"GWS1"
 _HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload
+
+
+SEQ_BLOCK = 1 << 20  # sequence numbers reserved per write of ``seq`` (~60 days at 5 s)
+
+
+def _seqs_in(folder: Path) -> list[int]:
+    out = []
+    with contextlib.suppress(OSError):
+        for p in folder.glob(f"*{_SUFFIX}"):
+            with contextlib.suppress(ValueError):
+                out.append(int(p.stem))
+    return out
 
 
 class SpoolError(RuntimeError):
@@ -95,29 +109,37 @@ class Spool:
             tmp.unlink(missing_ok=True)  # an interrupted write: never acknowledged, never sent
         self._bytes = sum(self._sizes.values())
         self._next_seq = self._load_seq()
+        self._reserved = self._next_seq  # nothing reserved yet: the first number writes ``seq``
 
     # -- sequence numbers -------------------------------------------------------------
     def _load_seq(self) -> int:
-        path = self.directory / "seq"
+        """Where numbering starts: above every sequence this spool can have handed out.
+
+        Those are bounded by the reservation in ``seq`` (the counter reserves blocks of
+        ``SEQ_BLOCK`` numbers ahead, one small write per block, not one per report), by the
+        files still spooled, set aside or rejected, and by the time-based start, which alone
+        covers a lost ``seq`` file: the counter rises by one per report, the clock by a
+        million per second.
+        """
         stored = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
-            stored = int(path.read_text().strip())
-        highest = max(self._sizes, default=0)
-        if stored == 0 and highest == 0:
-            # A new agent (or a lost state dir): start above any sequence an earlier agent
-            # on this node could have used, so the collector never takes it for a duplicate.
-            return time.time_ns() // 1000
-        return max(stored, highest + 1)
+            stored = int((self.directory / "seq").read_text().strip())
+        kept = [*self._sizes, *_seqs_in(self.directory / "rejected")]
+        kept += _seqs_in(self.directory / "corrupt")
+        return max(stored, max(kept, default=0) + 1, time.time_ns() // 1000)
 
     def next_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
-        try:
-            _write_atomic(self.directory / "seq", str(self._next_seq).encode())
-        except OSError as exc:
-            # Kept in memory; the next write records it. After a restart the spooled
-            # reports' own numbers (and the time-based start) keep seq increasing.
-            self._disk_trouble(exc)
+        if seq >= self._reserved:
+            reserve = seq + SEQ_BLOCK
+            try:
+                _write_atomic(self.directory / "seq", str(reserve).encode())
+                self._reserved = reserve
+            except OSError as exc:
+                # Tried again with the next number. After a restart the spooled reports' own
+                # numbers and the time-based start keep seq increasing.
+                self._disk_trouble(exc)
         return seq
 
     # -- reports ---------------------------------------------------------------------

@@ -6,7 +6,8 @@ handshake) or, for researchers, from a MUNGE credential in the call's metadata:
 - ``node``: ``AgentService.Report`` only, and only for its own node (certificate CN);
 - ``reader``: every ``QueryService`` read;
 - ``admin``: the reads and every ``AdminService`` call, each audited with the admin's name;
-- ``researcher`` (MUNGE): the reads, filtered to their own jobs by the servicers.
+- ``researcher`` (MUNGE): the reads, filtered to their own jobs by the servicers, except
+  the waste report (every user's figures).
 
 A certificate's role is its SAN URI ``gpuwarden:role:ROLE``, or its CN's entry in the
 collector's ``roles_file`` (which wins). The collector's own certificate, a certificate
@@ -43,6 +44,7 @@ REPORT = "/gpuwarden.v1.AgentService/Report"
 QUERY_PREFIX = "/gpuwarden.v1.QueryService/"
 ADMIN_PREFIX = "/gpuwarden.v1.AdminService/"
 WHOAMI = QUERY_PREFIX + "Whoami"
+WASTE_REPORT = QUERY_PREFIX + "GetWasteReport"  # every user's figures: not for researchers
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 MAPPABLE_ROLES = ("node", "reader", "admin")  # what a roles_file may grant
@@ -90,6 +92,8 @@ def allowed(role: str, method: str) -> bool:
         return role in ("node", "reader", "admin", "researcher")
     if method == REPORT:
         return role == "node"
+    if method == WASTE_REPORT:
+        return role in ("reader", "admin")
     if method.startswith(QUERY_PREFIX):
         return role in ("reader", "admin", "researcher")
     if method.startswith(ADMIN_PREFIX):

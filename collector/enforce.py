@@ -79,6 +79,9 @@ class Enforcer:
         )
         self.listeners: list[AuditListener] = list(listeners)
         self.fanout: Fanout[AuditRecord] = Fanout(self.listeners)
+        # (job id, start or 0, end) of every run that ended, e.g. to write its summary
+        self.run_end_listeners: list[Callable[[tuple[str, int, float]], None]] = []
+        self.run_ends: Fanout[tuple[str, int, float]] = Fanout(self.run_end_listeners)
         self.ladder_state = ladder_state
         self.evaluations = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
@@ -158,6 +161,8 @@ class Enforcer:
                 if why is not None:
                     events.append(engine.on_action_result(decision, ActionOutcome(False, why)))
             out = [self._emit(e) for e in events]
+            for ended in engine.take_ended_runs():
+                self.run_ends.publish(ended)
             if self.ladder_state is not None:
                 self.ladder_state.save(engine.ladder.take_changed(), now)
             self.evaluations += 1
@@ -184,6 +189,7 @@ class Enforcer:
         if self.worker is not None:
             self.worker.close()
         self.fanout.close()
+        self.run_ends.close()
 
     def jobs(self) -> list[str]:
         return self.engine.jobs()
@@ -238,6 +244,8 @@ def attach_enforcement(
         reorder_s=reorder_s,
         ladder_state=ladder_state,
     )
+    collector.jobstats.policies = policies
+    enforcer.run_end_listeners.append(collector.jobstats.on_run_end)
     enforcer.engine.exempt = collector.is_exempt  # admin exemptions, without a restart
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)

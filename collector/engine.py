@@ -198,6 +198,7 @@ class Engine:
         self._dirty: list[JobRun] = []
         self._events: list[LadderEvent] = []
         self._actions: list[Decision] = []
+        self._ended_runs: list[tuple[str, int, float]] = []  # (job id, start, end)
         self._quiet = False
         self._flushed = False
         self._lock = threading.RLock()
@@ -428,6 +429,8 @@ class Engine:
                 self._evaluate(run, self._now)
         run.ended = True
         run.end_ts = ts
+        if not self._quiet:
+            self._ended_runs.append((run.job_id, run.key[1], ts))
         for g in run.allocation.gpus:
             where = (g.node, g.uuid)
             if self._gpu.get(where) is run:
@@ -458,6 +461,12 @@ class Engine:
         for e in events:
             _note_action(run, e)
         self._events.extend(events)
+
+    def take_ended_runs(self) -> list[tuple[str, int, float]]:
+        """(job id, start time or 0, end time) of the runs that ended since the last call."""
+        with self._lock:
+            out, self._ended_runs = self._ended_runs, []
+            return out
 
     # -- actions carried out elsewhere ---------------------------------------------------
     def take_actions(self) -> list[Decision]:

@@ -152,6 +152,7 @@ async def _reload_policy(
     await asyncio.to_thread(enforcer.set_policies, policies)
     if collector.admin is not None:  # admin actions ask the same policy whether to act
         collector.admin.policies = policies
+    collector.jobstats.policies = policies  # what job summaries count as active and idle
     log.warning("policy reloaded; enforcement: %s", _describe(policies))
 
 

@@ -36,6 +36,7 @@ from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.retention import Retention
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
+from gpuwarden.collector.summaries import JobStatsSource
 from gpuwarden.collector.validate import Limits, ReportInvalid, validate_report
 from gpuwarden.collector.visibility import (
     JobOwners,
@@ -47,8 +48,10 @@ from gpuwarden.common.address import peer_ip
 from gpuwarden.common.convert import (
     audit_record_to_pb,
     cluster_event_to_pb,
+    job_stats_to_pb,
     node_state_to_pb,
     snapshot_to_pb,
+    waste_rows_to_pb,
     window_record_to_pb,
 )
 from gpuwarden.common.types import AuditRecord, ClusterSnapshot
@@ -62,6 +65,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 HISTORY_DEFAULT_LIMIT = 10_000
 HISTORY_MAX_LIMIT = 100_000
+MAX_JOB_ID_CHARS = 128
 
 
 class AuditSource(Protocol):
@@ -262,6 +266,24 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             records = await asyncio.to_thread(self.owners.records_for_user, records, caller.name)
         return pb.AuditResponse(records=[audit_record_to_pb(r) for r in records])
 
+    async def GetJobStats(self, request: pb.JobStatsRequest, context: Ctx) -> pb.JobStats:
+        job_id = request.job_id
+        if not job_id or len(job_id) > MAX_JOB_ID_CHARS or not job_id.isprintable():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: not a job id")
+        stats = await asyncio.to_thread(self.c.jobstats.job_stats, job_id)
+        caller = current_caller()
+        if stats is not None and caller.researcher and stats.user != caller.name:
+            stats = None  # another user's job looks like no job at all
+        return job_stats_to_pb(stats)
+
+    async def GetWasteReport(self, request: pb.WasteReportRequest, context: Ctx) -> pb.WasteReport:
+        # researchers are refused by the Authorizer: this is every user's waste
+        now = time.time()
+        if not math.isfinite(request.since) or not 0 <= request.since <= now:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "since: not a past time")
+        rows = await asyncio.to_thread(self.c.jobstats.waste_report, request.since, now)
+        return waste_rows_to_pb(rows)
+
 
 def policy_json(policies: PolicySet) -> str:
     """The active policy set as JSON: the default and each partition's."""
@@ -328,6 +350,8 @@ class Collector:
             self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
         )
         self.audit: AuditSource | None = None
+        self.jobstats = JobStatsSource(self.store)  # attach_enforcement gives it the policy
+        self.ingestor.listeners.append(self.jobstats.on_stored)
         self.exemptions = Exemptions(connect(db_path))
         self.admin: AdminActions | None = None  # set by collector.admin.attach_admin
         self.idle_accounting = IdleAccounting()  # idle GPU-seconds by user, for /metrics
@@ -402,6 +426,16 @@ class Collector:
         ):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("collector listening on port %d (db %s)", self.port, self.store.path)
+        self.add_background(self._summarize_forever, "jobstats")
+
+    async def _summarize_forever(self) -> None:
+        """Add stored windows to the running jobs' summaries, off the event loop."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.jobstats.drain)
+            except Exception:
+                log.exception("job summaries: adding windows failed; trying again")
 
     def _add_munge_port(self, server: grpc.aio.Server) -> int:
         """The researchers' port: server-authenticated TLS that asks for no client
@@ -451,6 +485,7 @@ class Collector:
                 if self._admin_audit_conn is not None:
                     self._admin_audit_conn.close()
                 self._admin_audit = None
+        self.jobstats.close()
         self.exemptions.close()
         self.store.close()
 

@@ -348,6 +348,14 @@ class Store:
         rows = self._query("SELECT node, max(seq) FROM reports GROUP BY node", ())
         return {str(n): int(s) for n, s in rows}  # type: ignore[call-overload]
 
+    def job_ids(self, since: float) -> list[str]:
+        """The jobs with a stored window ending at or after ``since``."""
+        rows = self._query(
+            "SELECT DISTINCT job_id FROM windows WHERE window_end >= ? AND job_id IS NOT NULL",
+            (since,),
+        )
+        return sorted(str(r[0]) for r in rows)
+
     def job_user(self, job_id: str) -> str | None:
         """The user the newest stored window of ``job_id`` names (None: no such window)."""
         rows = self._query(

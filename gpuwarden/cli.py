@@ -14,8 +14,6 @@ import grpc
 import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
-from gpuwarden.alerts import add_alerts_parser
-from gpuwarden.collector.store import StoreError
 from gpuwarden.common.argtypes import (
     address_arg,
     attach_negative_values,
@@ -25,9 +23,6 @@ from gpuwarden.common.argtypes import (
 )
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
-from gpuwarden.deploy.commands import add_deploy_parsers
-from gpuwarden.query.commands import add_audit_parser, add_exempt_parser, add_status_parser
-from gpuwarden.tui.command import add_top_parser
 
 log = logging.getLogger("gpuwarden")
 
@@ -196,7 +191,10 @@ Example: gpuwarden certs /etc/gpuwarden/pki --collector-host gpu-mgmt \\
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``agent_only`` just ``gpuwarden agent``, so that the
+    node's long-running process does not import the collector, query, alert, deploy and
+    dashboard code it never runs (measured in bench/agent_overhead.py)."""
     parser = argparse.ArgumentParser(
         prog="gpuwarden",
         description="Find idle GPU allocations on Slurm clusters and give them back, safely.",
@@ -223,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
     a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
     a.set_defaults(func=_agent)
+    if agent_only:
+        return parser
+    from gpuwarden.alerts import add_alerts_parser
+    from gpuwarden.deploy.commands import add_deploy_parsers
+    from gpuwarden.query.commands import add_audit_parser, add_exempt_parser, add_status_parser
+    from gpuwarden.query.jobstats_cmd import add_jobstats_parser, add_report_parser
+    from gpuwarden.tui.command import add_top_parser
 
     c = sub.add_parser(
         "collector",
@@ -309,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_exempt_parser(sub)
     add_status_parser(sub)
+    add_jobstats_parser(sub)
+    add_report_parser(sub)
     add_top_parser(sub)
     add_alerts_parser(sub)
 
@@ -356,14 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(argv: Sequence[str]) -> int | None:
+    """Where the subcommand is in ``argv``: the first argument after the global -v flags."""
+    for i, arg in enumerate(argv):
+        if not (arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"})):
+            return i
+    return None
+
+
 def _replay_passthrough(argv: Sequence[str]) -> list[str] | None:
     """``gpuwarden [-v] replay ARGS``: ARGS (with --help) go to replay's own parser."""
-    for i, arg in enumerate(argv):
-        if arg == "replay":
-            return list(argv[i + 1 :])
-        if not (arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"})):
-            return None
-    return None
+    i = _subcommand(argv)
+    return list(argv[i + 1 :]) if i is not None and argv[i] == "replay" else None
+
+
+def _store_error() -> type[Exception]:
+    """Imported only when an error is being matched: the agent never loads the store."""
+    from gpuwarden.collector.store import StoreError
+
+    return StoreError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gpuwarden.collector.replay_cli import replay_main
 
         return replay_main(replay_args)
-    parser = build_parser()
+    i = _subcommand(argv)
+    parser = build_parser(agent_only=i is not None and argv[i] == "agent")
     args = parser.parse_args(attach_negative_values(argv))
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
@@ -391,6 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (OSError, SamplerError, SpoolError, StoreError) as exc:
+    except (OSError, SamplerError, SpoolError, _store_error()) as exc:
         print(f"gpuwarden {args.command}: {exc}", file=sys.stderr)
         return 1

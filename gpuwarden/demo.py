@@ -29,7 +29,7 @@ from gpuwarden.common.types import AuditRecord, ClusterSnapshot
 from gpuwarden.query import QueryClient, cluster_view
 from gpuwarden.query.format import fit_width, format_decisions, format_status
 from gpuwarden.query.views import idle_job_ids
-from gpuwarden.sim import SimAttributor, SimSampler, sim_cluster
+from gpuwarden.sim import DEFAULT_CHURN_PER_H, SimAttributor, SimSampler, sim_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class DemoOptions:
     refresh_s: float = 2.0
     idle_window_s: float = 20.0
     listen: str = "127.0.0.1:0"
+    churn_per_h: float = DEFAULT_CHURN_PER_H  # job ends per job slot per hour (tests: many)
 
 
 def demo_policy(opts: DemoOptions) -> Policy:
@@ -97,7 +98,9 @@ async def run_demo(opts: DemoOptions) -> int:
     attach_admin(collector, policies=policies, executor=None)
     target = connect_address(opts.listen, collector.port)
     agents: list[Agent] = []
-    for sim in sim_cluster(opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed):
+    for sim in sim_cluster(
+        opts.nodes, gpus=opts.gpus_per_node, seed=opts.seed, churn=opts.churn_per_h
+    ):
         name = sim.node
         agents.append(
             Agent(

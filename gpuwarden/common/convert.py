@@ -9,6 +9,7 @@ import dataclasses
 import json
 from typing import Any
 
+from gpuwarden.common.jobstats import GpuStats, IdlePeriod, JobStats, WasteRow
 from gpuwarden.common.types import (
     ActionReply,
     ActionRequest,
@@ -323,6 +324,125 @@ def cluster_event_from_pb(msg: pb.ClusterEvent) -> NodeState | AuditRecord | Non
     if which == "audit":
         return audit_record_from_pb(msg.audit)
     return None
+
+
+# ---- job summaries ----------------------------------------------------------------------
+
+
+def gpu_stats_to_pb(g: GpuStats) -> pb.GpuStats:
+    msg = pb.GpuStats(
+        node=g.node,
+        uuid=g.uuid,
+        index=g.index,
+        name=g.name,
+        reported_s=g.reported_s,
+        active_s=g.active_s,
+        idle_periods=[pb.IdlePeriod(start=p.start, end=p.end) for p in g.idle_periods],
+        idle_periods_more=g.idle_periods_more,
+    )
+    for name in _GPU_OPTIONAL:
+        value = getattr(g, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+_GPU_OPTIONAL = (
+    "util_mean_pct",
+    "util_max_pct",
+    "mem_peak_bytes",
+    "mem_total_bytes",
+    "power_mean_w",
+    "sm_active_mean_pct",
+    "tensor_active_mean_pct",
+)
+_JOB_OPTIONAL = ("start", "end", "last_seen", "cpu_util_mean_pct")
+
+
+def gpu_stats_from_pb(msg: pb.GpuStats) -> GpuStats:
+    return GpuStats(
+        node=msg.node,
+        uuid=msg.uuid,
+        index=msg.index,
+        name=msg.name,
+        reported_s=msg.reported_s,
+        active_s=msg.active_s,
+        idle_periods=tuple(IdlePeriod(p.start, p.end) for p in msg.idle_periods),
+        idle_periods_more=msg.idle_periods_more,
+        util_mean_pct=_opt_float(msg, "util_mean_pct"),
+        util_max_pct=_opt_float(msg, "util_max_pct"),
+        mem_peak_bytes=_opt_int(msg, "mem_peak_bytes"),
+        mem_total_bytes=_opt_int(msg, "mem_total_bytes"),
+        power_mean_w=_opt_float(msg, "power_mean_w"),
+        sm_active_mean_pct=_opt_float(msg, "sm_active_mean_pct"),
+        tensor_active_mean_pct=_opt_float(msg, "tensor_active_mean_pct"),
+    )
+
+
+def job_stats_to_pb(stats: JobStats | None) -> pb.JobStats:
+    if stats is None:
+        return pb.JobStats(found=False)
+    msg = pb.JobStats(
+        found=True,
+        job_id=stats.job_id,
+        user=stats.user,
+        account=stats.account,
+        partition=stats.partition,
+        name=stats.name,
+        state=stats.state,
+        gpus=[gpu_stats_to_pb(g) for g in stats.gpus],
+        decisions=[audit_record_to_pb(r) for r in stats.decisions],
+        source=stats.source,
+    )
+    for name in _JOB_OPTIONAL:
+        value = getattr(stats, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def job_stats_from_pb(msg: pb.JobStats) -> JobStats | None:
+    if not msg.found:
+        return None
+    return JobStats(
+        job_id=msg.job_id,
+        user=msg.user,
+        account=msg.account,
+        partition=msg.partition,
+        name=msg.name,
+        state=msg.state,
+        gpus=tuple(gpu_stats_from_pb(g) for g in msg.gpus),
+        decisions=tuple(audit_record_from_pb(r) for r in msg.decisions),
+        source=msg.source,
+        start=_opt_float(msg, "start"),
+        end=_opt_float(msg, "end"),
+        last_seen=_opt_float(msg, "last_seen"),
+        cpu_util_mean_pct=_opt_float(msg, "cpu_util_mean_pct"),
+    )
+
+
+def waste_rows_to_pb(rows: list[WasteRow]) -> pb.WasteReport:
+    return pb.WasteReport(
+        rows=[
+            pb.WasteRow(
+                by=r.by,
+                key=r.key,
+                jobs=r.jobs,
+                allocated_h=r.allocated_h,
+                active_h=r.active_h,
+                idle_h=r.idle_h,
+                reclaimed_h=r.reclaimed_h,
+            )
+            for r in rows
+        ]
+    )
+
+
+def waste_rows_from_pb(msg: pb.WasteReport) -> list[WasteRow]:
+    return [
+        WasteRow(r.by, r.key, r.jobs, r.allocated_h, r.active_h, r.idle_h, r.reclaimed_h)
+        for r in msg.rows
+    ]
 
 
 def action_request_to_pb(req: ActionRequest) -> pb.ActionRequest:

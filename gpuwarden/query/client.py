@@ -15,8 +15,11 @@ from gpuwarden.common.convert import (
     audit_record_from_pb,
     cluster_event_from_pb,
     history_from_pb,
+    job_stats_from_pb,
     snapshot_from_pb,
+    waste_rows_from_pb,
 )
+from gpuwarden.common.jobstats import JobStats, WasteRow
 from gpuwarden.common.tls import TlsFiles, make_channel
 from gpuwarden.common.types import (
     ActionReply,
@@ -125,6 +128,24 @@ class QueryClient:
             req, timeout=self.timeout_s, metadata=await self._metadata()
         )
         return [audit_record_from_pb(r) for r in resp.records]
+
+    async def job_stats(self, job_id: str) -> JobStats | None:
+        """The summary of one job (None: no such job, or not the caller's to see)."""
+        resp: pb.JobStats = await self._stub.GetJobStats(
+            pb.JobStatsRequest(job_id=job_id),
+            timeout=3 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return job_stats_from_pb(resp)
+
+    async def waste_report(self, since: float) -> list[WasteRow]:
+        """GPU-hours by user, account and partition since ``since`` (readers, admins)."""
+        resp: pb.WasteReport = await self._stub.GetWasteReport(
+            pb.WasteReportRequest(since=since),
+            timeout=6 * self.timeout_s,
+            metadata=await self._metadata(),
+        )
+        return waste_rows_from_pb(resp)
 
     async def whoami(self) -> tuple[str, str, str]:
         """(name, role, via) of this client as the collector sees it."""

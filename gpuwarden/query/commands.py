@@ -91,7 +91,9 @@ def rpc_error_message(exc: grpc.aio.AioRpcError, cfg: ClientConfig) -> str:
     return text
 
 
-def _run(command: str, cfg: ClientConfig, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def run_reader(
+    command: str, cfg: ClientConfig, work: Callable[[], Coroutine[Any, Any, int]]
+) -> int:
     try:
         return asyncio.run(work())
     except grpc.aio.AioRpcError as exc:
@@ -121,7 +123,7 @@ def status_main(args: argparse.Namespace) -> int:
             print(_render(view, args.json))
             return 0
 
-        return _run("status", cfg, once)
+        return run_reader("status", cfg, once)
     try:
         asyncio.run(_watch(cfg, args.watch, args.json))
     except KeyboardInterrupt:
@@ -188,14 +190,14 @@ def add_status_parser(sub: Any) -> None:
 # ---- audit ----------------------------------------------------------------------------
 
 
-def _since_arg(text: str) -> float:
+def since_arg(text: str) -> float:
     try:
         return parse_since(text, now=time.time())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _job_arg(text: str) -> str:
+def job_arg(text: str) -> str:
     if not text or len(text) > MAX_JOB_ID_CHARS or not text.isprintable() or text != text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id")
     return text
@@ -228,7 +230,7 @@ def audit_main(args: argparse.Namespace) -> int:
             print(json.dumps(r.to_json(), sort_keys=True) if args.json else format_audit_line(r))
         return 0
 
-    return _run("audit", cfg, go)
+    return run_reader("audit", cfg, go)
 
 
 def add_audit_parser(sub: Any) -> None:
@@ -238,9 +240,9 @@ def add_audit_parser(sub: Any) -> None:
         description="Every decision the collector took or would have taken (dry-run), with "
         "its evidence, oldest first. Exits 1 when --job has no records.",
     )
-    au.add_argument("--job", type=_job_arg, metavar="JOBID", help="only this job")
+    au.add_argument("--job", type=job_arg, metavar="JOBID", help="only this job")
     au.add_argument(
-        "--since", type=_since_arg, default=0.0, metavar="WHEN", help=f"from {SINCE_HELP}"
+        "--since", type=since_arg, default=0.0, metavar="WHEN", help=f"from {SINCE_HELP}"
     )
     au.add_argument("--limit", type=int_arg(1), default=1000, help="newest N (default 1000)")
     au.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -272,7 +274,7 @@ def exempt_main(args: argparse.Namespace) -> int:
         print(f"job {args.job}: {reply.detail}")
         return 0
 
-    return _run("exempt", cfg, go)
+    return run_reader("exempt", cfg, go)
 
 
 def add_exempt_parser(sub: Any) -> None:
@@ -283,7 +285,7 @@ def add_exempt_parser(sub: Any) -> None:
         "with a reason. Takes effect at once in the running collector, survives its "
         "restarts, and ends by itself; the audit log records who asked and why.",
     )
-    ex.add_argument("job", type=_job_arg, metavar="JOBID")
+    ex.add_argument("job", type=job_arg, metavar="JOBID")
     ex.add_argument(
         "--for",
         dest="duration",

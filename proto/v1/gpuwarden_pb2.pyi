@@ -304,6 +304,116 @@ class WhoamiResponse(_message.Message):
     via: str
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
 
+class IdlePeriod(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: float
+    end: float
+    def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
+class GpuStats(_message.Message):
+    __slots__ = ("node", "uuid", "index", "name", "reported_s", "active_s", "util_mean_pct", "util_max_pct", "mem_peak_bytes", "mem_total_bytes", "power_mean_w", "sm_active_mean_pct", "tensor_active_mean_pct", "idle_periods", "idle_periods_more")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_S_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_S_FIELD_NUMBER: _ClassVar[int]
+    UTIL_MEAN_PCT_FIELD_NUMBER: _ClassVar[int]
+    UTIL_MAX_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEM_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POWER_MEAN_W_FIELD_NUMBER: _ClassVar[int]
+    SM_ACTIVE_MEAN_PCT_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_ACTIVE_MEAN_PCT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_PERIODS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_PERIODS_MORE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    uuid: str
+    index: int
+    name: str
+    reported_s: float
+    active_s: float
+    util_mean_pct: float
+    util_max_pct: float
+    mem_peak_bytes: int
+    mem_total_bytes: int
+    power_mean_w: float
+    sm_active_mean_pct: float
+    tensor_active_mean_pct: float
+    idle_periods: _containers.RepeatedCompositeFieldContainer[IdlePeriod]
+    idle_periods_more: int
+    def __init__(self, node: _Optional[str] = ..., uuid: _Optional[str] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., reported_s: _Optional[float] = ..., active_s: _Optional[float] = ..., util_mean_pct: _Optional[float] = ..., util_max_pct: _Optional[float] = ..., mem_peak_bytes: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., power_mean_w: _Optional[float] = ..., sm_active_mean_pct: _Optional[float] = ..., tensor_active_mean_pct: _Optional[float] = ..., idle_periods: _Optional[_Iterable[_Union[IdlePeriod, _Mapping]]] = ..., idle_periods_more: _Optional[int] = ...) -> None: ...
+
+class JobStatsRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobStats(_message.Message):
+    __slots__ = ("found", "job_id", "user", "account", "partition", "name", "state", "start", "end", "last_seen", "cpu_util_mean_pct", "gpus", "decisions", "source")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CPU_UTIL_MEAN_PCT_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    job_id: str
+    user: str
+    account: str
+    partition: str
+    name: str
+    state: str
+    start: float
+    end: float
+    last_seen: float
+    cpu_util_mean_pct: float
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuStats]
+    decisions: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    source: str
+    def __init__(self, found: _Optional[bool] = ..., job_id: _Optional[str] = ..., user: _Optional[str] = ..., account: _Optional[str] = ..., partition: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., last_seen: _Optional[float] = ..., cpu_util_mean_pct: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[GpuStats, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class WasteReportRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: float
+    def __init__(self, since: _Optional[float] = ...) -> None: ...
+
+class WasteRow(_message.Message):
+    __slots__ = ("by", "key", "jobs", "allocated_h", "active_h", "idle_h", "reclaimed_h")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_H_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_H_FIELD_NUMBER: _ClassVar[int]
+    IDLE_H_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMED_H_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    key: str
+    jobs: int
+    allocated_h: float
+    active_h: float
+    idle_h: float
+    reclaimed_h: float
+    def __init__(self, by: _Optional[str] = ..., key: _Optional[str] = ..., jobs: _Optional[int] = ..., allocated_h: _Optional[float] = ..., active_h: _Optional[float] = ..., idle_h: _Optional[float] = ..., reclaimed_h: _Optional[float] = ...) -> None: ...
+
+class WasteReport(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[WasteRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[WasteRow, _Mapping]]] = ...) -> None: ...
+
 class PolicyRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

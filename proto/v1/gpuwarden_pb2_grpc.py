@@ -133,6 +133,16 @@ class QueryServiceStub:
                 request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.SerializeToString,
                 response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.FromString,
                 _registered_method=True)
+        self.GetJobStats = channel.unary_unary(
+                '/gpuwarden.v1.QueryService/GetJobStats',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStatsRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStats.FromString,
+                _registered_method=True)
+        self.GetWasteReport = channel.unary_unary(
+                '/gpuwarden.v1.QueryService/GetWasteReport',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReportRequest.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReport.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -169,6 +179,19 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWasteReport(self, request, context):
+        """readers and admins only: every user's waste
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +219,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Whoami,
                     request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.FromString,
                     response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.SerializeToString,
+            ),
+            'GetJobStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobStats,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStatsRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStats.SerializeToString,
+            ),
+            'GetWasteReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWasteReport,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReportRequest.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -334,6 +367,60 @@ class QueryService:
             '/gpuwarden.v1.QueryService/Whoami',
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiRequest.SerializeToString,
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WhoamiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.QueryService/GetJobStats',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStatsRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.JobStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWasteReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpuwarden.v1.QueryService/GetWasteReport',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReportRequest.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.WasteReport.FromString,
             options,
             channel_credentials,
             insecure,

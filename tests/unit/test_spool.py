@@ -18,7 +18,7 @@ def test_reports_survive_a_restart_in_sequence_order_and_acks_delete_them(tmp_pa
     again = Spool(tmp_path)
     assert again.pending() == [seqs[0], seqs[2]]
     assert again.read(seqs[2]) == f"report {seqs[2]}".encode()
-    assert again.next_seq() == seqs[2] + 1  # the counter survives too
+    assert again.next_seq() > seqs[2]  # the counter keeps rising
 
 
 def test_sequence_keeps_rising_after_everything_was_acked(tmp_path: Path) -> None:
@@ -26,7 +26,39 @@ def test_sequence_keeps_rising_after_everything_was_acked(tmp_path: Path) -> Non
     first = s.next_seq()
     s.put(first, b"x")
     s.ack(first)
-    assert Spool(tmp_path).next_seq() == first + 1
+    assert Spool(tmp_path).next_seq() > first
+
+
+def test_sequence_rises_after_restart_even_when_the_clock_went_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Spool(tmp_path)
+    last = [s.next_seq() for _ in range(5)][-1]
+    s.put(last, b"x")
+    s.ack(last)  # nothing left spooled
+    monkeypatch.setattr("gpuwarden.agent.spool.time.time_ns", lambda: 0)  # clock set to 1970
+    assert Spool(tmp_path).next_seq() > last
+
+
+def test_sequence_rises_above_reports_set_aside_even_without_its_file(tmp_path: Path) -> None:
+    s = Spool(tmp_path)
+    seq = s.next_seq()
+    s.put(seq, b"bad")
+    s.reject(seq)
+    (tmp_path / "seq").unlink()
+    assert Spool(tmp_path).next_seq() > seq
+
+
+def test_numbering_reports_rewrites_the_counter_once_per_block_not_per_report(
+    tmp_path: Path,
+) -> None:
+    s = Spool(tmp_path)
+    s.next_seq()
+    counter = tmp_path / "seq"
+    written = (counter.read_bytes(), counter.stat().st_mtime_ns, counter.stat().st_ino)
+    for _ in range(100):
+        s.next_seq()
+    assert (counter.read_bytes(), counter.stat().st_mtime_ns, counter.stat().st_ino) == written
 
 
 def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""What the agent costs a GPU node: CPU and memory of ``gpuwarden agent`` beside a bare loop.
+
+    .venv/bin/python bench/agent_overhead.py [--gpus 8] [--seconds 60] [--warmup 8]
+
+Builds the fake ``libnvidia-ml.so.1`` (the test suite's build helper) with ``--gpus`` GPUs,
+starts an in-process collector (SQLite in a temporary folder, plaintext loopback) and two
+processes over the same fake library, side by side in the same run:
+
+* ``gpuwarden agent`` (NVML sampler, 1 s sampling, 5 s reports, Slurm off), streaming to
+  the collector and spooling every report as in production;
+* the floor: a bare loop that calls pynvml for the same per-GPU values every second
+  (utilisation, memory, power, temperature, processes) and does nothing else.
+
+After ``--warmup`` seconds it reads each process's CPU time from /proc over ``--seconds``
+and prints CPU as a percentage of one core (clock ticks of 10 ms: measure a minute or more),
+the agent's CPU split by thread (sampling thread, event loop, gRPC's threads), the
+agent/floor ratio, the resident memory
+(VmRSS, and VmHWM, its peak) of both, what an interpreter that only imports the agent's
+modules holds, and how many reports the collector stored (to show the agent really worked).
+The fake re-reads its state file on every call, so the floor includes the fake's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpuwarden.collector.server import Collector
+from tests.fakenvml import FakeNvmlState, build_fake_nvml, env_for
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BARE_LOOP = """
+import time, pynvml
+pynvml.nvmlInit()
+handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+uuids = [pynvml.nvmlDeviceGetUUID(h) for h in handles]
+interval = float(__import__("sys").argv[1])
+nxt = time.monotonic()
+while True:
+    for h in handles:
+        pynvml.nvmlDeviceGetUtilizationRates(h)
+        pynvml.nvmlDeviceGetMemoryInfo(h)
+        pynvml.nvmlDeviceGetPowerUsage(h)
+        pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+        pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+    nxt += interval
+    time.sleep(max(0.0, nxt - time.monotonic()))
+"""
+
+IMPORTS_ONLY = """
+import time
+import gpuwarden.cli, gpuwarden.agent.config, gpuwarden.agent.main, gpuwarden.agent.nvml
+gpuwarden.cli.build_parser(agent_only=True)
+print("imported", flush=True)
+time.sleep(60)
+"""
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """On-CPU seconds of the process's live threads by group, in ns resolution (schedstat):
+    the main thread (the agent's event loop), the other Python threads (the agent's sampling
+    thread) and gRPC's own threads (named by gRPC: event_engine, grpc_global_timer, ...)."""
+    out: dict[str, float] = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cpu = int(t.joinpath("schedstat").read_text().split()[0]) / 1e9
+            comm = t.joinpath("comm").read_text().strip()
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        group = "main" if t.name == str(pid) else "python" if comm == "python" else "grpc"
+        out[group] = out.get(group, 0.0) + cpu
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (every thread, also ended ones), clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+async def imports_only_rss(env: dict[str, str]) -> int:
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", IMPORTS_ONLY, env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert p.stdout is not None
+        await p.stdout.readline()
+        return status_kib(p.pid, "VmRSS")
+    finally:
+        p.kill()
+        await p.wait()
+
+
+async def main(gpus: int, seconds: float, warmup: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        lib = build_fake_nvml(tmp / "lib")
+        state = FakeNvmlState.with_gpus(tmp / "nvml-state", gpus)
+        state.write()
+        env = env_for(lib.parent, state.path)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        collector = Collector(db_path=tmp / "db.sqlite")
+        await collector.start()
+        cfg = tmp / "agent.toml"
+        cfg.write_text(
+            "[agent]\n"
+            'node = "bench1"\n'
+            f'collector = "127.0.0.1:{collector.port}"\n'
+            "insecure = true\n"
+            'slurm = "off"\n'
+            'sample_interval = "1s"\n'
+            'report_interval = "5s"\n'
+            f'spool_dir = "{tmp / "spool"}"\n'
+        )
+        agent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)),
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        bare = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, "1.0", env=env)
+        procs = {"agent": agent, "bare pynvml loop": bare}
+        try:
+            await asyncio.sleep(warmup)
+            for name, p in procs.items():
+                if p.returncode is not None:
+                    raise SystemExit(f"{name} exited early with status {p.returncode}")
+            stored0 = collector.store.count_reports()
+            before = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads0 = thread_cpu(agent.pid)
+            t0 = time.monotonic()
+            await asyncio.sleep(seconds)
+            elapsed = time.monotonic() - t0
+            after = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads1 = thread_cpu(agent.pid)
+            rss = {
+                n: (status_kib(p.pid, "VmRSS"), status_kib(p.pid, "VmHWM"))
+                for n, p in procs.items()
+            }
+            stored = collector.store.count_reports() - stored0
+        finally:
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                await asyncio.wait_for(p.wait(), 10)
+            await collector.stop()
+        imports_kib = await imports_only_rss(env)
+    pct = {n: 100.0 * (after[n] - before[n]) / elapsed for n in procs}
+    floor = pct["bare pynvml loop"]
+    print(f"agent overhead: {gpus} fake GPUs, 1 s sampling, 5 s reports, {elapsed:.0f} s measured")
+    print(f"{'process':<18} {'CPU % of a core':>16} {'RSS':>10} {'peak RSS':>10}")
+    for n in procs:
+        print(f"{n:<18} {pct[n]:>16.3f} {mib(rss[n][0]):>10} {mib(rss[n][1]):>10}")
+    by_thread = {g: 100.0 * (threads1[g] - threads0.get(g, 0.0)) / elapsed for g in threads1}
+    print(
+        "agent CPU by thread (schedstat): "
+        f"sampling thread {by_thread.get('python', 0.0):.3f} %, "
+        f"event loop {by_thread.get('main', 0.0):.3f} %, "
+        f"gRPC's threads {by_thread.get('grpc', 0.0):.3f} %"
+    )
+    ratio = pct["agent"] / floor if floor > 0 else float("inf")
+    print(f"agent / floor CPU: {ratio:.2f}x")
+    print(f"interpreter with the agent's modules imported: {mib(imports_kib)}")
+    print(f"reports stored by the collector while measuring: {stored}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=8.0)
+    a = ap.parse_args()
+    asyncio.run(main(a.gpus, a.seconds, a.warmup))
