@@ -11,6 +11,10 @@ echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && ./scripts/typecheck.sh
 echo "== export servers" && ./scripts/exports-install.sh
 echo "== mosquitto" && ./scripts/mosquitto-install.sh
+if ! command -v tmux >/dev/null; then  # a real terminal for the dashboard's test
+    echo "== tmux" && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends tmux >/dev/null
+fi
 # Both test clusters: Debian's 22.05 and 25.11 beside it (built once into a cache outside
 # the clone: minutes the first time, nothing after), and pyslurm 25.11 built against it.
 trap './scripts/slurm-down.sh --slurm 25.11 || true; ./scripts/slurm-down.sh || true' EXIT
