@@ -1,28 +1,39 @@
 #!/usr/bin/env python3
 """Collector ingest throughput: many agent streams -> validation -> group commit -> acks.
 
-Starts an in-process collector (SQLite in a temp dir, synchronous=FULL) and N concurrent
-agent streams on loopback, each sending --reports reports of --gpus GPUs as fast as acks
-allow (up to --in-flight unacked). Prints reports/s and GPU windows/s, end to end (acked =
-durably stored).
+Starts an in-process collector (SQLite in a temp dir, WAL, synchronous=FULL) and N agent
+streams on loopback, each on its own TCP connection (``grpc.use_local_subchannel_pool``, as
+N real nodes would be), each sending ``--reports`` reports of ``--gpus`` GPUs as fast as
+acks allow (up to ``--in-flight`` unacked). Prints GPU windows/s end to end (acked =
+durably stored) beside the same-run floor: raw SQLite inserting the same rows into the same
+schema with the same PRAGMAs, in transactions of ``--raw-batch`` reports.
 
-    .venv/bin/python bench/ingest_throughput.py --nodes 64 --reports 200 --gpus 8
+    .venv/bin/python bench/ingest_throughput.py --nodes 1,100,2000 --total 40000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
+from gpuwarden.collector.store import INSERT_REPORT, INSERT_WINDOW, Store, report_row, window_rows
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
 def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
@@ -53,62 +64,132 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
     )
 
 
-async def one_agent(target: str, node: str, n: int, gpus: int, in_flight: int) -> None:
-    t0 = time.time() - 5 * n - 60
-    msgs = [report_to_pb(make_report(node, s, gpus, t0)) for s in range(1, n + 1)]
-    async with grpc.aio.insecure_channel(target) as ch:
-        call = pb_grpc.AgentServiceStub(ch).Report()
-        window = asyncio.Semaphore(in_flight)
-        acked = 0
+async def one_agent(target: str, msgs: list[pb.NodeReport], in_flight: int) -> int:
+    """Send ``msgs`` with up to ``in_flight`` unacked; a stream that ends early is opened
+    again and what was not acked is sent again (as an agent resends its spool). Returns how
+    many streams ended early."""
+    acked, ended = 0, 0
+    while acked < len(msgs):
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+            call = pb_grpc.AgentServiceStub(ch).Report()
+            window = asyncio.Semaphore(in_flight)
 
-        async def reader() -> None:
-            nonlocal acked
-            async for _ack in call:
-                acked += 1
-                window.release()
-                if acked == n:
-                    return
+            async def reader(call: Any = call, window: asyncio.Semaphore = window) -> None:
+                nonlocal acked
+                async for _ack in call:  # acks come in order on one stream
+                    acked += 1
+                    window.release()
+                    if acked == len(msgs):
+                        return
 
-        r = asyncio.create_task(reader())
-        for m in msgs:
-            await window.acquire()
-            await call.write(m)
-        await r
-        await call.done_writing()
+            r = asyncio.create_task(reader())
+            try:
+                for m in msgs[acked:]:
+                    await window.acquire()
+                    await call.write(m)
+                await r
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                ended += 1
+            finally:
+                r.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await r
+    return ended
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--nodes", type=int, default=64)
-    ap.add_argument("--reports", type=int, default=200, help="reports per node")
-    ap.add_argument("--gpus", type=int, default=8, help="GPUs per report")
-    ap.add_argument("--in-flight", type=int, default=32)
-    args = ap.parse_args()
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def agents(target: str, nodes: int, per_node: int, gpus: int, in_flight: int) -> None:
+    """The agents' side (its own process): prints the seconds from first send to last ack."""
+    t0 = time.time() - 5 * per_node - 60
+    all_msgs = [
+        [report_to_pb(make_report(f"n{i:04d}", s, gpus, t0)) for s in range(1, per_node + 1)]
+        for i in range(nodes)
+    ]
+    start = time.perf_counter()
+    ended = await asyncio.gather(*(one_agent(target, m, in_flight) for m in all_msgs))
+    print(time.perf_counter() - start, sum(ended), flush=True)
+
+
+async def collector_run(
+    nodes: int, per_node: int, gpus: int, in_flight: int
+) -> tuple[float, float]:
+    """GPU windows/s acked, and the collector's CPU microseconds per window (the agents run in
+    another process, so the figure is the collector's alone)."""
     with tempfile.TemporaryDirectory() as tmp:
-        c = Collector(db_path=Path(tmp) / "bench.db", listen="127.0.0.1:0")
+        # The per-node rate limit (100 reports/s) would measure itself, not the collector.
+        unlimited = RateLimiter(rate_per_s=1e9, burst=1_000_000)
+        c = Collector(db_path=Path(tmp) / "bench.db", listen="127.0.0.1:0", rate_limiter=unlimited)
         await c.start()
-        target = f"127.0.0.1:{c.port}"
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(
-                one_agent(target, f"n{i:04d}", args.reports, args.gpus, args.in_flight)
-                for i in range(args.nodes)
-            )
+        cpu0 = cpu_s()
+        args = [f"127.0.0.1:{c.port}", str(nodes), str(per_node), str(gpus), str(in_flight)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--agents", *args, stdout=asyncio.subprocess.PIPE
         )
-        elapsed = time.perf_counter() - start
-        total = args.nodes * args.reports
+        out, _ = await proc.communicate()
+        cpu = cpu_s() - cpu0
+        if proc.returncode != 0:
+            raise SystemExit(f"the agents' process failed ({proc.returncode})")
+        elapsed, ended = out.decode().split()[-2:]
         stored = c.store.count_reports()
         await c.stop()
-    print(
-        f"ingest: {args.nodes} streams x {args.reports} reports x {args.gpus} GPUs: "
-        f"{total} reports in {elapsed:.2f} s = {total / elapsed:,.0f} reports/s, "
-        f"{total * args.gpus / elapsed:,.0f} GPU windows/s (stored {stored})"
-    )
-    print(
-        f"at report_interval 5 s that is ~{total / elapsed * 5:,.0f} nodes per collector "
-        "(client and server on the same 2 cores)"
-    )
+    total = nodes * per_node
+    if stored != total:
+        raise SystemExit(f"stored {stored} reports, expected {total}")
+    if int(ended):
+        print(f"({ended} of {nodes} streams ended early and were opened again)", flush=True)
+    return total * gpus / float(elapsed), cpu / (total * gpus) * 1e6
+
+
+def raw_sqlite(nodes: int, per_node: int, gpus: int, batch: int) -> float:
+    """The floor: the store's own rows, schema and PRAGMAs, written by bare SQL."""
+    t0 = time.time() - 5 * per_node - 60
+    reports = [
+        make_report(f"n{i:04d}", s, gpus, t0) for i in range(nodes) for s in range(1, per_node + 1)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "raw.db")
+        now = time.time()
+        rows = [(report_row(r, now), window_rows(r)) for r in reports]
+        conn = store.writer
+        start = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            conn.execute("BEGIN IMMEDIATE")
+            for report, windows in rows[i : i + batch]:
+                conn.execute(INSERT_REPORT, report)
+                conn.executemany(INSERT_WINDOW, windows)
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        store.close()
+    return len(reports) * gpus / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--nodes", default="1,100,2000", help="comma-separated agent counts")
+    ap.add_argument("--total", type=int, default=24_000, help="reports per run (split over agents)")
+    ap.add_argument("--gpus", type=int, default=8, help="GPUs per report")
+    ap.add_argument("--in-flight", type=int, default=32)
+    ap.add_argument("--raw-batch", type=int, default=64, help="reports per raw transaction")
+    ap.add_argument("--agents", nargs=5, help=argparse.SUPPRESS)  # the agents' process
+    args = ap.parse_args()
+    if args.agents:
+        target, n, per, g, fl = args.agents
+        asyncio.run(agents(target, int(n), int(per), int(g), int(fl)))
+        return
+    print(f"{'agents':>7} {'reports':>8} {'GPU-windows/s':>14} {'CPU us/window':>14} "
+          f"{'raw SQLite/s':>13} {'of raw':>7}")  # fmt: skip
+    for nodes in (int(x) for x in args.nodes.split(",")):
+        per_node = max(1, args.total // nodes)
+        raw = raw_sqlite(nodes, per_node, args.gpus, args.raw_batch)
+        rate, us = asyncio.run(collector_run(nodes, per_node, args.gpus, args.in_flight))
+        print(f"{nodes:>7} {nodes * per_node:>8} {rate:>14,.0f} {us:>14.1f} {raw:>13,.0f} "
+              f"{rate / raw:>7.0%}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

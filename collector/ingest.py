@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from gpuwarden.common.types import NodeReport
 
 log = logging.getLogger(__name__)
 
+_Item = tuple[NodeReport, Sequence[bytes] | None, asyncio.Future[bool]]
 StoredListener = Callable[[Sequence[NodeReport]], None]
 
 # What SQLite raises for a value it cannot bind: the report's fault, not the store's.
@@ -41,18 +43,26 @@ class Ingestor:
         state: ClusterState,
         *,
         batch_max: int = 512,
+        commit_window_s: float = 0.005,
         sinks: SinkSet | None = None,
     ) -> None:
+        if not 0 <= commit_window_s <= 1:
+            raise ValueError(f"commit_window_s={commit_window_s} is not within 0..1 s")
         self.store = store
         self.state = state
         self.sinks = sinks or SinkSet()
         self.batch_max = batch_max
+        # Transactions start at least this far apart, so that thousands of agents each
+        # sending now and then share one fsync. A report after a quiet spell is written at
+        # once, and under load (a write takes longer than the window) nobody waits.
+        self.commit_window_s = commit_window_s
+        self._last_write = -math.inf  # time.monotonic() when the last transaction began
         self.listeners: list[StoredListener] = []
         self.fault: str | None = None  # why the store cannot write now, None when it can
         self.fault_listeners: list[Callable[[str | None], None]] = []
         self.stored = 0
         self.duplicates = 0
-        self._queue: asyncio.Queue[tuple[NodeReport, asyncio.Future[bool]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,19 +78,27 @@ class Ingestor:
             await self._task
         self._task = None
 
-    def submit(self, report: NodeReport) -> asyncio.Future[bool]:
+    def submit(
+        self, report: NodeReport, blobs: Sequence[bytes] | None = None
+    ) -> asyncio.Future[bool]:
+        """Queue ``report`` for the next transaction. ``blobs``: its GPU windows serialized as
+        received, stored as they are (None: the store encodes them)."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((report, fut))
+        self._queue.put_nowait((report, blobs, fut))
         return fut
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            wait = self._last_write + self.commit_window_s - time.monotonic()
+            if wait > 0 and self._queue.qsize() < self.batch_max:
+                await asyncio.sleep(wait)
+            self._last_write = time.monotonic()
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 outcomes = await self._write(batch)
-                fresh = [r for (r, _), ok in zip(batch, outcomes, strict=True) if ok is True]
+                fresh = [r for (r, _, _), ok in zip(batch, outcomes, strict=True) if ok is True]
                 self.stored += len(fresh)
                 self.duplicates += sum(1 for ok in outcomes if ok is False)
                 for r in fresh:
@@ -91,7 +109,7 @@ class Ingestor:
                     except Exception:
                         log.exception("stored-report listener failed")
                 self.sinks.offer_reports(fresh)
-                for (_, fut), ok in zip(batch, outcomes, strict=True):
+                for (_, _, fut), ok in zip(batch, outcomes, strict=True):
                     if fut.done():
                         continue
                     if isinstance(ok, BaseException):
@@ -102,15 +120,14 @@ class Ingestor:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write(
-        self, batch: list[tuple[NodeReport, asyncio.Future[bool]]]
-    ) -> list[bool | BaseException]:
+    async def _write(self, batch: list[_Item]) -> list[bool | BaseException]:
         """Per report: True stored, False duplicate, or the exception to hand its stream."""
-        reports = [r for r, _ in batch]
+        reports = [r for r, _, _ in batch]
+        blobs = [b for _, b, _ in batch]
         now = time.time()
         try:
             results: list[bool | BaseException] = list(
-                await asyncio.to_thread(self.store.write_reports, reports, now)
+                await asyncio.to_thread(self.store.write_reports, reports, now, blobs)
             )
         except StoreUnavailable as exc:
             self._set_fault(str(exc))
@@ -122,9 +139,9 @@ class Ingestor:
                 "a transaction of %d reports failed (%s); writing each alone", len(batch), exc
             )
             results = []
-            for r in reports:
+            for r, b in zip(reports, blobs, strict=True):
                 try:
-                    results.extend(await asyncio.to_thread(self.store.write_reports, [r], now))
+                    results.extend(await asyncio.to_thread(self.store.write_reports, [r], now, [b]))
                 except Exception as exc:
                     results.append(self._blame(r, exc))
         self._set_fault(None)

@@ -151,7 +151,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                         self.c.stream_closed(node_seen)
                     node_seen = report.node
                     self.c.stream_opened(node_seen, context.peer())
-                pending.put_nowait((msg, self.c.ingestor.submit(report)))
+                # Stored as received: no second encoding (unknown fields are not kept).
+                msg.DiscardUnknownFields()
+                blobs = [g.SerializeToString() for g in msg.gpus]
+                pending.put_nowait((msg, self.c.ingestor.submit(report, blobs)))
             pending.put_nowait(None)
             await acker
             if refused:

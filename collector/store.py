@@ -74,6 +74,57 @@ CREATE INDEX IF NOT EXISTS reports_end ON reports (window_end);
 _PRUNED_KEY = {RAW: "pruned_before_raw", 60: "pruned_before_60", 3600: "pruned_before_3600"}
 
 
+INSERT_REPORT = "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_WINDOW = (
+    "INSERT INTO windows (node, seq, uuid, gpu_index, job_id, window_start, window_end,"
+    " samples, util_mean, util_max, mem_used_max_bytes, mem_total_bytes, power_mean_w,"
+    " allocated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def report_row(r: NodeReport, received: float) -> tuple[object, ...]:
+    """The ``reports`` row of ``r`` (its (node, seq) key de-duplicates)."""
+    return (
+        r.node,
+        r.seq,
+        r.agent_id,
+        r.window_start,
+        r.window_end,
+        received,
+        int(r.slurm.available),
+    )
+
+
+def window_rows(r: NodeReport, blobs: Sequence[bytes] | None = None) -> list[tuple[object, ...]]:
+    """The ``windows`` rows of ``r``, one per GPU. ``blobs``: each GPU window's serialized
+    ``gpuwarden.v1.GpuWindow`` as received (the collector stores those bytes instead of
+    encoding the window again); None to encode them here."""
+    if blobs is None:
+        blobs = [gpu_to_pb(g).SerializeToString() for g in r.gpus]
+    elif len(blobs) != len(r.gpus):
+        raise ValueError(f"{len(blobs)} serialized windows for {len(r.gpus)} GPUs")
+    return [
+        (
+            r.node,
+            r.seq,
+            g.uuid,
+            g.index,
+            g.job.job_id if g.job else None,
+            r.window_start,
+            r.window_end,
+            g.samples,
+            g.util_mean,
+            g.util_max,
+            g.mem_used_max_bytes,
+            g.mem_total_bytes,
+            g.power_mean_w,
+            int(g.allocated),
+            blob,
+        )
+        for g, blob in zip(r.gpus, blobs, strict=True)
+    ]
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -177,56 +228,28 @@ class Store:
             self._w.close()
 
     # -- writes ------------------------------------------------------------------------
-    def write_reports(self, reports: Sequence[NodeReport], received: float) -> list[bool]:
+    def write_reports(
+        self,
+        reports: Sequence[NodeReport],
+        received: float,
+        blobs: Sequence[Sequence[bytes] | None] | None = None,
+    ) -> list[bool]:
         """Store ``reports`` in one transaction. Returns, per report, True if stored now and
-        False if it was a duplicate (already stored). Raises on failure: nothing is stored."""
+        False if it was a duplicate (already stored). Raises on failure: nothing is stored.
+        ``blobs``: per report, its GPU windows as received (see :func:`window_rows`)."""
+        if blobs is None:
+            blobs = [None] * len(reports)
         results: list[bool] = []
         with self._wlock:
             cur = self._w.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for r in reports:
-                    cur.execute(
-                        "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            r.node,
-                            r.seq,
-                            r.agent_id,
-                            r.window_start,
-                            r.window_end,
-                            received,
-                            int(r.slurm.available),
-                        ),
-                    )
+                for r, gpu_blobs in zip(reports, blobs, strict=True):
+                    cur.execute(INSERT_REPORT, report_row(r, received))
                     if cur.rowcount == 0:
                         results.append(False)
                         continue
-                    cur.executemany(
-                        "INSERT INTO windows (node, seq, uuid, gpu_index, job_id, window_start,"
-                        " window_end, samples, util_mean, util_max, mem_used_max_bytes,"
-                        " mem_total_bytes, power_mean_w, allocated, data)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (
-                                r.node,
-                                r.seq,
-                                g.uuid,
-                                g.index,
-                                g.job.job_id if g.job else None,
-                                r.window_start,
-                                r.window_end,
-                                g.samples,
-                                g.util_mean,
-                                g.util_max,
-                                g.mem_used_max_bytes,
-                                g.mem_total_bytes,
-                                g.power_mean_w,
-                                int(g.allocated),
-                                gpu_to_pb(g).SerializeToString(),
-                            )
-                            for g in r.gpus
-                        ],
-                    )
+                    cur.executemany(INSERT_WINDOW, window_rows(r, gpu_blobs))
                     results.append(True)
                 if self.retention.rollups:
                     rollup.add_reports(

@@ -5,6 +5,7 @@ Domain code never passes ``_pb2`` messages around; servicers and clients call th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -124,35 +125,34 @@ def gpu_to_pb(gpu: GpuWindow) -> pb.GpuWindow:
     return msg
 
 
-def gpu_from_pb(msg: pb.GpuWindow) -> GpuWindow:
-    return GpuWindow(
-        uuid=msg.uuid,
-        index=msg.index,
-        name=msg.name,
-        parent_uuid=msg.parent_uuid,
-        samples=msg.samples,
-        util_mean=_opt_float(msg, "util_mean"),
-        util_max=_opt_float(msg, "util_max"),
-        util_min=_opt_float(msg, "util_min"),
-        zero_frac=_opt_float(msg, "zero_frac"),
-        mem_util_mean=_opt_float(msg, "mem_util_mean"),
-        mem_used_max_bytes=_opt_int(msg, "mem_used_max_bytes"),
-        mem_total_bytes=_opt_int(msg, "mem_total_bytes"),
-        power_mean_w=_opt_float(msg, "power_mean_w"),
-        temperature_c=_opt_float(msg, "temperature_c"),
-        processes=tuple(
-            ProcessInfo(pid=p.pid, used_mem_bytes=_opt_int(p, "used_mem_bytes"), name=p.name)
-            for p in msg.processes
-        ),
-        errors=tuple(msg.errors),
-        job=job_from_pb(msg.job) if msg.HasField("job") else None,
-        allocated=msg.allocated,
-        extra_mean=dict(msg.extra_mean),
-        extra_max=dict(msg.extra_max),
-        minor_number=_opt_int(msg, "minor_number"),
-        gpu_instance_id=_opt_int(msg, "gpu_instance_id"),
-        mig_caps_minor=_opt_int(msg, "mig_caps_minor"),
+def _processes_from_pb(msgs: Any) -> tuple[ProcessInfo, ...]:
+    return tuple(
+        ProcessInfo(pid=p.pid, used_mem_bytes=_opt_int(p, "used_mem_bytes"), name=p.name)
+        for p in msgs
     )
+
+
+# GpuWindow's fields are named as the message's; these need more than the value as it is.
+_GPU_CONVERT: dict[str, Any] = {
+    "processes": _processes_from_pb,
+    "errors": tuple,
+    "job": job_from_pb,
+    "extra_mean": dict,
+    "extra_max": dict,
+}
+_GPU_FIELDS = frozenset(f.name for f in dataclasses.fields(GpuWindow))
+
+
+def gpu_from_pb(msg: pb.GpuWindow) -> GpuWindow:
+    # Only the fields set on the wire (one call), not a HasField and a getattr per field:
+    # this runs for every window the collector receives or reads back.
+    kw: dict[str, Any] = {"uuid": "", "index": 0}
+    for fd, value in msg.ListFields():
+        name = fd.name
+        if name in _GPU_FIELDS:  # a newer message's field GpuWindow lacks is not kept
+            convert = _GPU_CONVERT.get(name)
+            kw[name] = value if convert is None else convert(value)
+    return GpuWindow(**kw)
 
 
 def slurm_to_pb(status: SlurmStatus) -> pb.SlurmStatus:
