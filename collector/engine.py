@@ -32,11 +32,8 @@ import heapq
 import math
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from gpuwarden.collector.activity import window_activity
-from gpuwarden.collector.findings import Profile, profile_of
 from gpuwarden.collector.ladder import (
     ActionExecutor,
     ActionOutcome,
@@ -45,119 +42,22 @@ from gpuwarden.collector.ladder import (
     LadderEvent,
     Status,
 )
-from gpuwarden.collector.policy import Policy, PolicySet
+from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, AllocationTracker, Finding, GpuRef
+from gpuwarden.collector.runs import (
+    JobRun,
+    Observation,
+    RunKey,
+    job_facts,
+    observe,
+    run_key,
+    same_run,
+)
 from gpuwarden.common.types import JobInfo, WindowRecord
 
 _START, _WINDOW, _END = 0, 1, 2
-RunKey = tuple[str, int]  # (job id, start time; 0 = unknown)
 # one buffered input, ordered within its time by (kind, node or job id, GPU UUID, arrival)
 _Item = tuple[int, str, str, int, Any]
-
-
-class Observation(NamedTuple):
-    """What the engine reads of one stored window (see :func:`observe`)."""
-
-    node: str
-    uuid: str
-    gpu_index: int
-    job: JobInfo | None
-    start: float
-    end: float
-    util_max_pct: float | None  # None: unknown (a lost GPU, an unsupported field)
-    util_mean_pct: float | None
-    mem_used_bytes: int | None
-    mem_total_bytes: int | None
-    attributed: bool  # False: the node could not ask Slurm; a missing job says nothing
-    sm_active_max_pct: float | None = None  # profiling counters (docs/profiling.md)
-    profile: Profile | None = None
-    processes: int | None = None  # processes on the GPU; None: unknown
-    mig: bool = False  # a MIG slice (no NVML utilisation: see activity.py)
-
-    def activity(self, policy: Policy) -> bool | None:
-        """Whether this window was active under ``policy``; None: unknown."""
-        return window_activity(
-            policy,
-            self.util_max_pct,
-            self.sm_active_max_pct,
-            mig=self.mig,
-            processes=self.processes,
-            mem_used_bytes=self.mem_used_bytes,
-            mem_total_bytes=self.mem_total_bytes,
-        )[0]
-
-
-def observe(rec: WindowRecord, attributed: bool = True) -> Observation:
-    g = rec.gpu
-    lost = "gpu_lost" in g.errors
-    mig = g.uuid.startswith("MIG-") or bool(g.parent_uuid)
-    return Observation(
-        rec.node,
-        g.uuid,
-        g.index,
-        g.job,
-        rec.window_start,
-        rec.window_end,
-        None if lost else g.util_max,
-        g.util_mean,
-        g.mem_used_max_bytes,
-        g.mem_total_bytes,
-        attributed,
-        None if lost else g.extra_max.get("sm_active_pct"),
-        None if lost else profile_of(g.extra_mean),
-        None if lost or g.samples == 0 else len(g.processes),
-        mig,
-    )
-
-
-def run_key(job: JobInfo) -> RunKey:
-    return (job.job_id, job.start_time)
-
-
-def same_run(a: RunKey, b: RunKey) -> bool:
-    """The same run of a job: same id, and the same start unless one of them does not know
-    it (an agent that could not ask Slurm reports start 0 and fewer facts)."""
-    return a[0] == b[0] and (a[1] == b[1] or a[1] == 0 or b[1] == 0)
-
-
-def _facts(job: JobInfo) -> tuple[object, ...]:
-    """The job facts the ladder reads (not the per-window CPU use)."""
-    return (
-        job.user,
-        job.account,
-        job.partition,
-        job.qos,
-        job.name,
-        job.batch,
-        job.requeue,
-        job.dask_scheduler,
-        job.dask_worker,
-    )
-
-
-@dataclass(slots=True, eq=False)
-class JobRun:
-    """One run of a job: its tracker and where it stands."""
-
-    key: RunKey
-    policy: Policy
-    tracker: AllocationTracker
-    facts: tuple[object, ...]
-    job: JobInfo  # the facts object last seen (a cheap identity check per window)
-    last_seen: float | None = None
-    dirty: bool = False
-    stopped: bool = False  # an action was taken (or would have been): not evaluated again
-    ended: bool = False
-    end_ts: float | None = None
-    action_ts: float | None = None
-
-    @property
-    def allocation(self) -> Allocation:
-        return self.tracker.allocation
-
-    @property
-    def job_id(self) -> str:
-        return self.key[0]
 
 
 def _note_action(run: JobRun | None, e: LadderEvent) -> None:
@@ -340,7 +240,9 @@ class Engine:
         if old is not None:
             self._end_run(old, self._now, explicit=False)  # the same id again: requeued
         policy = self.policies.for_job(job)
-        run = JobRun(run_key(job), policy, AllocationTracker(allocation, policy), _facts(job), job)
+        run = JobRun(
+            run_key(job), policy, AllocationTracker(allocation, policy), job_facts(job), job
+        )
         self._runs[job.job_id] = run
         for g in allocation.gpus:
             holder = self._gpu.get((g.node, g.uuid))
@@ -424,7 +326,7 @@ class Engine:
         run.job = job
         if job.start_time and not run.key[1]:
             run.key = run_key(job)
-        facts = _facts(job)
+        facts = job_facts(job)
         if facts != run.facts:
             run.facts = facts
             a = run.tracker.allocation

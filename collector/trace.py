@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from gpuwarden.collector.engine import Observation
 from gpuwarden.collector.findings import profile_of
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import MIB, Allocation, GpuRef
+from gpuwarden.collector.runs import Observation
 from gpuwarden.common.extra import MAX_EXTRA_FIELDS, PROFILING_FIELDS, extra_problem
 from gpuwarden.common.types import GpuWindow, JobInfo, ProcessInfo, WindowRecord
 

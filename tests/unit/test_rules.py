@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gpuwarden.collector.engine import observe
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.rules import (
     MIB,
@@ -13,6 +12,7 @@ from gpuwarden.collector.rules import (
     GpuRef,
     ObservedWindow,
 )
+from gpuwarden.collector.runs import observe
 from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
 
 T0 = 1_700_000_000.0
