@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,3 +289,34 @@ def controller_stopped() -> Iterator[None]:
         yield
     finally:
         start_controller()
+
+
+@contextlib.contextmanager
+def dask_on_slurm(tmp_path: Path, *, name: str, jobs: int, processes: int = 1) -> Iterator[Any]:
+    """A dask-jobqueue SLURMCluster (scheduler in this process) of ``jobs`` Slurm jobs with one
+    GPU and ``processes`` worker processes each; yields a connected Client once every worker
+    is up, and closes both (scancelling the jobs still running) at the end."""
+    from dask_jobqueue import SLURMCluster  # type: ignore[attr-defined]
+    from distributed import Client
+
+    assert os.environ.get("SLURM_CONF"), "slurm_cluster exports SLURM_CONF"
+    cluster = SLURMCluster(
+        cores=processes,
+        memory="1GB",
+        processes=processes,
+        queue="debug",
+        walltime="00:30:00",
+        job_extra_directives=["--gres=gpu:1"],
+        interface="lo",
+        python=sys.executable,
+        job_name=name,
+        log_directory=str(tmp_path / "dask-logs"),
+    )
+    client = Client(cluster)  # type: ignore[no-untyped-call]
+    try:
+        cluster.scale(jobs=jobs)  # type: ignore[no-untyped-call]
+        client.wait_for_workers(jobs * processes, timeout=90)
+        yield client
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+        cluster.close()

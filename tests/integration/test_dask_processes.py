@@ -5,14 +5,13 @@ releasing that worker retires both processes, so the job ends and its GPU is fre
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 pytest.register_assert_rewrite("slurm_fixtures")
-from slurm_fixtures import SlurmCluster, wait_state  # noqa: E402
+from slurm_fixtures import SlurmCluster, dask_on_slurm, wait_state  # noqa: E402
 
 from gpuwarden.agent.slurm_attr import SlurmAttributor  # noqa: E402
 from gpuwarden.collector.actions import retire_dask_worker  # noqa: E402
@@ -26,25 +25,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.dask, pytest.mark.timeout(240)]
 def test_releasing_a_two_process_worker_retires_both_and_ends_its_job(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
-    from dask_jobqueue import SLURMCluster  # type: ignore[attr-defined]
-    from distributed import Client
-
-    cluster = SLURMCluster(
-        cores=2,
-        memory="1GB",
-        processes=2,
-        queue="debug",
-        walltime="00:30:00",
-        job_extra_directives=["--gres=gpu:1"],
-        interface="lo",
-        python=sys.executable,
-        job_name="gw-t-dask-procs",
-        log_directory=str(tmp_path / "dask-logs"),
-    )
-    client = Client(cluster)  # type: ignore[no-untyped-call]
-    try:
-        cluster.scale(jobs=1)  # type: ignore[no-untyped-call]
-        client.wait_for_workers(2, timeout=90)
+    with dask_on_slurm(tmp_path, name="gw-t-dask-procs", jobs=1, processes=2) as client:
         facts: dict[str, tuple[int, str]] = client.run(
             lambda: (os.getpid(), os.environ["SLURM_JOB_ID"])
         )
@@ -70,6 +51,3 @@ def test_releasing_a_two_process_worker_retires_both_and_ends_its_job(
             assert time.monotonic() < deadline, client.scheduler_info()["workers"]
             time.sleep(0.3)
         assert wait_state(job_id, "COMPLETED", timeout=60) == "COMPLETED"
-    finally:
-        client.close()  # type: ignore[no-untyped-call]
-        cluster.close()

@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ pytest.register_assert_rewrite("slurm_fixtures")
 from slurm_fixtures import (  # noqa: E402
     SlurmCluster,
     cancel,
+    dask_on_slurm,
     job_field,
     job_pids,
     submit,
@@ -230,26 +230,7 @@ class Worker:
 @pytest.fixture
 def dask_workers(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[tuple[Any, list[Worker]]]:
     """A SLURMCluster (scheduler in this process) with two GPU workers, each a Slurm job."""
-    from dask_jobqueue import SLURMCluster  # type: ignore[attr-defined]
-    from distributed import Client
-
-    assert os.environ.get("SLURM_CONF"), "slurm_cluster exports SLURM_CONF"
-    cluster = SLURMCluster(
-        cores=1,
-        memory="1GB",
-        processes=1,
-        queue="debug",
-        walltime="00:30:00",
-        job_extra_directives=["--gres=gpu:1"],
-        interface="lo",
-        python=sys.executable,
-        job_name="gw-t-enf-dask",
-        log_directory=str(tmp_path / "dask-logs"),
-    )
-    client = Client(cluster)  # type: ignore[no-untyped-call]
-    try:
-        cluster.scale(2)  # type: ignore[no-untyped-call]
-        client.wait_for_workers(2, timeout=90)
+    with dask_on_slurm(tmp_path, name="gw-t-enf-dask", jobs=2) as client:
         facts: dict[str, tuple[int, str, str | None]] = client.run(
             lambda: (os.getpid(), os.environ["SLURM_JOB_ID"], os.environ.get("SLURM_JOB_GPUS"))
         )
@@ -260,9 +241,6 @@ def dask_workers(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[tuple[
             assert int(job_gpus) == gpu_of(job_id, slurm_cluster.node)
             workers.append(Worker(address, names[address], pid, job_id, int(job_gpus)))
         yield client, workers
-    finally:
-        client.close()  # type: ignore[no-untyped-call]
-        cluster.close()  # scancels the worker jobs still running
 
 
 def test_idle_worker_retired_idle_job_requeued_busy_worker_kept_dry_run_changes_nothing(
