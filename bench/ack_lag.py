@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,24 @@ def template(node: str, gpus: int) -> pb.NodeReport:
 
 
 async def one_agent(
-    target: str, node: str, gpus: int, interval: float, phase: float, until: float
+    target: str,
+    node: str,
+    gpus: int,
+    interval: float,
+    phase: float,
+    until: float,
+    *,
+    prepare: Callable[[pb.NodeReport, float], None] | None = None,
+    lags: list[float] | None = None,
+    ended: list[str] | None = None,
 ) -> tuple[list[float], list[str]]:
     """Send one report every ``interval`` s; returns the ack lags and, for every stream that
-    ended early, its status (the agent then opens a new stream, as a real agent does)."""
+    ended early, its status (the agent then opens a new stream, as a real agent does).
+    ``prepare(msg, now)`` changes each report before it is sent (e.g. jobs that come and
+    go); ``lags`` and ``ended``: lists to append to as it goes (read while it runs)."""
     msg = template(node, gpus)
-    lags: list[float] = []
-    ended: list[str] = []
+    acked: list[float] = [] if lags is None else lags
+    early: list[str] = [] if ended is None else ended
     sent: dict[int, float] = {}
     seq = 0
     next_at = time.monotonic() + phase
@@ -81,7 +93,7 @@ async def one_agent(
 
             async def reader(call: Any = call) -> None:
                 async for ack in call:
-                    lags.append(time.monotonic() - sent.pop(ack.seq))
+                    acked.append(time.monotonic() - sent.pop(ack.seq))
 
             r = asyncio.create_task(reader())
             try:
@@ -90,6 +102,8 @@ async def one_agent(
                     seq += 1
                     now = time.time()
                     msg.seq, msg.window_start, msg.window_end = seq, now - interval, now
+                    if prepare is not None:
+                        prepare(msg, now)
                     sent[seq] = time.monotonic()
                     await call.write(msg)
                     next_at += interval
@@ -97,14 +111,14 @@ async def one_agent(
                 await r
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 # a write after the RPC ended raises InvalidStateError: ask the call why
-                ended.append(f"{(await call.code()).name} after {len(lags)} acks")
+                early.append(f"{(await call.code()).name} after {len(acked)} acks")
                 sent.clear()
                 next_at = max(next_at, time.monotonic() + 1.0)  # reconnect after a second
             finally:
                 r.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await r
-    return lags, ended
+    return acked, early
 
 
 async def agents(target: str, n: int, gpus: int, interval: float, duration: float) -> None:
