@@ -173,6 +173,7 @@ class Replayer:
             raise TraceError(line_no, f"'type' must be 'job' or 'sample', got {kind!r}")
 
     def _collect(self) -> None:
+        self.engine.take_ended_runs()  # the live collector's summaries; the runs are kept
         for e in self.engine.take_events():
             self.ladder_events.append(e)
             self.events.append(to_replay_event(e))
