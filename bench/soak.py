@@ -8,13 +8,15 @@ each on its own TCP connection, each sending one report of ``--gpus`` GPUs every
 ``--interval`` seconds (phases spread evenly). Jobs come and go as on a real cluster: a
 free GPU gets a new job (1, 2 or 4 GPUs, a new job id, a start time, one of 200 users)
 after a report or two; a job runs for an exponentially distributed time of mean
-``--job-mean`` seconds; a third of the jobs leave their GPUs idle.
+``--job-mean`` seconds; a third of the jobs leave their GPUs idle (``--job-mean 0``: the
+jobs of ack_lag.py, one per GPU that never ends).
 
 Every ``--every`` seconds it prints: elapsed time, the collector's CPU (% of one core, over
 that interval), its RSS, the ack lag (send to ack = durably stored) p50/p99/max of that
-interval, the windows stored (from the query API's snapshot, as a dashboard asks) and the
-1-minute load average of the machine. At the end: the RSS slope after ``--warmup`` (least
-squares, MiB/min) and the whole run's figures.
+interval, the windows stored (from the query API's snapshot, as a dashboard asks), the
+sizes of the database and of its write-ahead log, and the 1-minute load average of the
+machine. At the end: the RSS slope after ``--warmup`` (least squares, MiB/min) and the
+whole run's figures.
 
 ``--diagnose FILE`` runs the collector under a small wrapper (the same ``gpuwarden
 collector`` entry point, in the same kind of process) that writes to FILE every
@@ -145,7 +147,7 @@ async def agents(
                 interval,
                 interval * i / n,
                 until,
-                prepare=nodes[i].apply,
+                prepare=nodes[i].apply if mean > 0 else None,
                 lags=lags[i],
                 ended=ended[i],
             )
@@ -227,15 +229,16 @@ def quantiles_ms(lags: list[float]) -> tuple[float, float, float]:
     return q[49] * 1000, q[98] * 1000, max(lags) * 1000
 
 
-def write_config(tmp: Path, evaluate_s: float) -> Path:
+def write_config(tmp: Path, evaluate_s: float, grace_s: float | None) -> Path:
     cfg = tmp / "collector.toml"
+    policy = "" if grace_s is None else f"\n[policy]\ngrace_period = {grace_s}\n"
     cfg.write_text(
         "[collector]\n"
         'listen = "127.0.0.1:0"\n'
         f'state_dir = "{tmp}"\n'
         "insecure = true\n"
         'slurm_backend = "none"\n'
-        f"evaluate_interval = {evaluate_s}\n"
+        f"evaluate_interval = {evaluate_s}\n" + policy
     )
     return cfg
 
@@ -253,7 +256,7 @@ async def windows_stored(target: str) -> int | None:
 async def start_collector(
     args: argparse.Namespace, tmp: Path
 ) -> tuple[asyncio.subprocess.Process, int]:
-    cfg = write_config(tmp, args.evaluate)
+    cfg = write_config(tmp, args.evaluate, args.grace)
     env = dict(os.environ)
     if args.arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.arena_max)
@@ -279,7 +282,7 @@ async def drive(args: argparse.Namespace) -> None:
         tmp = Path(tmpdir)
         collector, port = await start_collector(args, tmp)
         try:
-            await measure(args, collector, f"127.0.0.1:{port}")
+            await measure(args, collector, f"127.0.0.1:{port}", tmp / "gpuwarden.db")
         finally:
             if collector.returncode is None:
                 collector.send_signal(signal.SIGTERM)
@@ -298,13 +301,24 @@ class Soak:
     jobs: int = 0
 
 
+def file_mib(path: Path) -> float:
+    try:
+        return path.stat().st_size / (1 << 20)
+    except FileNotFoundError:
+        return 0.0
+
+
 async def rows(
-    collector: asyncio.subprocess.Process, target: str, agents_out: asyncio.StreamReader
+    collector: asyncio.subprocess.Process,
+    target: str,
+    agents_out: asyncio.StreamReader,
+    db: Path,
 ) -> Soak:
     """One row per line of the agents' process (one every --every seconds)."""
     print(
         f"{'elapsed':>7} {'CPU %':>6} {'RSS MiB':>8} {'p50 ms':>7} {'p99 ms':>8} "
-        f"{'max ms':>8} {'acks':>6} {'windows':>10} {'jobs':>7} {'load1':>6}"
+        f"{'max ms':>8} {'acks':>6} {'windows':>10} {'jobs':>7} {'db MiB':>7} {'WAL MiB':>7} "
+        f"{'load1':>6}"
     )
     soak = Soak()
     t0 = time.monotonic()
@@ -326,14 +340,15 @@ async def rows(
         print(
             f"{now - t0:>7.0f} {soak.cpu_pct[-1]:>6.1f} {soak.rss[-1][1]:>8.1f} {p50:>7.1f} "
             f"{p99:>8.1f} {mx:>8.1f} {len(lags):>6} {stored if stored is not None else '?':>10} "
-            f"{soak.jobs:>7} {soak.loads[-1]:>6.2f}",
+            f"{soak.jobs:>7} {file_mib(db):>7.0f} {file_mib(db.with_name(db.name + '-wal')):>7.1f} "
+            f"{soak.loads[-1]:>6.2f}",
             flush=True,
         )
     return soak
 
 
 async def measure(
-    args: argparse.Namespace, collector: asyncio.subprocess.Process, target: str
+    args: argparse.Namespace, collector: asyncio.subprocess.Process, target: str, db: Path
 ) -> None:
     load0 = loadavg()
     argv = [target, str(args.agents), str(args.gpus), str(args.interval), str(args.duration)]
@@ -349,7 +364,7 @@ async def measure(
         f"{' (diagnosed: ' + args.diagnose + ')' if args.diagnose else ''}"
     )
     try:
-        soak = await rows(collector, target, agents_proc.stdout)
+        soak = await rows(collector, target, agents_proc.stdout, db)
     finally:
         if agents_proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -393,8 +408,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of sending")
     ap.add_argument("--every", type=float, default=30.0, help="seconds between rows")
     ap.add_argument("--warmup", type=float, default=180.0, help="s left out of the RSS slope")
-    ap.add_argument("--job-mean", type=float, default=600.0, help="mean job length, s")
+    ap.add_argument(
+        "--job-mean",
+        type=float,
+        default=600.0,
+        help="mean job length, s; 0: ack_lag.py's jobs, one per GPU for the whole run, "
+        "start time unknown (no grace period)",
+    )
     ap.add_argument("--evaluate", type=float, default=15.0, help="rule evaluation interval, s")
+    ap.add_argument(
+        "--grace", type=float, help="the policy's grace_period, s (default: the default policy's)"
+    )
     ap.add_argument("--diagnose", metavar="FILE", help="write what the collector holds to FILE")
     ap.add_argument("--tracemalloc", action="store_true", help="with --diagnose: top growth")
     ap.add_argument("--trim", action="store_true", help="with --diagnose: malloc_trim first")
