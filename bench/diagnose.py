@@ -13,7 +13,10 @@ import collections
 import ctypes
 import ctypes.util
 import gc
+import os
 import queue
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +52,38 @@ def heap() -> dict[str, float]:
         "free_in_arenas": m.fordblks / mib,
         "mmapped": m.hblkhd / mib,
     }
+
+
+def pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (MiB): its arenas now, the bytes of live objects in
+    them, and the free room (blocks and pools) kept inside those arenas."""
+    with tempfile.TemporaryFile() as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    out: dict[str, float] = {"arenas": 0.0, "live": 0.0, "free": 0.0}
+    for line in text.splitlines():
+        if "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        try:
+            n = float(value.strip().replace(",", ""))
+        except ValueError:
+            continue
+        if name.startswith("# arenas allocated current"):
+            out["arenas"] = n  # 1 MiB each on 64-bit CPython >= 3.10
+        elif name.startswith("# bytes in allocated blocks"):
+            out["live"] = n / (1 << 20)
+        elif name.startswith("# bytes in available blocks") or "unused pools" in name:
+            out["free"] += n / (1 << 20)
+    return out
 
 
 def sqlite_mib() -> float:
@@ -157,6 +192,11 @@ class Looker:
             f"RSS {rss_mib():.1f} MiB; glibc arena {h['arena']:.1f}, in use {h['in_use']:.1f}, "
             f"free in arenas {h['free_in_arenas']:.1f}, mmapped {h['mmapped']:.1f} MiB; "
             f"SQLite {sqlite_mib():.1f} MiB; gc objects {len(gc.get_objects())}"
+        )
+        pm = pymalloc()
+        lines.append(
+            f"pymalloc: {pm['arenas']:.0f} arenas, live objects {pm['live']:.1f} MiB, free room "
+            f"in its arenas {pm['free']:.1f} MiB"
         )
         if len(self.roots) < 2:
             self.roots = _roots()
