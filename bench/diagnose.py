@@ -99,13 +99,20 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def _items(obj: Any) -> list[Any]:
+    """A container's elements, copied (other threads change it meanwhile)."""
+    for _ in range(10):
+        try:
+            return list(obj.values() if isinstance(obj, dict) else obj)
+        except RuntimeError:  # changed size during iteration: try again
+            continue
+    return []
+
+
 def _children(obj: Any) -> Iterator[tuple[str, Any]]:
     """(path step, child) of a gpuwarden object or a builtin container."""
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield "[*]", v
-    elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
-        for v in obj:
+    if isinstance(obj, (dict, list, tuple, set, frozenset, collections.deque)):
+        for v in _items(obj):
             yield "[*]", v
     elif isinstance(obj, asyncio.Queue):
         yield "._queue", obj._queue  # type: ignore[attr-defined]
@@ -114,7 +121,7 @@ def _children(obj: Any) -> Iterator[tuple[str, Any]]:
     elif type(obj).__module__.startswith("gpuwarden"):
         d = getattr(obj, "__dict__", None)
         if d is not None:
-            yield from ((f".{k}", v) for k, v in d.items())
+            yield from ((f".{k}", v) for k, v in list(d.items()))
         for cls in type(obj).__mro__:
             for name in getattr(cls, "__slots__", ()):
                 if hasattr(obj, name) and name != "__dict__":
