@@ -10,7 +10,7 @@ from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.replay import replay_lines
 from gpuwarden.collector.store import Store
-from gpuwarden.collector.summaries import JobStatsSource
+from gpuwarden.collector.summaries import STALE_S, JobStatsSource
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, WindowRecord
 
 T0 = 1_700_000_000
@@ -73,5 +73,24 @@ def test_live_job_state_holds_only_the_running_jobs_while_hundreds_come_and_go(
     assert source.written > 150  # that many runs ended and were summarised
     assert len(engine.jobs()) <= gpus
     assert len(source.running()) <= gpus
+    source.close()
+    store.close()
+
+
+def test_job_summaries_forget_jobs_whose_run_end_never_came(tmp_path: Path) -> None:
+    """A run end can be dropped (the summary writer's queue was full): the job's
+    accumulator goes once the job has sent nothing for STALE_S of data time."""
+    store = Store(tmp_path / "c.db")
+    source = JobStatsSource(store)
+    hours = 48
+    for h in range(hours):  # a new one-window job every hour, none of them ever ends
+        end = T0 + 3600.0 * (h + 1)
+        job = JobInfo(job_id=str(500 + h), start_time=int(end - 60))
+        gpu = GpuWindow(uuid="GPU-0", index=0, util_max=50.0, job=job, allocated=True)
+        r = NodeReport("n1", h + 1, end - 60, end, (gpu,))
+        store.write_reports([r], received=end)
+        source.on_stored([r])
+        source.drain()
+    assert len(source.running()) <= STALE_S / 3600 + 2  # the last day's jobs, not all 48
     source.close()
     store.close()
