@@ -363,7 +363,7 @@ class Engine:
         if run.stopped or run.ended:
             return
         tracker = run.tracker
-        findings = tracker.evaluate(now)
+        findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
 

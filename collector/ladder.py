@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from gpuwarden.collector.policy import Policy
-from gpuwarden.collector.rules import Allocation, Finding, FindingKind
+from gpuwarden.collector.rules import Allocation, Finding, FindingKind, PendingFinding
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,11 @@ class Ladder:
         self,
         now: float,
         allocation: Allocation,
-        findings: Sequence[Finding],
+        findings: Sequence[Finding | PendingFinding],
         policy: Policy,
         still_idle: Callable[[Finding], bool] | None = None,
     ) -> list[LadderEvent]:
+        """Events of one evaluation. A pending finding is built only for an event."""
         job_id = allocation.job.job_id
         states = self._states.get(job_id)
         if not findings:
@@ -248,9 +249,12 @@ class Ladder:
                     f.kind is FindingKind.PARTLY_IDLE and policy.enforce_partly_idle
                 )
                 if not enforceable:
+                    whole = f.finding()
                     events.append(
                         LadderEvent(
-                            Decision(now, allocation, f, Action.NONE), Status.REPORTED, f.detail
+                            Decision(now, allocation, whole, Action.NONE),
+                            Status.REPORTED,
+                            whole.detail,
                         )
                     )
                     st.pos = -1  # marks report-only
@@ -264,19 +268,20 @@ class Ladder:
         self,
         now: float,
         allocation: Allocation,
-        f: Finding,
+        pending: Finding | PendingFinding,
         st: _State,
         policy: Policy,
         still_idle: Callable[[Finding], bool] | None,
     ) -> list[LadderEvent]:
         job_id = allocation.job.job_id
         finished = self._finished.setdefault(job_id, set())
-        if (f.key, f.since_ts) in finished:
+        if (pending.key, pending.since_ts) in finished:
             return []
         due = st.last_warn_ts is None or now - st.last_warn_ts >= policy.warn_interval
+        if not due:
+            return []
         if st.warnings_sent < policy.warnings:
-            if not due:
-                return []
+            f = pending.finding()
             st.warnings_sent += 1
             st.last_warn_ts = now
             d = Decision(now, allocation, f, Action.WARN, attempt=st.warnings_sent)
@@ -285,16 +290,16 @@ class Ladder:
                     d, Status.WARNED, f"warning {st.warnings_sent} of {policy.warnings}: {f.detail}"
                 )
             ]
-        if not due:
-            return []
         chain = action_chain(allocation, policy)
         if st.pos >= len(chain):  # nothing (left) to do: keep warning
+            f = pending.finding()
             st.last_warn_ts = now
             why = _why_no_action(allocation, policy) if not chain else "every action failed"
             d = Decision(now, allocation, f, Action.WARN, reason=why)
             return [LadderEvent(d, Status.WARNED, f"{why}; warning again: {f.detail}")]
         action = chain[st.pos]
         if not policy.enforce:
+            f = pending.finding()
             finished.add((f.key, f.since_ts))
             d = Decision(now, allocation, f, action, attempt=0, reason="enforcement is off")
             return [LadderEvent(d, Status.DRY_RUN, f"dry run: would {action.value}: {f.detail}")]
@@ -302,6 +307,7 @@ class Ladder:
             return []  # its action is being carried out; the result comes back as an event
         if st.next_try_ts is not None and now < st.next_try_ts:
             return []
+        f = pending.finding()
         d = Decision(now, allocation, f, action, attempt=st.failures + 1)
         if still_idle is not None and not still_idle(f):
             return [LadderEvent(d, Status.ABORTED, NOT_IDLE_ANYMORE)]
