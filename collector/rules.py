@@ -371,9 +371,7 @@ class AllocationTracker:
             if used is not None and total and used >= total * p.mem_held_pct / 100.0:
                 held.append(i)
         build = _IdleBuild(self, since, held)
-        out: list[Finding | PendingFinding] = [
-            PendingFinding(FindingKind.IDLE, since, build.idle)
-        ]
+        out: list[Finding | PendingFinding] = [PendingFinding(FindingKind.IDLE, since, build.idle)]
         if held:
             out.append(
                 PendingFinding(
