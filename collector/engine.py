@@ -366,6 +366,8 @@ class Engine:
         findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
+        if not findings and not self.ladder.has_state(run.job_id):
+            return  # nothing found, nothing to reset
 
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)

@@ -129,7 +129,7 @@ class Finding:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.kind.value, self.code)
+        return (_KIND_VALUE[self.kind], self.code)
 
     @property
     def uuids(self) -> tuple[str, ...]:

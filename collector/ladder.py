@@ -152,6 +152,11 @@ class Ladder:
         self._pending: list[Decision] = []
         self._changed: set[str] = set()  # jobs whose state changed since take_changed()
 
+    def has_state(self, job_id: str) -> bool:
+        """Whether the job has ladder state: a step without findings changes nothing (and
+        need not be taken) when it has none."""
+        return bool(self._states.get(job_id))
+
     def forget(self, job_id: str) -> None:
         """Drop all state of a job that has ended."""
         had_state = self._states.pop(job_id, None) is not None
