@@ -176,13 +176,7 @@ class AllocationTracker:
         """Add one window of GPU number ``pos`` (see :meth:`position`)."""
         p = self.policy
         active, basis = window_activity(
-            p,
-            util_max,
-            sm_active_max,
-            mig=mig,
-            processes=processes,
-            mem_used_bytes=mem_used_bytes,
-            mem_total_bytes=mem_total_bytes,
+            p, util_max, sm_active_max, mig, processes, mem_used_bytes, mem_total_bytes
         )
         if active is None:  # unknown activity: a gap, never idle
             return
