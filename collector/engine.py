@@ -266,43 +266,25 @@ class Engine:
         job = o.job
         where = (o.node, o.uuid)
         end = o.end
-        holder = self._gpu.get(where)
-        if job is None:
-            self.unattributed += 1
-            if holder is not None and o.attributed:
-                self._end_run(holder, end, explicit=False)  # the GPU is free
-            return
-        key = (job.job_id, job.start_time)
-        if holder is not None and not same_run(holder.key, key):
-            self._end_run(holder, end, explicit=False)  # another job holds it
-        run = self._runs.get(job.job_id)
-        if run is not None and same_run(run.key, key):
-            last = run.last_seen
-            if last is not None and end - last > self.job_gone_after_s:
-                self._end_run(run, last + self.job_gone_after_s, explicit=False)
-                run = None
-        elif run is not None:
-            self._end_run(run, end, explicit=False)  # requeued: a new run
-            run = None
-        if run is None:
-            if key in self._ended:
-                self.unattributed += 1  # a straggler of a run that has ended
+        run = self._gpu.get(where)
+        # The common case: the GPU's run got this very facts object last time (so it is the
+        # current run of that job, holding this GPU) and has not been silent too long.
+        if (
+            run is None
+            or run.job is not job
+            or (run.last_seen is not None and end - run.last_seen > self.job_gone_after_s)
+        ):
+            run = self._run_of_window(o, run)
+            if run is None:
                 return
-            run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
-        tracker = run.tracker
-        pos = tracker.position(o.node, o.uuid)
-        if pos is None:
-            pos = tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
-            self._gpu[where] = run
-        elif holder is not run:
-            self._gpu[where] = run
+        pos = run.tracker.position(o.node, o.uuid)
+        assert pos is not None  # the GPU is the run's (see _run_of_window)
         if run.last_seen is None or end > run.last_seen:
             run.last_seen = end
-        if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
-            self._update_facts(run, job)
         if run.stopped:
             return
-        tracker.add_values(
+        assert job is not None  # a window of no job has no run
+        run.tracker.add_values(
             pos,
             end,
             end - o.start if end > o.start else 0.0,
@@ -319,6 +301,46 @@ class Engine:
         if not run.dirty:
             run.dirty = True
             self._dirty.append(run)
+
+    def _run_of_window(self, o: Observation, holder: JobRun | None) -> JobRun | None:
+        """The run a window belongs to, holding its GPU from now on, with the window's job
+        facts; None when the window is of no run (no job, or a run that has ended). Ends
+        the runs the window shows over: the GPU's holder when another job or none has it,
+        a run silent for longer than job_gone_after_s, the job's earlier run (requeued)."""
+        job = o.job
+        end = o.end
+        if job is None:
+            self.unattributed += 1
+            if holder is not None and o.attributed:
+                self._end_run(holder, end, explicit=False)  # the GPU is free
+            return None
+        key = (job.job_id, job.start_time)
+        if holder is not None and not same_run(holder.key, key):
+            self._end_run(holder, end, explicit=False)  # another job holds it
+        run = self._runs.get(job.job_id)
+        if run is not None and same_run(run.key, key):
+            last = run.last_seen
+            if last is not None and end - last > self.job_gone_after_s:
+                self._end_run(run, last + self.job_gone_after_s, explicit=False)
+                run = None
+        elif run is not None:
+            self._end_run(run, end, explicit=False)  # requeued: a new run
+            run = None
+        if run is None:
+            if key in self._ended:
+                self.unattributed += 1  # a straggler of a run that has ended
+                return None
+            run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
+        where = (o.node, o.uuid)
+        tracker = run.tracker
+        if tracker.position(o.node, o.uuid) is None:
+            tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
+            self._gpu[where] = run
+        elif holder is not run:
+            self._gpu[where] = run
+        if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
+            self._update_facts(run, job)
+        return run
 
     @staticmethod
     def _update_facts(run: JobRun, job: JobInfo) -> None:
