@@ -234,13 +234,18 @@ class Ladder:
             return []
         if states is None:
             states = self._states[job_id] = {}
-        present = {f.key for f in findings}
-        # while idle, under-use and advice are not evaluated: keep their "reported" state
-        idle_now = any(f.kind is FindingKind.IDLE for f in findings)
-        for key, old in list(states.items()):
-            if key not in present and not (idle_now and old.pos < 0):
-                del states[key]
-                self._changed.add(job_id)
+        present: set[tuple[str, str]] = set()
+        idle_now = False
+        for f in findings:
+            present.add(f.key)
+            if f.kind is FindingKind.IDLE:
+                idle_now = True
+        if not present.issuperset(states):
+            # while idle, under-use and advice are not evaluated: keep their "reported" state
+            for key, old in list(states.items()):
+                if key not in present and not (idle_now and old.pos < 0):
+                    del states[key]
+                    self._changed.add(job_id)
         events: list[LadderEvent] = []
         for f in findings:
             st: _State | None = states.get(f.key)
@@ -279,8 +284,10 @@ class Ladder:
         still_idle: Callable[[Finding], bool] | None,
     ) -> list[LadderEvent]:
         job_id = allocation.job.job_id
-        finished = self._finished.setdefault(job_id, set())
-        if (pending.key, pending.since_ts) in finished:
+        finished = self._finished.get(job_id)
+        if finished is None:
+            finished = self._finished[job_id] = set()
+        elif (pending.key, pending.since_ts) in finished:
             return []
         due = st.last_warn_ts is None or now - st.last_warn_ts >= policy.warn_interval
         if not due:

@@ -132,7 +132,7 @@ class Replayer:
 
     def feed(self, raw: bytes, line_no: int) -> None:
         self.lines = line_no
-        if not raw.strip():
+        if not raw or raw.isspace():  # a blank line (isspace: no stripped copy made)
             return
         try:
             d = loads(raw)

@@ -274,13 +274,20 @@ class AllocationTracker:
         return pos
 
     def _idle_positions(self, now: float) -> list[int]:
+        """GPUs whose idle streak is long enough (:meth:`IdleStreak.is_idle`, inlined: this
+        runs at every evaluation) and whose newest window is fresh."""
         p = self.policy
+        idle_window = p.idle_window
+        max_gap = p.max_gap
         out = []
         for i, g in enumerate(self._gpus):
+            streak = g.streak
+            last = g.last_end
             if (
-                g.streak.is_idle(p.idle_window)
-                and g.last_end is not None
-                and now - g.last_end <= p.max_gap
+                streak.since is not None
+                and streak.covered_s >= idle_window
+                and last is not None
+                and now - last <= max_gap
             ):
                 out.append(i)
         return out
