@@ -135,9 +135,16 @@ class Engine:
         self.on_observation(observe(rec, attributed))
 
     def on_observation(self, o: Observation) -> None:
-        """:meth:`on_window` for a window already in the engine's terms (replay's path)."""
+        """:meth:`on_window` for a window already in the engine's terms."""
         with self._lock:
             self._push(o.end, _WINDOW, o.node, o.uuid, o)
+
+    def on_observations(self, batch: Iterable[Observation]) -> None:
+        """:meth:`on_observation` of each, in order, under one lock (replay's path)."""
+        push = self._push
+        with self._lock:
+            for o in batch:
+                push(o.end, _WINDOW, o.node, o.uuid, o)
 
     def on_job(self, allocation: Allocation) -> None:
         """A job known in advance (replay's job line): it starts at its start with all its

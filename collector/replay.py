@@ -39,6 +39,7 @@ from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision, LadderEvent, Status
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, FindingKind
+from gpuwarden.collector.runs import Observation
 from gpuwarden.collector.trace import (
     TraceAttribution,
     TraceError,
@@ -124,6 +125,7 @@ class Replayer:
         self.ladder_events: list[LadderEvent] = []
         self.attribution = TraceAttribution(policies)
         self._allocations: list[Allocation] = []
+        self._observed: list[Observation] = []  # read, not yet handed to the engine
         self._max_ts = -math.inf
         self._first_ts: float | None = None
         self.lines = 0
@@ -156,9 +158,10 @@ class Replayer:
             o = self.attribution.observation(s, self._max_ts)
             if o.job is None:
                 self.unattributed += 1
-            self.engine.on_observation(o)
+            self._observed.append(o)
             if ts > self._max_ts:
                 self._max_ts = ts
+                self._hand_over()
                 # strictly older than the tolerance: a later line may still have that time
                 self.engine.advance_to(math.nextafter(ts - self.tolerance_s, -math.inf))
                 self._collect()
@@ -172,12 +175,19 @@ class Replayer:
         else:
             raise TraceError(line_no, f"'type' must be 'job' or 'sample', got {kind!r}")
 
+    def _hand_over(self) -> None:
+        """Give the engine the observations read since the last time (one call for the
+        many lines between two advances of the trace's time)."""
+        self.engine.on_observations(self._observed)
+        self._observed.clear()
+
     def _collect(self) -> None:
         for e in self.engine.take_events():
             self.ladder_events.append(e)
             self.events.append(to_replay_event(e))
 
     def finish(self) -> ReplaySummary:
+        self._hand_over()
         self.engine.advance_to(math.inf)
         self._collect()
         idle = observed = reclaimed = 0.0
