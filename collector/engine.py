@@ -284,7 +284,7 @@ class Engine:
             run = self._run_of_window(o, run)
             if run is None:
                 return
-        pos = run.tracker.position(o.node, o.uuid)
+        pos = run.tracker.position_of(where)
         assert pos is not None  # the GPU is the run's (see _run_of_window)
         if run.last_seen is None or end > run.last_seen:
             run.last_seen = end
@@ -395,7 +395,7 @@ class Engine:
         findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
-        if not findings and not self.ladder.has_state(run.job_id):
+        if not findings and not self.ladder.has_state(run.key[0]):
             return  # nothing found, nothing to reset
 
         def still_idle(f: Finding) -> bool:

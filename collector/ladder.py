@@ -235,9 +235,12 @@ class Ladder:
         if states is None:
             states = self._states[job_id] = {}
         present: set[tuple[str, str]] = set()
+        keys = []  # each finding's key, read once (a property of a whole Finding)
         idle_now = False
         for f in findings:
-            present.add(f.key)
+            key = f.key
+            keys.append(key)
+            present.add(key)
             if f.kind is FindingKind.IDLE:
                 idle_now = True
         if not present.issuperset(states):
@@ -247,14 +250,14 @@ class Ladder:
                     del states[key]
                     self._changed.add(job_id)
         events: list[LadderEvent] = []
-        for f in findings:
-            st: _State | None = states.get(f.key)
+        for f, key in zip(findings, keys, strict=True):
+            st: _State | None = states.get(key)
             if st is not None and st.pos < 0:
                 continue  # report-only and already reported while it lasts
             if st is not None and st.since != f.since_ts:
                 st = None  # a new idle streak: a new finding
             if st is None:
-                st = states[f.key] = _State(f.since_ts)
+                st = states[key] = _State(f.since_ts)
                 enforceable = f.kind is FindingKind.IDLE or (
                     f.kind is FindingKind.PARTLY_IDLE and policy.enforce_partly_idle
                 )

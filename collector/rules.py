@@ -118,6 +118,8 @@ class AllocationTracker:
         self._bucket_s = policy.underuse_window / BUCKETS
         self._next_report_ts = -math.inf
         self._report_cache: list[Finding] = []
+        # pending() finds nothing before this time (see there); -inf: look
+        self._quiet_until = -math.inf
         self.windows_seen = 0
         self.observed_s = 0.0
 
@@ -128,6 +130,7 @@ class AllocationTracker:
         if policy.underuse_window != self.policy.underuse_window:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
+        self._quiet_until = -math.inf
         a = self.allocation
         self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
         started = a.started_ts
@@ -136,6 +139,10 @@ class AllocationTracker:
     def position(self, node: str, uuid: str) -> int | None:
         """Index of a GPU in the allocation, or None when it is not one of its GPUs."""
         return self._pos.get((node, uuid))
+
+    def position_of(self, where: tuple[str, str]) -> int | None:
+        """:meth:`position` of (node, uuid)."""
+        return self._pos.get(where)
 
     def add(self, w: ObservedWindow) -> bool:
         pos = self._pos.get((w.node, w.uuid))
@@ -197,6 +204,7 @@ class AllocationTracker:
         if active:
             streak.end(p.idle_window)
         else:
+            self._quiet_until = -math.inf  # the streak grows: it may be idle now
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
             if end > counted_from:
@@ -269,7 +277,7 @@ class AllocationTracker:
         if pos is not None:
             return pos
         self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
-        self._gpus.append(_Gpu(ref))
+        self._gpus.append(_Gpu(ref))  # not idle yet: pending() stays quiet
         pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
         return pos
 
@@ -320,8 +328,12 @@ class AllocationTracker:
 
     def pending(self, now: float) -> list[Finding | PendingFinding]:
         """:meth:`evaluate`, with the words and evidence of idle findings built only when
-        asked for, before the next window (see :class:`PendingFinding`)."""
-        if self.exempt_reason is not None:
+        asked for, before the next window (see :class:`PendingFinding`).
+
+        When it finds nothing, nothing can be found before the next under-use check unless
+        a GPU gets an idle window: without one, time only ends idle streaks (their data grows
+        old) and never starts them. Until then it answers at once."""
+        if self.exempt_reason is not None or now < self._quiet_until:
             return []
         p = self.policy
         gpus = self._gpus
@@ -346,6 +358,8 @@ class AllocationTracker:
             self._next_report_ts = now + REPORT_EVERY_BUCKETS * self._bucket_s
             self._report_cache = self._report_findings(now)
         findings.extend(self._report_cache)
+        if not findings:
+            self._quiet_until = self._next_report_ts
         return findings
 
     def _partly_idle(self, chosen: list[_Gpu], since: float, n: int) -> Finding:
