@@ -270,9 +270,9 @@ class Engine:
 
     def _on_window(self, o: Observation) -> None:
         self.windows += 1
-        job = o.job
-        where = (o.node, o.uuid)
-        end = o.end
+        # one unpacking instead of a field look-up each: this runs for every window
+        node, uuid, _, job, start, end, umax, umean, used, total, _, sm, profile, procs, mig = o
+        where = (node, uuid)
         run = self._gpu.get(where)
         # The common case: the GPU's run got this very facts object last time (so it is the
         # current run of that job, holding this GPU) and has not been silent too long.
@@ -294,16 +294,16 @@ class Engine:
         run.tracker.add_values(
             pos,
             end,
-            end - o.start if end > o.start else 0.0,
-            o.util_max_pct,
-            o.util_mean_pct,
-            o.mem_used_bytes,
-            o.mem_total_bytes,
+            end - start if end > start else 0.0,
+            umax,
+            umean,
+            used,
+            total,
             job.cpu_util_pct,
-            sm_active_max=o.sm_active_max_pct,
-            profile=o.profile,
-            processes=o.processes,
-            mig=o.mig,
+            sm,
+            profile,
+            procs,
+            mig,
         )
         if not run.dirty:
             run.dirty = True

@@ -174,7 +174,6 @@ class AllocationTracker:
         mem_used_bytes: int | None = None,
         mem_total_bytes: int | None = None,
         cpu_util_pct: float | None = None,
-        *,
         sm_active_max: float | None = None,
         profile: Profile | None = None,
         processes: int | None = None,
