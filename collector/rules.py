@@ -325,7 +325,7 @@ class AllocationTracker:
         """Findings of this allocation at ``now``; an exempt allocation has none."""
         return [f.finding() for f in self.pending(now)]
 
-    def pending(self, now: float) -> list[Finding | PendingFinding]:
+    def pending(self, now: float) -> Sequence[Finding | PendingFinding]:
         """:meth:`evaluate`, with the words and evidence of idle findings built only when
         asked for, before the next window (see :class:`PendingFinding`).
 
@@ -356,10 +356,15 @@ class AllocationTracker:
         if now >= self._next_report_ts:
             self._next_report_ts = now + REPORT_EVERY_BUCKETS * self._bucket_s
             self._report_cache = self._report_findings(now)
-        findings.extend(self._report_cache)
-        if not findings:
+        if findings:
+            findings.extend(self._report_cache)
+            return findings
+        cache = self._report_cache
+        if not cache:
             self._quiet_until = self._next_report_ts
-        return findings
+        # The list itself while it lasts (not to be changed): the engine sees that the
+        # ladder has already taken these report-only findings (Engine._evaluate).
+        return cache
 
     def _partly_idle(self, chosen: list[_Gpu], since: float, n: int) -> Finding:
         return Finding(
