@@ -3,7 +3,9 @@
 No I/O and no clock: the caller passes ``now``. The collector and ``gpuwarden replay`` feed
 windows to one :class:`AllocationTracker` per allocation (a job and its GPUs) and call
 :meth:`AllocationTracker.evaluate`, which is cheap (a few comparisons per GPU) and keeps
-bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``.
+bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``. The
+engine calls :meth:`AllocationTracker.pending` instead, which builds the words and evidence
+of an idle finding only for the ladder's events.
 
 Coverage rule (missing data is unknown, never idle; docs/architecture.md). Per GPU, an *idle
 streak* is a run of report windows none of which is active. Only the part of a window that lies
