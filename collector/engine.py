@@ -397,7 +397,7 @@ class Engine:
             findings = []  # exempted: the ladder resets, as when the job is in use
         if not findings and not self.ladder.has_state(run.key[0]):
             return  # nothing found, nothing to reset
-        if findings is run.stepped:
+        if findings and findings is run.stepped:
             # The very report-only findings the ladder took at this run's last step, and
             # only a step changes their state: it would report nothing new.
             return
