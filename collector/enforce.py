@@ -84,6 +84,11 @@ class Enforcer:
         self.run_ends: Fanout[tuple[str, int, float]] = Fanout(self.run_end_listeners)
         self.ladder_state = ladder_state
         self.evaluations = 0
+        # The evaluation thread lets the event loop run (``pause``, see :func:`loop_turn`)
+        # after every ``slice_s`` of work, so that acks never wait behind a whole pass.
+        self.pause: Callable[[], None] | None = None
+        self.slice_s = 0.002
+        self.pauses = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
 
@@ -103,7 +108,7 @@ class Enforcer:
         """Never waits for an evaluation: the reports are handed over through a queue."""
         self._inbox.extend(reports)  # deque appends are thread-safe
 
-    def _drain(self) -> None:
+    def _drain(self, turn: Callable[[], None] = lambda: None) -> None:
         """Move what ingest handed over into the engine (evaluation and action threads)."""
         inbox = self._inbox
         while inbox:
@@ -115,6 +120,36 @@ class Enforcer:
             for g in r.gpus:
                 rec = WindowRecord(r.node, r.window_start, r.window_end, g)
                 self.engine.on_window(rec, attributed)
+            turn()
+
+    def _turns(self) -> Callable[[], None]:
+        """A callable for the work loops of one evaluation: it calls :attr:`pause` once
+        ``slice_s`` has passed since the last pause (or does nothing without one)."""
+        pause = self.pause
+        if pause is None:
+            return lambda: None
+        slice_s = self.slice_s
+        due = time.perf_counter() + slice_s
+
+        def turn() -> None:
+            nonlocal due
+            if time.perf_counter() >= due:
+                pause()
+                self.pauses += 1
+                due = time.perf_counter() + slice_s
+
+        return turn
+
+    def _advance(self, now: float, turn: Callable[[], None]) -> None:
+        """Process the buffered windows up to the watermark one data time at a time (the
+        engine gives the same events as in one step), letting the loop run in between."""
+        if self.pause is None:
+            return  # one step: engine.evaluate
+        engine = self.engine
+        watermark = now - engine.reorder_s
+        while (t := engine.next_time()) is not None and t <= watermark:
+            engine.advance_to(t)
+            turn()
 
     def _still_idle(self, decision: Decision) -> bool:
         """The check right before acting, with the newest windows stored."""
@@ -142,7 +177,8 @@ class Enforcer:
         due actions to the worker; return the audit records written."""
         with self.lock:
             now = self.clock() if now is None else now
-            self._drain()
+            turn = self._turns()
+            self._drain(turn)
             engine = self.engine
             events: list[LadderEvent] = []
             if self.worker is not None:
@@ -151,6 +187,7 @@ class Enforcer:
                         events.append(engine.on_action_aborted(decision, NOT_IDLE_ANYMORE))
                     else:
                         events.append(engine.on_action_result(decision, outcome))
+            self._advance(now, turn)
             events.extend(engine.evaluate(now))
             for decision in engine.take_actions():
                 why = (
@@ -193,6 +230,25 @@ class Enforcer:
 
     def jobs(self) -> list[str]:
         return self.engine.jobs()
+
+
+def loop_turn(loop: asyncio.AbstractEventLoop, timeout_s: float = 1.0) -> Callable[[], None]:
+    """A pause for a worker thread: it returns once ``loop`` has run the callbacks that were
+    ready when it was called (the thread holds no GIL meanwhile), or after ``timeout_s``.
+    Call this on the loop's thread; there (an evaluation run on the loop) it does nothing."""
+    loop_thread = threading.get_ident()
+
+    def pause() -> None:
+        if threading.get_ident() == loop_thread:
+            return
+        done = threading.Event()
+        try:
+            loop.call_soon_threadsafe(done.set)
+        except RuntimeError:  # the loop is closed: nothing to wait for
+            return
+        done.wait(timeout_s)
+
+    return pause
 
 
 class AuditQuery:
@@ -247,6 +303,7 @@ def attach_enforcement(
     collector.jobstats.policies = policies
     enforcer.run_end_listeners.append(collector.jobstats.on_run_end)
     enforcer.engine.exempt = collector.is_exempt  # admin exemptions, without a restart
+    enforcer.pause = loop_turn(loop)
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
 

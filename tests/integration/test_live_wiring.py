@@ -181,3 +181,54 @@ async def test_after_a_restart_the_idle_streak_is_rebuilt_from_the_store(tmp_pat
         assert records[0].evidence["finding"]["since_ts"] < now - 60
     finally:
         await collector.stop()
+
+
+async def test_an_evaluation_goes_no_further_while_the_event_loop_cannot_run(
+    tmp_path: Path,
+) -> None:
+    """Acks are written on the event loop: the evaluation thread lets it run after every
+    slice of work and waits for it, so a pass never holds the loop up for longer than a
+    slice, however many windows it has to go through."""
+    now = time.time()
+    collector = Collector(db_path=tmp_path / "c.db")
+    await collector.start()
+    try:
+        enforcer = attach_enforcement(
+            collector,
+            policies=PolicySet(),
+            executor=None,
+            audit_jsonl=None,
+            evaluate_interval_s=3600.0,
+        )
+        enforcer.slice_s = 0.0  # let the loop run after every report and every data time
+        reports = [
+            NodeReport(
+                f"n{k % 4}",
+                k // 4 + 1,
+                now - 1000 + k - 5,
+                now - 1000 + k,
+                tuple(
+                    GpuWindow(
+                        uuid=f"GPU-{k % 4}-{i}",
+                        index=i,
+                        util_max=50.0,
+                        job=JobInfo(job_id=f"{k % 4}{i}"),
+                        allocated=True,
+                    )
+                    for i in range(8)
+                ),
+                SlurmStatus(True),
+            )
+            for k in range(200)
+        ]
+        await asyncio.gather(*(collector.ingestor.submit(r) for r in reports))
+        passing = asyncio.get_running_loop().run_in_executor(None, enforcer.evaluate, now)
+        time.sleep(0.5)  # noqa: ASYNC251 (the point: the loop cannot run meanwhile)
+        assert enforcer.engine.data_time == float("-inf")  # still at its first slice
+        assert enforcer.engine.windows == 0
+        await passing
+        assert enforcer.engine.data_time == now - 1000 + 199
+        assert enforcer.engine.windows == 200 * 8
+        assert enforcer.pauses >= 200 + 200  # reports handed over, then data times
+    finally:
+        await collector.stop()
