@@ -14,8 +14,8 @@ the acks that overlapped an evaluation beside the others. Variants, run in the g
 - ``thread``: the baseline, each evaluation in one go in its worker thread (as before);
 - ``off``: no detection at all;
 - a suffix ``+siMS`` sets ``sys.setswitchinterval`` to MS milliseconds for that run;
-  ``+freeze`` calls ``gc.freeze()`` after every evaluation (full collections of the cyclic
-  GC then scan only what was allocated since).
+  ``+freeze`` gives the enforcement a :class:`GcFreezer` (as the daemon does), which
+  freezes what is alive after every evaluation (see collector/gcfreeze.py).
 
     .venv/bin/python bench/ack_lag.py --agents 2000 --duration 60 --variants thread,step,off
 """
@@ -231,17 +231,12 @@ class Probe:
 
         return wrapper
 
-    def timed(self, evaluate: Callable[..., Any], freeze: bool = False) -> Callable[..., Any]:
-        """``evaluate``, timed; ``freeze``: then move every object alive into the GC's
-        permanent generation (``gc.freeze``), which full collections no longer scan."""
-
+    def timed(self, evaluate: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **kw: Any) -> Any:
             t0, c0 = time.monotonic(), time.thread_time()
             try:
                 return evaluate(*a, **kw)
             finally:
-                if freeze:
-                    gc.freeze()
                 self.evaluations.append((t0, time.monotonic(), time.thread_time() - c0))
 
         return wrapper
@@ -254,6 +249,13 @@ class Probe:
 
 
 SLOW_TX_S = 0.1
+
+
+def gc_freezer() -> Any:
+    """Imported only when asked for: the baseline may be an older collector's sources."""
+    from gpuwarden.collector.gcfreeze import GcFreezer
+
+    return GcFreezer()
 
 
 def _q(xs: list[float], p: int) -> float:
@@ -278,8 +280,9 @@ async def run(args: argparse.Namespace, variant: str) -> str:
                 executor=None,
                 audit_jsonl=None,
                 evaluate_interval_s=args.evaluate,
+                **({"gc_freezer": gc_freezer()} if freeze else {}),
             )
-            enforcer.evaluate = probe.timed(enforcer.evaluate, freeze)  # type: ignore[method-assign]
+            enforcer.evaluate = probe.timed(enforcer.evaluate)  # type: ignore[method-assign]
             if mode == "thread":  # before: the whole pass at once in the worker thread
                 enforcer.pause = None
         c.store.write_reports = probe.wall_cpu("store transactions", c.store.write_reports)  # type: ignore[method-assign]

@@ -24,6 +24,7 @@ from pathlib import Path
 from gpuwarden.collector.audit import AuditLog, AuditRecord, record_from_event
 from gpuwarden.collector.dispatch import ActionWorker, Fanout
 from gpuwarden.collector.engine import Engine
+from gpuwarden.collector.gcfreeze import GcFreezer
 from gpuwarden.collector.ladder import (
     NOT_IDLE_ANYMORE,
     ActionExecutor,
@@ -274,12 +275,14 @@ def attach_enforcement(
     job_gone_after_s: float = 900.0,
     reorder_s: float | None = None,
     listeners: Sequence[AuditListener] = (),
+    gc_freezer: GcFreezer | None = None,
 ) -> Enforcer:
     """Run detection (and, where policy says so, enforcement) inside ``collector``.
     Call after ``collector.start()``. Every audit record goes to the collector's notifier
     hub and to ``listeners``, off the evaluation thread. ``reorder_s``: how long windows wait
     for stragglers from other nodes before the engine processes them (default: the policy's
-    ``window``)."""
+    ``window``). ``gc_freezer``: keeps the cyclic GC off the long-lived state after each
+    evaluation (see :mod:`gcfreeze`; the daemon's, not for a process it shares)."""
     loop = asyncio.get_running_loop()
     audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
     ladder_state = LadderStateTable(connect(collector.store.path))
@@ -307,12 +310,17 @@ def attach_enforcement(
     enforcer.warm_up()
     collector.add_stored_listener(enforcer.on_stored)
 
+    def evaluate() -> None:
+        enforcer.evaluate()
+        if gc_freezer is not None:
+            gc_freezer.after_pass()
+
     async def evaluate_forever() -> None:
         try:
             while True:
                 await asyncio.sleep(evaluate_interval_s)
                 try:
-                    await asyncio.to_thread(enforcer.evaluate)
+                    await asyncio.to_thread(evaluate)
                 except Exception:
                     log.exception("evaluation failed; trying again in %.0f s", evaluate_interval_s)
         finally:
