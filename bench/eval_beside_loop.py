@@ -9,6 +9,8 @@ evaluation's wall and CPU time and how late the ticker woke meanwhile.
 
 - ``one-go``: the whole pass at once (before);
 - ``slices``: the loop runs after every ``slice_s`` of work (the collector's way now);
+- ``frozen``: ``slices`` with what was alive before the pass frozen (``gc.freeze``), as the
+  daemon's :class:`GcFreezer` leaves it after the previous pass;
 - ``idle``: no evaluation, the same ticker (the floor).
 
     .venv/bin/python bench/eval_beside_loop.py --jobs 16000 --windows 3 --repeat 5
@@ -31,7 +33,7 @@ from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.store import Store
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, SlurmStatus
 
-MODES = ("one-go", "slices", "idle")
+MODES = ("one-go", "slices", "frozen", "idle")
 
 
 def reports(jobs: int, windows: int, now: float) -> list[NodeReport]:
@@ -89,7 +91,10 @@ async def trial(mode: str, enforcer: Enforcer, batch: list[NodeReport], now: flo
 
     tick = asyncio.create_task(ticker())
     enforcer.on_stored(batch)
-    enforcer.pause = loop_turn(asyncio.get_running_loop()) if mode == "slices" else None
+    sliced = mode in ("slices", "frozen")
+    enforcer.pause = loop_turn(asyncio.get_running_loop()) if sliced else None
+    if mode == "frozen":
+        gc.freeze()
 
     def evaluate() -> float:
         c0 = time.thread_time()
@@ -106,6 +111,7 @@ async def trial(mode: str, enforcer: Enforcer, batch: list[NodeReport], now: flo
     done.set()
     await tick
     gc.callbacks.remove(collections)
+    gc.unfreeze()
     q = statistics.quantiles(late, n=100, method="inclusive")
     return (
         f"{mode:>7} {wall * 1000:>8.0f} {cpu * 1000:>8.0f} {len(late) / wall:>8.0f} "
