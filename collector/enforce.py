@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,10 @@ class Enforcer:
         self.pauses = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
+        self._warm = False
+        # Per node, the newest window end warm-up read from the store: a report queued
+        # meanwhile that is no newer was read there already (dropped until the first pass).
+        self._read_until: dict[str, float] = {}
 
     def set_policies(self, policies: PolicySet) -> None:
         """Take a reloaded policy (between two evaluations)."""
@@ -112,11 +117,14 @@ class Enforcer:
     def _drain(self, turn: Callable[[], None] = lambda: None) -> None:
         """Move what ingest handed over into the engine (evaluation and action threads)."""
         inbox = self._inbox
+        read_until = self._read_until
         while inbox:
             try:
                 r = inbox.popleft()
             except IndexError:  # another thread took the last one
                 return
+            if read_until and r.window_end <= read_until.get(r.node, -math.inf):
+                continue  # stored before warm-up read the store: the engine has it
             attributed = r.slurm.available
             for g in r.gpus:
                 rec = WindowRecord(r.node, r.window_start, r.window_end, g)
@@ -158,7 +166,17 @@ class Enforcer:
         return self.engine.still_idle(decision)
 
     def warm_up(self, now: float | None = None) -> None:
-        """After a restart: rebuild the idle streaks from the stored windows."""
+        """After a restart: rebuild the idle streaks from the stored windows, once (the
+        first evaluation does it if nobody did). Reading a full store takes minutes: call
+        it off the event loop, after :meth:`on_stored` is subscribed (nothing stored
+        meanwhile is lost; what both the store and the queue hold is taken once)."""
+        with self.lock:
+            self._warm_up(now)
+
+    def _warm_up(self, now: float | None) -> None:
+        if self._warm:
+            return
+        self._warm = True
         now = self.clock() if now is None else now
         horizon = max(
             max(p.idle_window + p.grace_period, p.underuse_window) + p.max_gap
@@ -168,6 +186,12 @@ class Enforcer:
         if truncated:
             log.warning("warm-up: stored windows truncated; some idle streaks start afresh")
         self.engine.warm_up(records, now - self.engine.reorder_s)
+        read_until: dict[str, float] = {}
+        for rec in records:
+            if rec.window_end > read_until.get(rec.node, -math.inf):
+                read_until[rec.node] = rec.window_end
+        self._read_until = read_until
+        del records
         if self.ladder_state is not None:  # warnings sent and actions taken before it
             self.engine.ladder.restore(self.ladder_state.load(keep=self.engine.jobs()))
             self.engine.ladder.take_changed()
@@ -177,9 +201,11 @@ class Enforcer:
         """Collect action outcomes, run the engine up to ``now`` (default: the clock), hand
         due actions to the worker; return the audit records written."""
         with self.lock:
+            self._warm_up(None)
             now = self.clock() if now is None else now
             turn = self._turns()
             self._drain(turn)
+            self._read_until = {}
             engine = self.engine
             events: list[LadderEvent] = []
             if self.worker is not None:
@@ -307,8 +333,7 @@ def attach_enforcement(
     enforcer.run_end_listeners.append(collector.jobstats.on_run_end)
     enforcer.engine.exempt = collector.is_exempt  # admin exemptions, without a restart
     enforcer.pause = loop_turn(loop)
-    enforcer.warm_up()
-    collector.add_stored_listener(enforcer.on_stored)
+    collector.add_stored_listener(enforcer.on_stored)  # before warm-up reads the store
 
     def evaluate() -> None:
         enforcer.evaluate()
@@ -317,6 +342,10 @@ def attach_enforcement(
 
     async def evaluate_forever() -> None:
         try:
+            try:
+                await asyncio.to_thread(enforcer.warm_up)  # off the loop: acks go on
+            except Exception:
+                log.exception("warm-up failed; idle streaks start afresh")
             while True:
                 await asyncio.sleep(evaluate_interval_s)
                 try:

@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from gpuwarden.collector.audit import AuditRecord
 from gpuwarden.collector.enforce import attach_enforcement
@@ -231,4 +232,52 @@ async def test_an_evaluation_goes_no_further_while_the_event_loop_cannot_run(
         assert enforcer.engine.windows == 200 * 8
         assert enforcer.pauses >= 200 + 200  # reports handed over, then data times
     finally:
+        await collector.stop()
+
+
+async def test_acks_go_on_while_the_enforcement_warms_up_from_a_slow_store(
+    tmp_path: Path,
+) -> None:
+    """Warm-up reads up to 2 million stored windows (minutes on a full store): it runs off
+    the event loop, so reports are stored and acked meanwhile; one stored while warm-up
+    reads is taken once, not twice."""
+    now = time.time()
+    job = JobInfo(job_id="W", start_time=int(now) - 600)
+
+    def report(seq: int, end: float) -> NodeReport:
+        gpu = GpuWindow(uuid="GPU-w", index=0, util_max=0.0, job=job, allocated=True)
+        return NodeReport("n1", seq, end - 10.0, end, (gpu,), SlurmStatus(True))
+
+    collector = Collector(db_path=tmp_path / "c.db")
+    await collector.start()
+    reading, go_on, read = threading.Event(), threading.Event(), threading.Event()
+    history = collector.store.history
+
+    def slow_history(**kw: Any) -> Any:  # the real store, only late
+        reading.set()
+        go_on.wait(5.0)
+        try:
+            return history(**kw)
+        finally:
+            read.set()
+
+    collector.store.history = slow_history  # type: ignore[method-assign]
+    try:
+        assert await collector.ingestor.submit(report(1, now - 20))
+        enforcer = attach_enforcement(
+            collector,
+            policies=PolicySet(),
+            executor=None,
+            audit_jsonl=None,
+            evaluate_interval_s=3600.0,
+        )
+        assert await asyncio.to_thread(reading.wait, 10.0)  # warm-up is reading the store
+        stored = await asyncio.wait_for(collector.ingestor.submit(report(2, now - 10)), 10.0)
+        assert stored is True and not read.is_set()  # acked while warm-up still reads
+        go_on.set()
+        await asyncio.to_thread(enforcer.evaluate, now + 60)
+        assert enforcer.engine.windows == 2  # each once: the store's copy or the queue's
+        assert enforcer.engine.late_windows == 0
+    finally:
+        go_on.set()
         await collector.stop()
