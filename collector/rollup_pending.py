@@ -19,36 +19,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gpuwarden.collector.rollup import bucket_of
 from gpuwarden.common.types import GpuWindow
 
+Acc = list[Any]  # the columns of a ``rollups`` row after (res, bucket, node, uuid, job_id)
+
 FLUSH_AFTER_S = 60.0  # a node's sums wait at most this long (while reports keep coming)
 MAX_PENDING = 200_000  # buckets held in memory; beyond, the largest nodes are written first
 
-# An accumulator: the columns of a ``rollups`` row after (res, bucket, node, uuid, job_id).
+# Positions in an accumulator.
 _INDEX, _NAME, _USER, _ACCOUNT, _PARTITION = range(5)
 _WINDOWS, _SAMPLES, _FIRST, _LAST, _USUM, _UN, _UMAX, _UMIN = range(5, 13)
 _MEM, _MEMTOT, _PSUM, _PN, _TEMP, _ALLOC = range(13, 19)
 _MAXES = (_UMAX, _MEM, _MEMTOT, _TEMP)
 
 
-def _merge(acc: list[object], other: Sequence[object]) -> None:
+def _merge(acc: Acc, other: Acc) -> None:
     """Add ``other``'s sums to ``acc``; its identity fields (index, name, job's user...)
     win, as the newer ones. A missing (None) extreme loses to a known one."""
     acc[_INDEX:_WINDOWS] = other[_INDEX:_WINDOWS]
     for i in (_WINDOWS, _SAMPLES, _USUM, _UN, _PSUM, _PN, _ALLOC):
-        acc[i] += other[i]  # type: ignore[operator]
-    acc[_FIRST] = min(acc[_FIRST], other[_FIRST])  # type: ignore[type-var]
-    acc[_LAST] = max(acc[_LAST], other[_LAST])  # type: ignore[type-var]
+        acc[i] += other[i]
+    acc[_FIRST] = min(acc[_FIRST], other[_FIRST])
+    acc[_LAST] = max(acc[_LAST], other[_LAST])
     for i in _MAXES:
-        if other[i] is not None and (acc[i] is None or other[i] > acc[i]):  # type: ignore[operator]
+        if other[i] is not None and (acc[i] is None or other[i] > acc[i]):
             acc[i] = other[i]
-    if other[_UMIN] is not None and (acc[_UMIN] is None or other[_UMIN] < acc[_UMIN]):  # type: ignore[operator]
+    if other[_UMIN] is not None and (acc[_UMIN] is None or other[_UMIN] < acc[_UMIN]):
         acc[_UMIN] = other[_UMIN]
 
 
-def _window(ws: float, we: float, g: GpuWindow) -> list[object]:
+def _window(ws: float, we: float, g: GpuWindow) -> Acc:
     weight = g.samples if g.samples > 0 else 1
     job = g.job
     return [
@@ -78,7 +81,7 @@ class _Node:
     __slots__ = ("buckets", "first_id", "last_id", "since")
 
     def __init__(self, report_id: int, now: float) -> None:
-        self.buckets: dict[tuple[str, str, int], list[object]] = {}
+        self.buckets: dict[tuple[str, str, int], Acc] = {}
         self.first_id = report_id
         self.last_id = report_id
         self.since = now
@@ -159,7 +162,7 @@ class Pending:
         """The ``rollups`` rows (both resolutions) of ``nodes``' sums, to add."""
         out: list[tuple[object, ...]] = []
         for node in nodes:
-            hours: dict[tuple[str, str, int], list[object]] = {}
+            hours: dict[tuple[str, str, int], Acc] = {}
             for (uuid, job_id, bucket), acc in self._nodes[node].buckets.items():
                 out.append((60, bucket, node, uuid, job_id, *acc))
                 hkey = (uuid, job_id, bucket - bucket % 3600)
