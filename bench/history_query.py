@@ -105,7 +105,8 @@ def main() -> None:
             start = time.perf_counter()
             n = fill(store, args.nodes, args.gpus, args.interval, t0, t1)
             print(f"filled {n:,} windows in {time.perf_counter() - start:.0f} s")
-        size = path.stat().st_size + Path(f"{path}-wal").stat().st_size
+        wal = Path(f"{path}-wal")
+        size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
         windows = store.count_windows()
         print(
             f"store: {windows:,} windows, {size / 1e6:,.0f} MB"

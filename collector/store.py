@@ -309,7 +309,8 @@ class Store:
 
     def _prune_raw_step(self, older_than: float, batch: int) -> tuple[int, int]:
         """Reports that ended before ``older_than`` until about ``batch`` windows, with
-        their job links; roll-up sums still pending for them are written first."""
+        their job links and the job facts no report names any more; roll-up sums still
+        pending for them are written first."""
         with self._wlock:
             rows = self._w.execute(
                 "SELECT id, node, gpus, data FROM reports WHERE window_end < ? LIMIT ?",
@@ -328,15 +329,23 @@ class Store:
                 if self._pending.holds(node, rid):
                     nodes.add(node)
             self._flush_rollups(sorted(nodes))
+            orphans: list[tuple[int]] = []
             with self._pruning(RAW, older_than):
                 self._w.executemany("DELETE FROM report_jobs WHERE job = ? AND report = ?", links)
                 self._w.executemany("DELETE FROM reports WHERE id = ?", ids)
+                for job in sorted({j for j, _ in links}):  # facts no stored report names
+                    if not self._w.execute(
+                        "SELECT 1 FROM report_jobs WHERE job = ? LIMIT 1", (job,)
+                    ).fetchone():
+                        orphans.append((job,))
+                self._w.executemany("DELETE FROM jobs WHERE id = ?", orphans)
                 if windows:
                     self._w.execute(
                         "UPDATE meta SET value = ? WHERE key = 'windows'",
                         (str(self._windows - windows),),
                     )
             self._windows -= windows
+            self._rows.forget_jobs(j for (j,) in orphans)
         return windows, len(ids)
 
     @contextlib.contextmanager

@@ -156,6 +156,21 @@ def test_what_the_dictionaries_hold_is_stored_once(tmp_path: Path) -> None:
         assert stripped.job is None or stripped.job.job_id == ""
 
 
+def test_retention_deletes_the_facts_of_jobs_no_stored_report_names(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    store.write_reports(reports(50), T0)
+    old = NodeReport("n1", 51, T0, T0 + 5, (GpuWindow(uuid="GPU-x", index=0, job=JobInfo("1")),))
+    store.write_reports([old], T0)
+    jobs = "SELECT job_id, count(*) FROM jobs GROUP BY job_id ORDER BY job_id"
+    assert store.writer.execute(jobs).fetchall() == [("1", 1), ("4242_7", 2)]
+    assert store.prune(older_than=T0 + 100) == 3 * 18 + 1  # seq 1-18 and seq 51
+    assert store.writer.execute(jobs).fetchall() == [("4242_7", 2)]
+    # the job comes back: its facts are stored again and read back whole
+    store.write_reports([NodeReport("n1", 52, T0 + 500, T0 + 505, old.gpus)], T0)
+    assert store.history(job_id="1", resolution=0)[0][0].gpu == old.gpus[0]
+    assert store.job_user("4242_7") == "alice"
+
+
 def test_duplicates_in_one_batch_and_across_batches_are_stored_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
     rs = reports(3)
