@@ -128,21 +128,23 @@ class Pending:
     def due(self, max_rows: int) -> list[str]:
         """Nodes to write now, at most about ``max_rows`` rows: those waiting longest past
         :data:`FLUSH_AFTER_S`, or the largest while too much is held."""
-        now = time.monotonic()
         if self._size > MAX_PENDING:
-            order = sorted(self._nodes, key=lambda n: -len(self._nodes[n].buckets))
-        else:
-            order = sorted(
-                (n for n, e in self._nodes.items() if now - e.since >= FLUSH_AFTER_S),
-                key=lambda n: self._nodes[n].since,
-            )
+            order = iter(sorted(self._nodes, key=lambda n: -len(self._nodes[n].buckets)))
+            oldest_first = False
+        else:  # a node's entry is made when its first sums come: oldest first already
+            order = iter(self._nodes)
+            oldest_first = True
+        now = time.monotonic()
         out: list[str] = []
         rows = 0
         for node in order:
-            if out and rows + 2 * len(self._nodes[node].buckets) > max_rows:
+            entry = self._nodes[node]
+            if oldest_first and now - entry.since < FLUSH_AFTER_S:
+                break
+            if out and rows + 2 * len(entry.buckets) > max_rows:
                 break
             out.append(node)
-            rows += 2 * len(self._nodes[node].buckets)
+            rows += 2 * len(entry.buckets)
         return out
 
     def matching(self, node: str, uuid: str, job_id: str) -> list[str]:
@@ -185,8 +187,10 @@ class Pending:
     def safe_after(self, nodes: Iterable[str]) -> int:
         """The id at and below which every report is written once ``nodes`` are."""
         gone = set(nodes)
-        firsts = [e.first_id for n, e in self._nodes.items() if n not in gone]
-        return min(firsts) - 1 if firsts else self._last_id
+        for node, entry in self._nodes.items():  # made in the order of their first ids
+            if node not in gone:
+                return entry.first_id - 1
+        return self._last_id
 
     def drop(self, nodes: Iterable[str]) -> None:
         """``nodes``' sums are written (their transaction committed)."""
