@@ -201,10 +201,8 @@ class Store:
         results: list[bool] = []
         stored: list[tuple[int, NodeReport]] = []
         with self._wlock:
-            cur = self._w.cursor()
             flush = self._pending.due(FLUSH_ROWS) if self.retention.rollups else []
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as cur:
                 for r, gpu_blobs in zip(reports, blobs, strict=True):
                     rows = self._rows.rows(r, received, gpu_blobs)
                     cur.execute(layout.INSERT_REPORT, rows.report)
@@ -219,25 +217,10 @@ class Store:
                     results.append(True)
                 added = sum(len(r.gpus) for _, r in stored)
                 if added:
-                    cur.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'windows'",
-                        (str(self._windows + added),),
-                    )
+                    total = str(self._windows + added)
+                    cur.execute("UPDATE meta SET value = ? WHERE key = 'windows'", (total,))
                 if flush:
                     self._write_rollups(cur, flush)
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                # SQLite has already rolled back after some errors (SQLITE_FULL): a second
-                # ROLLBACK would only hide the cause behind "no transaction is active".
-                self._rows.rollback()
-                if self._w.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        cur.execute("ROLLBACK")
-                fault = unavailable(exc)
-                if fault is not None:
-                    raise fault from exc
-                raise
-            self._rows.commit()
             self._pending.drop(flush)
             self._windows += added
             for rid, r in stored:
@@ -258,14 +241,25 @@ class Store:
 
     def _flush_rollups(self, nodes: Sequence[str]) -> None:
         """Write ``nodes``' pending sums in a transaction of their own (write lock held)."""
-        if not nodes:
-            return
+        if nodes:
+            with self._transaction() as cur:
+                self._write_rollups(cur, nodes)
+            self._pending.drop(nodes)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (the caller holds the write lock). On any error it is
+        rolled back, dictionary entries made in it are forgotten, and a store-wide fault
+        is raised as :class:`StoreUnavailable`."""
         cur = self._w.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            self._write_rollups(cur, nodes)
+            yield cur
             cur.execute("COMMIT")
         except BaseException as exc:
+            self._rows.rollback()
+            # SQLite has already rolled back after some errors (SQLITE_FULL): a second
+            # ROLLBACK would only hide the cause behind "no transaction is active".
             if self._w.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     cur.execute("ROLLBACK")
@@ -273,7 +267,7 @@ class Store:
             if fault is not None:
                 raise fault from exc
             raise
-        self._pending.drop(nodes)
+        self._rows.commit()
 
     def _rollups_readable(self, node: str, uuid: str, job_id: str) -> None:
         """Write the pending sums a roll-up read with these filters would include."""
@@ -352,22 +346,12 @@ class Store:
     def _pruning(self, res: int, before: float) -> Iterator[None]:
         """One retention transaction (the caller holds the write lock); on success the
         store remembers that ``res`` holds nothing older than ``before``."""
-        self._w.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             yield
             if before > self._pruned_before[res]:
                 self._w.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
                 )
-            self._w.execute("COMMIT")
-        except BaseException as exc:
-            if self._w.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                with contextlib.suppress(sqlite3.Error):
-                    self._w.execute("ROLLBACK")
-            fault = unavailable(exc)
-            if fault is not None:
-                raise fault from exc
-            raise
         self._pruned_before[res] = max(self._pruned_before[res], before)
 
     # -- reads -------------------------------------------------------------------------
