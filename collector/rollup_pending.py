@@ -27,7 +27,7 @@ from gpuwarden.common.types import GpuWindow
 Acc = list[Any]  # the columns of a ``rollups`` row after (res, bucket, node, uuid, job_id)
 
 FLUSH_AFTER_S = 60.0  # a node's sums wait at most this long (while reports keep coming)
-MAX_PENDING = 200_000  # buckets held in memory; beyond, the largest nodes are written first
+MAX_PENDING = 100_000  # buckets held in memory (~40 MB); beyond, the largest nodes go first
 
 # Positions in an accumulator.
 _INDEX, _NAME, _USER, _ACCOUNT, _PARTITION = range(5)
