@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The store's share of ingest: ``Store.write_reports`` CPU per GPU window.
 
-Builds ``--reports`` reports of ``--gpus`` GPUs from ``--nodes`` nodes (values varying as
-a real GPU's do) with their windows serialized as the collector receives them, then
-writes them in transactions of ``--batch`` reports, roll-ups on, as the collector's group
+Builds ``--reports`` reports of ``--gpus`` GPUs from ``--nodes`` nodes (store_size.py's
+windows, values varying as a real GPU's do), each window serialized as the collector
+receives it, then writes them in transactions of ``--batch`` reports, roll-ups on, as the collector's group
 commit does, into a fresh store (WAL, synchronous=FULL). Prints wall time and this
 process's CPU per window, ``--repeat`` times. Only ``Store``'s public API is used, so the
 same file runs against an older store for a before/after in one session.
@@ -19,9 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from store_size import window  # the same GPU windows as the size bench
+
 from gpuwarden.collector.store import Store
 from gpuwarden.common.convert import gpu_to_pb
-from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
+from gpuwarden.common.types import NodeReport
 
 
 def make(nodes: int, count: int, gpus: int, rng: random.Random) -> list[NodeReport]:
@@ -29,37 +31,9 @@ def make(nodes: int, count: int, gpus: int, rng: random.Random) -> list[NodeRepo
     out = []
     for k in range(count):
         node, seq = k % nodes, k // nodes + 1
-        windows = []
-        for i in range(gpus):
-            samples = [rng.randint(0, 100) for _ in range(5)]
-            windows.append(
-                GpuWindow(
-                    uuid=f"GPU-{node:04d}-{i:02d}-aaaaaaaa-bbbb-cccc-dddd",
-                    index=i,
-                    name="NVIDIA A100-SXM4-80GB",
-                    samples=5,
-                    util_mean=sum(samples) / 5,
-                    util_max=float(max(samples)),
-                    util_min=float(min(samples)),
-                    zero_frac=0.0,
-                    mem_used_max_bytes=rng.randint(19_000, 21_000) << 20,
-                    mem_total_bytes=80 << 30,
-                    power_mean_w=rng.randint(90_000, 400_000) / 1000,
-                    temperature_c=float(rng.randint(40, 70)),
-                    processes=(ProcessInfo(4242 + i, 20 << 30, "python"),),
-                    job=JobInfo(
-                        job_id=str(100_000 + node * 4 + i // 2),
-                        user="alice",
-                        account="physics",
-                        partition="gpu",
-                        name="train",
-                        start_time=1_700_000_000,
-                    ),
-                    allocated=True,
-                )
-            )
         t = t0 + 5 * seq
-        out.append(NodeReport(f"node{node:04d}", seq, t, t + 5, tuple(windows)))
+        windows = tuple(window(node, i, t, rng) for i in range(gpus))
+        out.append(NodeReport(f"node{node:04d}", seq, t, t + 5, windows))
     return out
 
 
