@@ -3,10 +3,11 @@
 
 Builds ``--reports`` reports of ``--gpus`` GPUs from ``--nodes`` nodes (store_size.py's
 windows, values varying as a real GPU's do), each window serialized as the collector
-receives it, then writes them in transactions of ``--batch`` reports, roll-ups on, as the collector's group
-commit does, into a fresh store (WAL, synchronous=FULL). Prints wall time and this
-process's CPU per window, ``--repeat`` times. Only ``Store``'s public API is used, so the
-same file runs against an older store for a before/after in one session.
+receives it, then writes them in transactions of ``--batch`` reports, roll-ups on, as
+the collector's group commit does, into a fresh store (WAL, synchronous=FULL). Prints
+wall time and this process's CPU per window, ``--repeat`` times. Only ``Store``'s public
+API is used, so the same file runs against an older store for a before/after in one
+session.
 
     .venv/bin/python bench/store_write.py [--reports 20000] [--gpus 8] [--nodes 100]
 """
