@@ -236,6 +236,17 @@ def test_rollup_sums_survive_a_crash_between_their_writes_exactly_once(
     assert _rollups(tmp_path / "copy2") == _rollups(tmp_path / "ref")
 
 
+def test_a_report_is_pruned_only_after_its_rollup_sums_are_written(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    store.write_reports(reports(30), T0)  # sums pending in memory
+    assert store.prune(older_than=T0 + 1000) == 90
+    for suffix in ("", "-wal"):  # killed now: the raw rows are gone, the sums must not be
+        shutil.copy(f"{tmp_path / 'db'}{suffix}", f"{tmp_path / 'copy'}{suffix}")
+    store.close()
+    hours, _ = Store(tmp_path / "copy").history(job_id="4242_7", resolution=3600)
+    assert sum(r.gpu.samples for r in hours) == 30 * 2 * 5
+
+
 def test_a_rollup_read_sees_windows_whose_sums_are_still_pending(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
     store.write_reports(reports(24), T0)  # two minutes
