@@ -37,7 +37,7 @@ _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT N
 
 # meta keys: per resolution, the instant before which rows have been deleted
 _PRUNED_KEY = {RAW: "pruned_before_raw", 60: "pruned_before_60", 3600: "pruned_before_3600"}
-FLUSH_ROWS = 1000  # roll-up rows added to one ingest transaction (a few ms of its time)
+FLUSH_ROWS = 500  # roll-up rows added to one ingest transaction (~5 ms of its time)
 
 
 class StoreError(RuntimeError):
