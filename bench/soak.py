@@ -135,7 +135,7 @@ async def agents(
     last line, and the streams that ended early."""
     until = time.monotonic() + duration
     rng = random.Random(13)
-    lags: list[list[float]] = [[] for _ in range(n)]
+    lags: list[list[tuple[float, float]]] = [[] for _ in range(n)]  # (send time, lag)
     ended: list[list[str]] = [[] for _ in range(n)]
     nodes = [NodeJobs(i, gpus, mean, random.Random(rng.random())) for i in range(n)]
     tasks = [
@@ -161,7 +161,7 @@ async def agents(
         out: list[float] = []
         early: list[str] = []
         for i in range(n):
-            out += lags[i][seen_lags[i] :]
+            out += [lag for _, lag in lags[i][seen_lags[i] :]]
             seen_lags[i] = len(lags[i])
             early += ended[i][seen_ended[i] :]
             seen_ended[i] = len(ended[i])
