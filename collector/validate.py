@@ -142,7 +142,9 @@ _EXTRA_NAMES: set[str] = set()  # extra-field names that passed (bounded as in f
 # under the same text limit is the same (frozen) object. start_time's bound moves with the
 # clock, so it is checked again on every hit.
 _JOBS: dict[tuple[bytes, int], JobInfo] = {}
-_JOBS_MAX = 1 << 14
+# Likewise a process seen in one window is mostly seen again, unchanged, in the next.
+_PROCESSES: dict[tuple[bytes, int], ProcessInfo] = {}
+_CACHE_MAX = 1 << 14  # entries of each cache before it starts again
 
 
 def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()) -> NodeReport:
@@ -286,7 +288,7 @@ def _job(msg: pb.JobInfo, i: int, b: Bounds) -> JobInfo:
     job = _JOBS.get(key)
     if job is None or job.start_time > b.start_time:
         job = _build_job(*_read_job(msg, b, i))
-        if len(_JOBS) >= _JOBS_MAX:
+        if len(_JOBS) >= _CACHE_MAX:
             _JOBS.clear()
         _JOBS[key] = job
     return job
@@ -297,7 +299,18 @@ def _processes(procs: Any, i: int, b: Bounds, limits: Limits) -> tuple[ProcessIn
         raise ReportInvalid(
             f"gpus[{i}] has {len(procs)} processes (limit {limits.max_processes_per_gpu})"
         )
-    return tuple(_build_process(*_read_process(p, b, (i, j))) for j, p in enumerate(procs))
+    out = []
+    cache = _PROCESSES
+    for j, p in enumerate(procs):
+        key = (p.SerializeToString(), b.text)
+        proc = cache.get(key)
+        if proc is None:
+            proc = _build_process(*_read_process(p, b, (i, j)))
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = proc
+        out.append(proc)
+    return tuple(out)
 
 
 def _errors(errors: Any, i: int, limits: Limits) -> tuple[str, ...]:
