@@ -1,6 +1,6 @@
 """The collector daemon: wires the gRPC server (agents, query API, admin calls, health),
 the store, ingestion, live state and outputs together. The servicers are in
-:mod:`servicers`.
+:mod:`agent_service` (agents' reports) and :mod:`servicers` (queries, admin calls).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
 from gpuwarden.collector.admin import AdminActions, Exemptions
+from gpuwarden.collector.agent_service import AgentServicer
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer
 from gpuwarden.collector.ingest import Ingestor
@@ -31,12 +32,7 @@ from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.retention import Retention
-from gpuwarden.collector.servicers import (
-    AdminServicer,
-    AgentServicer,
-    AuditSource,
-    QueryServicer,
-)
+from gpuwarden.collector.servicers import AdminServicer, AuditSource, QueryServicer
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.summaries import JobStatsSource

@@ -1,14 +1,13 @@
-"""The collector's gRPC servicers: agents' report streams, the query API, admin calls.
+"""The collector's gRPC servicers for the query API and admin calls (agents' report streams
+are :mod:`agent_service`'s).
 
-They stay thin: authorization is the interceptor's, validation, storage and state live in
-their own modules, and protobuf is converted at this edge.
+They stay thin: authorization is the interceptor's, storage and state live in their own
+modules, and protobuf is converted at this edge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
 import json
 import logging
@@ -18,12 +17,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from gpuwarden.collector.admin import request_action
 from gpuwarden.collector.authz import current_caller
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.collector.validate import ReportInvalid, validate_report
 from gpuwarden.collector.visibility import (
     JobOwners,
     node_for_user,
@@ -40,7 +37,6 @@ from gpuwarden.common.convert import (
     window_record_to_pb,
 )
 from gpuwarden.common.types import AuditRecord
-from gpuwarden.common.wire import ACKS_CUMULATIVE, ACKS_KEY, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -60,150 +56,6 @@ class AuditSource(Protocol):
     def query(self, job_id: str, since: float, limit: int) -> list[AuditRecord]:
         """Records of ``job_id`` (all jobs when empty) from ``since``, newest first."""
         ...
-
-
-def _retrieve(fut: asyncio.Future[bool]) -> None:
-    """Mark an outcome nobody waits for any more as seen (no "never retrieved" noise)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _wants_cumulative(context: Ctx) -> bool:
-    """Whether the agent asked for cumulative acks (``Ack.cumulative``) on this stream."""
-    for key, value in context.invocation_metadata() or ():
-        if key == ACKS_KEY:
-            return (value if isinstance(value, str) else value.decode(errors="replace")) == (
-                ACKS_CUMULATIVE
-            )
-    return False
-
-
-class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, collector: Collector) -> None:
-        self.c = collector
-
-    async def _undecodable(self, exc: DecodeError, context: Ctx) -> None:
-        """Bytes that are no NodeReport end the stream with INVALID_ARGUMENT (not UNKNOWN
-        with a traceback in the log for each one); a flood is one log line a minute."""
-        c = self.c
-        c.undecodable += 1
-        now = time.monotonic()
-        if now - c.undecodable_logged >= 60.0:
-            c.undecodable_logged = now
-            log.warning(
-                "a stream sent bytes that are no NodeReport (%s); %d so far", exc, c.undecodable
-            )
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"message is not a gpuwarden.v1.NodeReport: {exc}"
-        )
-
-    async def Report(self, request_iterator: AsyncIterator[pb.NodeReport], context: Ctx) -> None:
-        # Who may report for which node is checked by the Authorizer (collector/authz.py).
-        cumulative = _wants_cumulative(context)
-        # (seq, node, outcome) of each report handed to the ingestor, in the order received.
-        pending: collections.deque[tuple[int, str, asyncio.Future[bool]]] = collections.deque()
-        more = asyncio.Event()  # set when pending grows or reading has ended
-        reading = True
-        node_seen: str | None = None
-
-        refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
-        failed: list[Exception] = []  # the store could not write
-
-        async def write_acks() -> None:
-            """Acks in the order received, as their transactions commit: one per report, or
-            one per group commit on a cumulative stream."""
-            while True:
-                if not pending:
-                    if not reading:
-                        return
-                    more.clear()
-                    await more.wait()
-                    continue
-                with contextlib.suppress(Exception):  # read below, report by report
-                    await pending[0][2]
-                last: tuple[int, str] | None = None
-                all_duplicates = True
-                while pending and pending[0][2].done():
-                    seq, node, fut = pending.popleft()
-                    try:
-                        duplicate = not fut.result()
-                    except ReportInvalid as exc:  # valid on the wire, but the store refused it
-                        refused.append((seq, exc))
-                    except Exception as exc:  # the store cannot write now: resend later
-                        failed.append(exc)
-                    if refused or failed:
-                        if last is not None:  # what came before it is stored
-                            await context.write(
-                                pb.Ack(
-                                    node=last[1],
-                                    seq=last[0],
-                                    duplicate=all_duplicates,
-                                    cumulative=True,
-                                )
-                            )
-                        return
-                    if cumulative:
-                        last = (seq, node)
-                        all_duplicates = all_duplicates and duplicate
-                    else:
-                        await context.write(pb.Ack(node=node, seq=seq, duplicate=duplicate))
-                if last is not None:
-                    await context.write(
-                        pb.Ack(node=last[1], seq=last[0], duplicate=all_duplicates, cumulative=True)
-                    )
-
-        async def refuse(seq: int, node: str | None, exc: ReportInvalid) -> None:
-            self.c.rejected += 1
-            log.warning("rejected report seq=%d from %r: %s", seq, node, exc)
-            context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(seq)),))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"report seq={seq}: {exc}")
-
-        limits = self.c.limits
-        rate_limiter = self.c.rate_limiter
-        ingestor = self.c.ingestor
-        acker = asyncio.create_task(write_acks())
-        try:
-            try:
-                async for msg in request_iterator:
-                    if acker.done():
-                        break
-                    try:
-                        report = validate_report(msg, now=time.time(), limits=limits)
-                    except ReportInvalid as exc:
-                        await refuse(msg.seq, msg.node[:64], exc)
-                    wait_s = rate_limiter.delay(report.node)
-                    if wait_s > 0:
-                        await asyncio.sleep(wait_s)  # back-pressure: this node's stream waits
-                    if node_seen != report.node:
-                        if node_seen is not None:
-                            self.c.stream_closed(node_seen)
-                        node_seen = report.node
-                        self.c.stream_opened(node_seen, context.peer())
-                    # Stored as received: no second encoding (unknown fields are not kept).
-                    msg.DiscardUnknownFields()
-                    blobs = [g.SerializeToString() for g in msg.gpus]
-                    pending.append((report.seq, report.node, ingestor.submit(report, blobs)))
-                    more.set()
-            except DecodeError as exc:
-                await self._undecodable(exc, context)
-            reading = False
-            more.set()
-            await acker
-            if refused:
-                await refuse(refused[0][0], node_seen, refused[0][1])
-            if failed:
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the collector cannot store reports now: {failed[0]}; keep them and retry",
-                )
-        finally:
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await acker
-            for _seq, _node, fut in pending:  # never acked: the agent resends them
-                fut.add_done_callback(_retrieve)
-            if node_seen is not None:
-                self.c.stream_closed(node_seen)
 
 
 class QueryServicer(pb_grpc.QueryServiceServicer):

@@ -152,6 +152,14 @@ class Ack(_message.Message):
     cumulative: bool
     def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., duplicate: _Optional[bool] = ..., cumulative: _Optional[bool] = ...) -> None: ...
 
+class NodeReportBatch(_message.Message):
+    __slots__ = ("node", "reports")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    reports: _containers.RepeatedCompositeFieldContainer[NodeReport]
+    def __init__(self, node: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[NodeReport, _Mapping]]] = ...) -> None: ...
+
 class GpuState(_message.Message):
     __slots__ = ("node", "latest", "window_end")
     NODE_FIELD_NUMBER: _ClassVar[int]

@@ -4,7 +4,9 @@ gets one ack per report. Real collector, real gRPC, real SQLite."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -46,20 +48,37 @@ async def _send_all_then_read(
 ) -> tuple[list[pb.Ack], grpc.aio.AioRpcError | None]:
     """Write every report before reading any ack (as an agent with a full spool does), then
     read acks until the last report is covered or the stream ends."""
-    acks: list[pb.Ack] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{c.port}") as ch:
         call = pb_grpc.AgentServiceStub(ch).Report(metadata=metadata)
-        for r in reports:
-            await call.write(r)
-        try:
-            while not acks or acks[-1].seq < reports[-1].seq:
-                ack = await call.read()
-                if ack is grpc.aio.EOF:
-                    break
-                acks.append(ack)
-            await call.done_writing()
-        except grpc.aio.AioRpcError as exc:
-            return acks, exc
+        return await _exchange(call, reports, reports[-1].seq)
+
+
+async def _exchange(
+    call: Any, messages: Sequence[object], last: int
+) -> tuple[list[pb.Ack], grpc.aio.AioRpcError | None]:
+    """Write every message, then read acks until ``last`` is covered or the stream ends.
+    A stream the collector has ended makes a write fail with INTERNAL on this side: the
+    collector's own status is the call's."""
+    acks: list[pb.Ack] = []
+    try:
+        for m in messages:
+            await call.write(m)
+        while not acks or acks[-1].seq < last:
+            ack = await call.read()
+            if ack is grpc.aio.EOF:
+                break
+            acks.append(ack)
+        await call.done_writing()
+    except grpc.aio.AioRpcError:
+        code = await call.code()
+        if code == grpc.StatusCode.OK:
+            raise
+        return acks, grpc.aio.AioRpcError(
+            code,
+            await call.initial_metadata(),
+            await call.trailing_metadata(),
+            await call.details(),
+        )
     return acks, None
 
 
@@ -126,3 +145,58 @@ async def test_a_bad_report_on_a_cumulative_stream_is_refused_and_no_ack_passes_
     assert all(a.seq < 3 for a in acks)  # an ack never covers the refused report
     history, _ = collector.store.history(node="gpu07", resolution=0)
     assert all(r.window_end != T + 15 for r in history)  # nothing of report 3 was stored
+
+
+def _batch(first: int, count: int) -> pb.NodeReportBatch:
+    return pb.NodeReportBatch(
+        node="gpu07", reports=[_report(s) for s in range(first, first + count)]
+    )
+
+
+async def _send_batches(
+    c: Collector, batches: list[pb.NodeReportBatch]
+) -> tuple[list[pb.Ack], grpc.aio.AioRpcError | None]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{c.port}") as ch:
+        call = pb_grpc.AgentServiceStub(ch).ReportBatch()
+        return await _exchange(call, batches, batches[-1].reports[-1].seq)
+
+
+async def test_batches_are_stored_whole_and_acked_cumulatively(collector: Collector) -> None:
+    acks, err = await _send_batches(collector, [_batch(1, 16), _batch(17, 16), _batch(33, 8)])
+    assert err is None
+    assert all(a.cumulative for a in acks) and acks[-1].seq == N and len(acks) <= 5
+    assert collector.store.count_reports() == N
+    # A batch built from spooled bytes as they are (field 2, length-delimited) is the same.
+    spooled = [_report(s).SerializeToString() for s in range(41, 44)]
+    wire = b"\x0a\x05gpu07" + b"".join(b"\x12" + _varint(len(r)) + r for r in spooled)
+    acks, err = await _send_batches(collector, [pb.NodeReportBatch.FromString(wire)])
+    assert err is None and acks[-1].seq == 43
+    assert collector.store.count_reports() == N + 3
+
+
+async def test_a_bad_report_in_a_batch_refuses_the_stream_naming_its_seq(
+    collector: Collector,
+) -> None:
+    batch = _batch(1, 4)
+    batch.reports[2].gpus[0].util_max = 250.0
+    acks, err = await _send_batches(collector, [batch])
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "report seq=3: gpus[0].util_max=250.0" in (err.details() or "")
+    assert dict(err.trailing_metadata() or ()).get(REJECTED_SEQ_KEY) == "3"  # type: ignore[arg-type]
+    assert all(a.seq < 3 for a in acks)
+
+
+async def test_a_batch_over_the_limit_is_refused_whole(collector: Collector) -> None:
+    acks, err = await _send_batches(collector, [_batch(1, 257)])
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "257 reports in one batch (limit 256)" in (err.details() or "")
+    assert acks == [] and collector.store.count_reports() == 0
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
