@@ -70,14 +70,15 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
 async def one_agent(
     target: str,
     msgs: list[pb.NodeReport],
-    in_flight: int,
-    cumulative: bool,
+    load: Load,
     go: asyncio.Event,
     connected: asyncio.Future[None],
 ) -> tuple[int, list[str]]:
-    """Open a connection, wait for ``go``, then send ``msgs`` with up to ``in_flight``
-    unacked; a stream that ends early is opened again and what was not acked is sent again
-    (as an agent resends its spool). Returns how many streams ended early, and why."""
+    """Open a connection, wait for ``go``, then send ``msgs`` with up to ``load.in_flight``
+    unacked, one per message or ``load.batch`` per NodeReportBatch; a stream that ends early
+    is opened again and what was not acked is sent again (as an agent resends its spool).
+    Returns how many streams ended early, and why (the stream's own status: a write to a
+    stream the server has ended fails here with INTERNAL "from Core" first)."""
     acked, why = 0, []
     first = True
     while acked < len(msgs):
@@ -87,9 +88,13 @@ async def one_agent(
                 connected.set_result(None)
                 await go.wait()
                 first = False
-            metadata = ((ACKS_KEY, ACKS_CUMULATIVE),) if cumulative else None
-            call = pb_grpc.AgentServiceStub(ch).Report(metadata=metadata)
-            window = asyncio.Semaphore(in_flight)
+            stub = pb_grpc.AgentServiceStub(ch)
+            if load.acks == "batch":
+                call: Any = stub.ReportBatch()
+            else:
+                cumulative = load.acks == "cumulative"
+                call = stub.Report(metadata=((ACKS_KEY, ACKS_CUMULATIVE),) if cumulative else None)
+            window = asyncio.Semaphore(load.in_flight)
 
             async def reader(call: Any = call, window: asyncio.Semaphore = window) -> None:
                 nonlocal acked
@@ -104,18 +109,23 @@ async def one_agent(
             r = asyncio.create_task(reader())
             start = acked
             try:
-                for m in msgs[acked:]:
-                    await window.acquire()
-                    await call.write(m)
+                step = load.batch if load.acks == "batch" else 1
+                for i in range(acked, len(msgs), step):
+                    part = msgs[i : i + step]
+                    for _ in part:
+                        await window.acquire()
+                    if load.acks == "batch":
+                        await call.write(pb.NodeReportBatch(node=part[0].node, reports=part))
+                    else:
+                        await call.write(part[0])
                 await r
                 await call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-                code = (
-                    f"{exc.code().name}: {exc.details()}"
-                    if isinstance(exc, grpc.aio.AioRpcError)
-                    else "write"
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                code = await call.code()
+                why.append(
+                    f"{code.name}: {await call.details()} "
+                    f"({'after' if acked > start else 'before'} an ack)"
                 )
-                why.append(f"{code} ({'after' if acked > start else 'before'} an ack)")
             finally:
                 r.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -125,56 +135,67 @@ async def one_agent(
 
 class _BareAgentService(pb_grpc.AgentServiceServicer):
     """The transport floor: receives the same stream and acks each report at once (or, on a
-    stream that asked for cumulative acks, acks the newest report read whenever the acking
-    task runs), without validating or storing anything."""
+    cumulative or batch stream, the newest report read whenever the acking task runs),
+    without validating or storing anything."""
 
     async def Report(self, request_iterator: Any, context: Any) -> None:
         if (ACKS_KEY, ACKS_CUMULATIVE) not in tuple(context.invocation_metadata() or ()):
             async for msg in request_iterator:
                 await context.write(pb.Ack(node=msg.node, seq=msg.seq))
             return
-        newest: list[Any] = []
-        wake = asyncio.Event()
+        await _ack_newest(request_iterator, context, lambda msg: msg)
 
-        async def acker() -> None:
-            acked = None
-            while True:
-                await wake.wait()
-                wake.clear()
-                if newest[-1] is None:
-                    return
-                if newest[-1] is not acked:
-                    acked = newest[-1]
-                    await context.write(pb.Ack(node=acked.node, seq=acked.seq, cumulative=True))
+    async def ReportBatch(self, request_iterator: Any, context: Any) -> None:
+        await _ack_newest(request_iterator, context, lambda batch: batch.reports[-1])
 
-        task = asyncio.create_task(acker())
-        async for msg in request_iterator:
-            newest.append(msg)
-            del newest[:-1]
-            wake.set()
-        newest.append(None)
+
+async def _ack_newest(messages: Any, context: Any, newest_of: Any) -> None:
+    newest: list[Any] = []
+    wake = asyncio.Event()
+
+    async def acker() -> None:
+        acked = None
+        while True:
+            await wake.wait()
+            wake.clear()
+            if newest[-1] is None:
+                return
+            if newest[-1] is not acked:
+                acked = newest[-1]
+                await context.write(pb.Ack(node=acked.node, seq=acked.seq, cumulative=True))
+
+    task = asyncio.create_task(acker())
+    async for msg in messages:
+        newest.append(newest_of(msg))
+        del newest[:-1]
         wake.set()
-        await task
+    newest.append(None)
+    wake.set()
+    await task
 
 
 @dataclass(frozen=True)
 class Load:
     """What the agents' process sends: ``nodes`` streams of ``per_node`` reports of ``gpus``
-    GPUs, at most ``in_flight`` unacked each, asking for cumulative acks or not."""
+    GPUs, at most ``in_flight`` unacked each; ``acks``: ``per-report`` (an ack per report),
+    ``cumulative`` (Report asking for cumulative acks) or ``batch`` (ReportBatch, ``batch``
+    reports per message)."""
 
     nodes: int
     per_node: int
     gpus: int
     in_flight: int
-    cumulative: bool
+    acks: str
+    batch: int = 16
 
     @property
     def windows(self) -> int:
         return self.nodes * self.per_node * self.gpus
 
     def argv(self) -> list[str]:
-        return [str(v) for v in (self.nodes, self.per_node, self.gpus, self.in_flight)] + [
-            "cumulative" if self.cumulative else "per-report"
+        return [
+            str(v)
+            for v in (self.nodes, self.per_node, self.gpus, self.in_flight, self.acks, self.batch)
         ]
 
 
@@ -240,7 +261,7 @@ async def agents(target: str, load: Load) -> None:
     loop = asyncio.get_running_loop()
     connected = [loop.create_future() for _ in all_msgs]
     runs = [
-        asyncio.create_task(one_agent(target, m, load.in_flight, load.cumulative, go, c))
+        asyncio.create_task(one_agent(target, m, load, go, c))
         for m, c in zip(all_msgs, connected, strict=True)
     ]
     await asyncio.gather(*connected)
@@ -300,13 +321,16 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=24_000, help="reports per run (split over agents)")
     ap.add_argument("--gpus", type=int, default=8, help="GPUs per report")
     ap.add_argument("--in-flight", type=int, default=32)
-    ap.add_argument("--acks", default="per-report,cumulative", help="ack modes to measure")
+    ap.add_argument(
+        "--acks", default="per-report,cumulative,batch", help="ways of sending to measure"
+    )
+    ap.add_argument("--batch", type=int, default=16, help="reports per batch message")
     ap.add_argument("--raw-batch", type=int, default=64, help="reports per raw transaction")
-    ap.add_argument("--agents", nargs=6, help=argparse.SUPPRESS)  # the agents' process
+    ap.add_argument("--agents", nargs=7, help=argparse.SUPPRESS)  # the agents' process
     args = ap.parse_args()
     if args.agents:
-        target, n, per, g, fl, acks = args.agents
-        asyncio.run(agents(target, Load(int(n), int(per), int(g), int(fl), acks == "cumulative")))
+        target, n, per, g, fl, acks, batch = args.agents
+        asyncio.run(agents(target, Load(int(n), int(per), int(g), int(fl), acks, int(batch))))
         return
     print(f"{'agents':>7} {'reports':>8} {'acks':>11} {'transport/s':>12} {'us/window':>10} "
           f"{'collector/s':>12} {'us/window':>10} {'raw SQLite/s':>13} {'of raw':>7}")  # fmt: skip
@@ -314,7 +338,7 @@ def main() -> None:
         per_node = max(1, args.total // nodes)
         raw = raw_sqlite(nodes, per_node, args.gpus, args.raw_batch)
         for acks in args.acks.split(","):
-            load = Load(nodes, per_node, args.gpus, args.in_flight, acks == "cumulative")
+            load = Load(nodes, per_node, args.gpus, args.in_flight, acks, args.batch)
             floor, floor_us = asyncio.run(transport_floor(load))
             rate, us = asyncio.run(collector_run(load))
             print(f"{nodes:>7} {nodes * per_node:>8} {acks:>11} {floor:>12,.0f} "
