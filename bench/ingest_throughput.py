@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from gpuwarden.collector.ratelimit import RateLimiter
-from gpuwarden.collector.server import Collector
+from gpuwarden.collector.server import SERVER_OPTIONS, Collector
 from gpuwarden.collector.store import INSERT_REPORT, INSERT_WINDOW, Store, report_row, window_rows
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
@@ -200,8 +200,9 @@ class Load:
 
 
 async def transport_floor(load: Load) -> tuple[float, float]:
-    """The same agents against a bare grpc.aio server: windows/s and its CPU us/window."""
-    server = grpc.aio.server()
+    """The same agents against a bare grpc.aio server (the collector's server options):
+    windows/s and its CPU us/window."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_AgentServiceServicer_to_server(_BareAgentService(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

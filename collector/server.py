@@ -44,6 +44,24 @@ from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+# New calls gRPC may hold for the server at once: every agent of a large site reconnecting
+# at the same moment.
+MAX_PENDING_CALLS = 50_000
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
+    ("grpc.max_send_message_length", 64 << 20),
+    # The port is ours alone: with SO_REUSEPORT a second collector would start on it and the
+    # kernel would split the agents between the two databases.
+    ("grpc.so_reuseport", 0),
+    # gRPC's core holds each new call until this server's event loop asks for it, and by
+    # default drops calls beyond 1,000 held (with rising odds; all beyond 3,000): the streams
+    # of agents reconnecting at once after a restart ended CANCELLED or INTERNAL before
+    # sending anything.
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+]
+
 
 class Collector:
     """Wires store, state, ingestion and the gRPC services together."""
@@ -116,13 +134,7 @@ class Collector:
         self.ingestor.start()
         server = grpc.aio.server(
             interceptors=[self.authorizer],
-            options=[
-                ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
-                ("grpc.max_send_message_length", 64 << 20),
-                # The port is ours alone: with SO_REUSEPORT a second collector would start
-                # on it and the kernel would split the agents between the two databases.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=SERVER_OPTIONS,
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)
