@@ -135,8 +135,11 @@ _read_job = compile_reader("JobInfo", JOB_CHECKS, _bad_job)
 _read_process = compile_reader("ProcessInfo", PROCESS_CHECKS, _bad_process)
 _build_job = compile_builder(JobInfo, [c.name for c in JOB_CHECKS])
 _build_process = compile_builder(ProcessInfo, [c.name for c in PROCESS_CHECKS])
-_GPU_COMPOSITE = ("processes", "errors", "job", "extra_mean", "extra_max")
+_GPU_COMPOSITE = ("processes", "errors", "job", "extra_mean", "extra_max")  # built by hand
 _build_gpu = compile_builder(GpuWindow, [c.name for c in GPU_CHECKS] + list(_GPU_COMPOSITE))
+_AT = {c.name: k for k, c in enumerate(GPU_CHECKS)}  # where each field is in a reader's tuple
+_PARENT_UUID, _UTIL_MIN, _UTIL_MAX = _AT["parent_uuid"], _AT["util_min"], _AT["util_max"]
+_MEM_USED, _MEM_TOTAL = _AT["mem_used_max_bytes"], _AT["mem_total_bytes"]
 _EXTRA_NAMES: set[str] = set()  # extra-field names that passed (bounded as in fieldcheck)
 # A job's facts repeat in every window of its GPUs: the JobInfo built from the same bytes
 # under the same text limit is the same (frozen) object. start_time's bound moves with the
@@ -212,73 +215,24 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
 
 
 def _gpu(g: pb.GpuWindow, i: int, b: Bounds, limits: Limits) -> GpuWindow:
-    (
-        uuid,
-        parent_uuid,
-        index,
-        minor_number,
-        gpu_instance_id,
-        mig_caps_minor,
-        samples,
-        name,
-        util_mean,
-        util_max,
-        util_min,
-        mem_util_mean,
-        zero_frac,
-        power_mean_w,
-        temperature_c,
-        mem_used_max_bytes,
-        mem_total_bytes,
-        allocated,
-    ) = _read_gpu(g, b, i)
-    if not parent_uuid:
-        for field, value in (
-            ("gpu_instance_id", gpu_instance_id),
-            ("mig_caps_minor", mig_caps_minor),
-        ):
-            if value is not None:
+    scalars = _read_gpu(g, b, i)  # GPU_CHECKS's fields, in the table's order
+    if not scalars[_PARENT_UUID]:
+        for field in ("gpu_instance_id", "mig_caps_minor"):
+            if scalars[_AT[field]] is not None:
                 raise ReportInvalid(f"gpus[{i}].{field} is set on a GPU without parent_uuid")
+    util_min, util_max = scalars[_UTIL_MIN], scalars[_UTIL_MAX]
     if util_min is not None and util_max is not None and util_min > util_max:
         raise ReportInvalid(f"gpus[{i}].util_min={util_min} is above util_max={util_max}")
-    if (
-        mem_used_max_bytes is not None
-        and mem_total_bytes is not None
-        and mem_used_max_bytes > mem_total_bytes
-    ):
-        raise ReportInvalid(
-            f"gpus[{i}].mem_used_max_bytes={mem_used_max_bytes} exceeds "
-            f"mem_total_bytes={mem_total_bytes}"
-        )
-    processes = _processes(g.processes, i, b, limits) if g.processes else ()
-    errors = _errors(g.errors, i, limits) if g.errors else ()
-    extra_mean = _extras(g.extra_mean, f"gpus[{i}].extra_mean") if g.extra_mean else {}
-    extra_max = _extras(g.extra_max, f"gpus[{i}].extra_max") if g.extra_max else {}
-    job = _job(g.job, i, b) if g.HasField("job") else None
+    used, total = scalars[_MEM_USED], scalars[_MEM_TOTAL]
+    if used is not None and total is not None and used > total:
+        raise ReportInvalid(f"gpus[{i}].mem_used_max_bytes={used} exceeds mem_total_bytes={total}")
     gpu: GpuWindow = _build_gpu(
-        uuid,
-        parent_uuid,
-        index,
-        minor_number,
-        gpu_instance_id,
-        mig_caps_minor,
-        samples,
-        name,
-        util_mean,
-        util_max,
-        util_min,
-        mem_util_mean,
-        zero_frac,
-        power_mean_w,
-        temperature_c,
-        mem_used_max_bytes,
-        mem_total_bytes,
-        allocated,
-        processes,
-        errors,
-        job,
-        extra_mean,
-        extra_max,
+        *scalars,
+        _processes(g.processes, i, b, limits) if g.processes else (),
+        _errors(g.errors, i, limits) if g.errors else (),
+        _job(g.job, i, b) if g.HasField("job") else None,
+        _extras(g.extra_mean, f"gpus[{i}].extra_mean") if g.extra_mean else {},
+        _extras(g.extra_max, f"gpus[{i}].extra_max") if g.extra_max else {},
     )
     return gpu
 

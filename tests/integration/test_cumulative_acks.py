@@ -17,6 +17,7 @@ from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport
 from gpuwarden.common.wire import ACKS_CUMULATIVE, ACKS_KEY, REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+from tests.helpers import varint
 
 T = 1_700_000_000.0
 N = 40
@@ -168,7 +169,7 @@ async def test_batches_are_stored_whole_and_acked_cumulatively(collector: Collec
     assert collector.store.count_reports() == N
     # A batch built from spooled bytes as they are (field 2, length-delimited) is the same.
     spooled = [_report(s).SerializeToString() for s in range(41, 44)]
-    wire = b"\x0a\x05gpu07" + b"".join(b"\x12" + _varint(len(r)) + r for r in spooled)
+    wire = b"\x0a\x05gpu07" + b"".join(b"\x12" + varint(len(r)) + r for r in spooled)
     acks, err = await _send_batches(collector, [pb.NodeReportBatch.FromString(wire)])
     assert err is None and acks[-1].seq == 43
     assert collector.store.count_reports() == N + 3
@@ -191,12 +192,3 @@ async def test_a_batch_over_the_limit_is_refused_whole(collector: Collector) -> 
     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "257 reports in one batch (limit 256)" in (err.details() or "")
     assert acks == [] and collector.store.count_reports() == 0
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
