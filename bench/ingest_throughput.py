@@ -59,7 +59,13 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
                 power_mean_w=300.0,
                 temperature_c=60.0,
                 processes=(ProcessInfo(1000 + i, 30 << 30, "python"),),
-                job=JobInfo(job_id=str(100000 + i), user="alice", partition="gpu"),
+                # As an agent attributing to Slurm sends it: the job's CPU use each window.
+                job=JobInfo(
+                    job_id=str(100000 + i),
+                    user="alice",
+                    partition="gpu",
+                    cpu_util_pct=float(seq % 400),
+                ),
                 allocated=True,
             )
             for i in range(gpus)

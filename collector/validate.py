@@ -143,7 +143,8 @@ _MEM_USED, _MEM_TOTAL = _AT["mem_used_max_bytes"], _AT["mem_total_bytes"]
 _EXTRA_NAMES: set[str] = set()  # extra-field names that passed (bounded as in fieldcheck)
 # A job's facts repeat in every window of its GPUs: the JobInfo built from the same bytes
 # under the same text limit is the same (frozen) object. start_time's bound moves with the
-# clock, so it is checked again on every hit.
+# clock, so it is checked again on every hit. (A job with its CPU use, which changes every
+# window, is built each time; its identities are still remembered by the rows.)
 _JOBS: dict[tuple[bytes, int], JobInfo] = {}
 # Likewise a process seen in one window is mostly seen again, unchanged, in the next.
 _PROCESSES: dict[tuple[bytes, int], ProcessInfo] = {}
@@ -238,6 +239,9 @@ def _gpu(g: pb.GpuWindow, i: int, b: Bounds, limits: Limits) -> GpuWindow:
 
 
 def _job(msg: pb.JobInfo, i: int, b: Bounds) -> JobInfo:
+    if msg.HasField("cpu_util_pct"):  # new in every window: nothing worth remembering
+        built: JobInfo = _build_job(*_read_job(msg, b, i))
+        return built
     key = (msg.SerializeToString(), b.text)
     job = _JOBS.get(key)
     if job is None or job.start_time > b.start_time:
