@@ -194,3 +194,12 @@ def test_what_is_accepted_is_within_every_bound_and_equal_to_what_was_sent(
         if g.job is not None:
             assert g.job.job_id and g.job.start_time <= NOW + 300
             assert fieldcheck.UNSAFE_TEXT_RE.search(g.job.name) is None
+
+
+def test_printable_text_skips_the_search_only_because_no_unsafe_character_is_printable() -> None:
+    """text_ok trusts str.isprintable() before searching for control and bidirectional
+    characters: that holds only while every one of them is non-printable."""
+    unsafe = [c for c in range(0x110000) if fieldcheck.UNSAFE_TEXT_RE.match(chr(c))]
+    assert len(unsafe) > 60
+    assert [hex(c) for c in unsafe if chr(c).isprintable()] == []
+    assert not fieldcheck.text_ok("evil\u202etxt") and fieldcheck.text_ok("\u6a21\u578b v2")
