@@ -44,9 +44,9 @@ from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-# New calls gRPC may hold for the server at once: every agent of a large site reconnecting
-# at the same moment.
-MAX_PENDING_CALLS = 50_000
+# Streams opened at once that the collector takes up without refusing any (a whole site's
+# agents reconnecting after a restart); past twice this gRPC refuses every new call.
+MAX_PENDING_CALLS = 20_000
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
@@ -54,10 +54,9 @@ SERVER_OPTIONS = [
     # The port is ours alone: with SO_REUSEPORT a second collector would start on it and the
     # kernel would split the agents between the two databases.
     ("grpc.so_reuseport", 0),
-    # gRPC's core holds each new call until this server's event loop asks for it, and by
-    # default drops calls beyond 1,000 held (with rising odds; all beyond 3,000): the streams
-    # of agents reconnecting at once after a restart ended CANCELLED or INTERNAL before
-    # sending anything.
+    # Calls that arrived but that the server has not yet taken up: beyond 1,000 (gRPC's
+    # default) gRPC cancels a growing share of new ones at random, so agents reconnecting all
+    # at once would see their streams end CANCELLED or INTERNAL before sending anything.
     ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
 ]
