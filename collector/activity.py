@@ -31,7 +31,6 @@ def window_activity(
     p: Policy,
     util_max_pct: float | None,
     sm_active_max_pct: float | None,
-    *,
     mig: bool = False,
     processes: int | None = None,
     mem_used_bytes: int | None = None,

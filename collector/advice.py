@@ -103,6 +103,8 @@ def usage_findings(
 def _profile_means(usages: Sequence[UsageWindow], need_s: float) -> list[float | None]:
     """Per profiling field, its time-weighted mean over all GPUs; None unless reports with
     it cover ``need_s`` (the coverage the other rules need, summed over the GPUs)."""
+    if not any(u.profiled for u in usages):
+        return [None] * len(PROFILE_FIELDS)  # no time with any of them: the sums are 0
     out: list[float | None] = []
     for i in range(len(PROFILE_FIELDS)):
         dur = sum(u.prof_dur_s[i] for u in usages)

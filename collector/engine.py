@@ -135,9 +135,16 @@ class Engine:
         self.on_observation(observe(rec, attributed))
 
     def on_observation(self, o: Observation) -> None:
-        """:meth:`on_window` for a window already in the engine's terms (replay's path)."""
+        """:meth:`on_window` for a window already in the engine's terms."""
         with self._lock:
             self._push(o.end, _WINDOW, o.node, o.uuid, o)
+
+    def on_observations(self, batch: Iterable[Observation]) -> None:
+        """:meth:`on_observation` of each, in order, under one lock (replay's path)."""
+        push = self._push
+        with self._lock:
+            for o in batch:
+                push(o.end, _WINDOW, o.node, o.uuid, o)
 
     def on_job(self, allocation: Allocation) -> None:
         """A job known in advance (replay's job line): it starts at its start with all its
@@ -270,15 +277,57 @@ class Engine:
 
     def _on_window(self, o: Observation) -> None:
         self.windows += 1
+        # one unpacking instead of a field look-up each: this runs for every window
+        node, uuid, _, job, start, end, umax, umean, used, total, _, sm, profile, procs, mig = o
+        where = (node, uuid)
+        run = self._gpu.get(where)
+        # The common case: the GPU's run got this very facts object last time (so it is the
+        # current run of that job, holding this GPU) and has not been silent too long.
+        if (
+            run is None
+            or run.job is not job
+            or (run.last_seen is not None and end - run.last_seen > self.job_gone_after_s)
+        ):
+            run = self._run_of_window(o, run)
+            if run is None:
+                return
+        pos = run.tracker.position_of(where)
+        assert pos is not None  # the GPU is the run's (see _run_of_window)
+        if run.last_seen is None or end > run.last_seen:
+            run.last_seen = end
+        if run.stopped:
+            return
+        assert job is not None  # a window of no job has no run
+        run.tracker.add_values(
+            pos,
+            end,
+            end - start if end > start else 0.0,
+            umax,
+            umean,
+            used,
+            total,
+            job.cpu_util_pct,
+            sm,
+            profile,
+            procs,
+            mig,
+        )
+        if not run.dirty:
+            run.dirty = True
+            self._dirty.append(run)
+
+    def _run_of_window(self, o: Observation, holder: JobRun | None) -> JobRun | None:
+        """The run a window belongs to, holding its GPU from now on, with the window's job
+        facts; None when the window is of no run (no job, or a run that has ended). Ends
+        the runs the window shows over: the GPU's holder when another job or none has it,
+        a run silent for longer than job_gone_after_s, the job's earlier run (requeued)."""
         job = o.job
-        where = (o.node, o.uuid)
         end = o.end
-        holder = self._gpu.get(where)
         if job is None:
             self.unattributed += 1
             if holder is not None and o.attributed:
                 self._end_run(holder, end, explicit=False)  # the GPU is free
-            return
+            return None
         key = (job.job_id, job.start_time)
         if holder is not None and not same_run(holder.key, key):
             self._end_run(holder, end, explicit=False)  # another job holds it
@@ -294,38 +343,18 @@ class Engine:
         if run is None:
             if key in self._ended:
                 self.unattributed += 1  # a straggler of a run that has ended
-                return
+                return None
             run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
+        where = (o.node, o.uuid)
         tracker = run.tracker
-        pos = tracker.position(o.node, o.uuid)
-        if pos is None:
-            pos = tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
+        if tracker.position(o.node, o.uuid) is None:
+            tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
             self._gpu[where] = run
         elif holder is not run:
             self._gpu[where] = run
-        if run.last_seen is None or end > run.last_seen:
-            run.last_seen = end
         if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
             self._update_facts(run, job)
-        if run.stopped:
-            return
-        tracker.add_values(
-            pos,
-            end,
-            end - o.start if end > o.start else 0.0,
-            o.util_max_pct,
-            o.util_mean_pct,
-            o.mem_used_bytes,
-            o.mem_total_bytes,
-            job.cpu_util_pct,
-            sm_active_max=o.sm_active_max_pct,
-            profile=o.profile,
-            processes=o.processes,
-            mig=o.mig,
-        )
-        if not run.dirty:
-            run.dirty = True
-            self._dirty.append(run)
+        return run
 
     @staticmethod
     def _update_facts(run: JobRun, job: JobInfo) -> None:
@@ -370,9 +399,16 @@ class Engine:
         if run.stopped or run.ended:
             return
         tracker = run.tracker
-        findings = tracker.evaluate(now)
+        findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
+        if not findings and not self.ladder.has_state(run.key[0]):
+            return  # nothing found, nothing to reset
+        if findings and findings is run.stepped:
+            # The very report-only findings the ladder took at this run's last step, and
+            # only a step changes their state: it would report nothing new.
+            return
+        run.stepped = findings
 
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -129,8 +129,44 @@ class Finding:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.kind.value, self.code)
+        return (_KIND_VALUE[self.kind], self.code)
 
     @property
     def uuids(self) -> tuple[str, ...]:
         return tuple(g.uuid for g in self.gpus)
+
+    def finding(self) -> Finding:
+        """Itself (see :class:`PendingFinding`)."""
+        return self
+
+
+class PendingFinding:
+    """A finding whose words and evidence are built only when they are wanted.
+
+    The ladder decides on (kind, code, since) alone and needs the rest only for an event it
+    emits; most evaluations of an idle job emit nothing (the next warning is not due yet).
+    ``build`` must be called before the tracker that made it takes another window: the
+    engine and :meth:`AllocationTracker.evaluate` do so within the same evaluation.
+    """
+
+    __slots__ = ("_build", "_finding", "code", "key", "kind", "since_ts")
+
+    def __init__(
+        self, kind: FindingKind, since_ts: float, build: Callable[[], Finding], code: str = ""
+    ) -> None:
+        self.kind = kind
+        self.since_ts = since_ts
+        self.code = code
+        self.key = (_KIND_VALUE[kind], code)
+        self._build = build
+        self._finding: Finding | None = None
+
+    def finding(self) -> Finding:
+        """The whole finding (built once)."""
+        f = self._finding
+        if f is None:
+            f = self._finding = self._build()
+        return f
+
+
+_KIND_VALUE = {k: k.value for k in FindingKind}

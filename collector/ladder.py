@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from gpuwarden.collector.policy import Policy
-from gpuwarden.collector.rules import Allocation, Finding, FindingKind
+from gpuwarden.collector.rules import Allocation, Finding, FindingKind, PendingFinding
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,11 @@ class Ladder:
         self._pending: list[Decision] = []
         self._changed: set[str] = set()  # jobs whose state changed since take_changed()
 
+    def has_state(self, job_id: str) -> bool:
+        """Whether the job has ladder state: a step without findings changes nothing (and
+        need not be taken) when it has none."""
+        return bool(self._states.get(job_id))
+
     def forget(self, job_id: str) -> None:
         """Drop all state of a job that has ended."""
         had_state = self._states.pop(job_id, None) is not None
@@ -215,10 +220,11 @@ class Ladder:
         self,
         now: float,
         allocation: Allocation,
-        findings: Sequence[Finding],
+        findings: Sequence[Finding | PendingFinding],
         policy: Policy,
         still_idle: Callable[[Finding], bool] | None = None,
     ) -> list[LadderEvent]:
+        """Events of one evaluation. A pending finding is built only for an event."""
         job_id = allocation.job.job_id
         states = self._states.get(job_id)
         if not findings:
@@ -228,29 +234,40 @@ class Ladder:
             return []
         if states is None:
             states = self._states[job_id] = {}
-        present = {f.key for f in findings}
-        # while idle, under-use and advice are not evaluated: keep their "reported" state
-        idle_now = any(f.kind is FindingKind.IDLE for f in findings)
-        for key, old in list(states.items()):
-            if key not in present and not (idle_now and old.pos < 0):
-                del states[key]
-                self._changed.add(job_id)
-        events: list[LadderEvent] = []
+        present: set[tuple[str, str]] = set()
+        keys = []  # each finding's key, read once (a property of a whole Finding)
+        idle_now = False
         for f in findings:
-            st: _State | None = states.get(f.key)
+            key = f.key
+            keys.append(key)
+            present.add(key)
+            if f.kind is FindingKind.IDLE:
+                idle_now = True
+        if not present.issuperset(states):
+            # while idle, under-use and advice are not evaluated: keep their "reported" state
+            for key, old in list(states.items()):
+                if key not in present and not (idle_now and old.pos < 0):
+                    del states[key]
+                    self._changed.add(job_id)
+        events: list[LadderEvent] = []
+        for f, key in zip(findings, keys, strict=True):
+            st: _State | None = states.get(key)
             if st is not None and st.pos < 0:
                 continue  # report-only and already reported while it lasts
             if st is not None and st.since != f.since_ts:
                 st = None  # a new idle streak: a new finding
             if st is None:
-                st = states[f.key] = _State(f.since_ts)
+                st = states[key] = _State(f.since_ts)
                 enforceable = f.kind is FindingKind.IDLE or (
                     f.kind is FindingKind.PARTLY_IDLE and policy.enforce_partly_idle
                 )
                 if not enforceable:
+                    whole = f.finding()
                     events.append(
                         LadderEvent(
-                            Decision(now, allocation, f, Action.NONE), Status.REPORTED, f.detail
+                            Decision(now, allocation, whole, Action.NONE),
+                            Status.REPORTED,
+                            whole.detail,
                         )
                     )
                     st.pos = -1  # marks report-only
@@ -264,19 +281,22 @@ class Ladder:
         self,
         now: float,
         allocation: Allocation,
-        f: Finding,
+        pending: Finding | PendingFinding,
         st: _State,
         policy: Policy,
         still_idle: Callable[[Finding], bool] | None,
     ) -> list[LadderEvent]:
         job_id = allocation.job.job_id
-        finished = self._finished.setdefault(job_id, set())
-        if (f.key, f.since_ts) in finished:
+        finished = self._finished.get(job_id)
+        if finished is None:
+            finished = self._finished[job_id] = set()
+        elif (pending.key, pending.since_ts) in finished:
             return []
         due = st.last_warn_ts is None or now - st.last_warn_ts >= policy.warn_interval
+        if not due:
+            return []
         if st.warnings_sent < policy.warnings:
-            if not due:
-                return []
+            f = pending.finding()
             st.warnings_sent += 1
             st.last_warn_ts = now
             d = Decision(now, allocation, f, Action.WARN, attempt=st.warnings_sent)
@@ -285,16 +305,16 @@ class Ladder:
                     d, Status.WARNED, f"warning {st.warnings_sent} of {policy.warnings}: {f.detail}"
                 )
             ]
-        if not due:
-            return []
         chain = action_chain(allocation, policy)
         if st.pos >= len(chain):  # nothing (left) to do: keep warning
+            f = pending.finding()
             st.last_warn_ts = now
             why = _why_no_action(allocation, policy) if not chain else "every action failed"
             d = Decision(now, allocation, f, Action.WARN, reason=why)
             return [LadderEvent(d, Status.WARNED, f"{why}; warning again: {f.detail}")]
         action = chain[st.pos]
         if not policy.enforce:
+            f = pending.finding()
             finished.add((f.key, f.since_ts))
             d = Decision(now, allocation, f, action, attempt=0, reason="enforcement is off")
             return [LadderEvent(d, Status.DRY_RUN, f"dry run: would {action.value}: {f.detail}")]
@@ -302,6 +322,7 @@ class Ladder:
             return []  # its action is being carried out; the result comes back as an event
         if st.next_try_ts is not None and now < st.next_try_ts:
             return []
+        f = pending.finding()
         d = Decision(now, allocation, f, action, attempt=st.failures + 1)
         if still_idle is not None and not still_idle(f):
             return [LadderEvent(d, Status.ABORTED, NOT_IDLE_ANYMORE)]

@@ -39,6 +39,7 @@ from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision, LadderEvent, Status
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, FindingKind
+from gpuwarden.collector.runs import Observation
 from gpuwarden.collector.trace import (
     TraceAttribution,
     TraceError,
@@ -124,6 +125,7 @@ class Replayer:
         self.ladder_events: list[LadderEvent] = []
         self.attribution = TraceAttribution(policies)
         self._allocations: list[Allocation] = []
+        self._observed: list[Observation] = []  # read, not yet handed to the engine
         self._max_ts = -math.inf
         self._first_ts: float | None = None
         self.lines = 0
@@ -131,46 +133,70 @@ class Replayer:
         self.unattributed = 0
 
     def feed(self, raw: bytes, line_no: int) -> None:
-        self.lines = line_no
-        if not raw.strip():
-            return
+        """One line (see :meth:`feed_lines`)."""
+        self.feed_lines((raw,), line_no)
+
+    def feed_lines(self, lines: Iterable[bytes], first_line_no: int = 1) -> None:
+        """Lines numbered from ``first_line_no``; raises TraceError at the first malformed
+        one. One loop with its look-ups made once: it runs for every line of a trace."""
+        observed = self._observed
+        observation = self.attribution.observation
+        tolerance = self.tolerance_s
+        max_ts = self._max_ts
+        samples = unattributed = 0
+        line_no = first_line_no - 1
         try:
-            d = loads(raw)
-        except ValueError as exc:
-            raise TraceError(line_no, f"not valid JSON: {exc}") from None
-        if type(d) is not dict:
-            raise TraceError(line_no, "expected a JSON object")
-        kind = d.get("type")
-        if kind == "sample":
-            s = parse_sample(d, line_no)
-            ts = s.ts
-            if ts < self._max_ts - self.tolerance_s:
-                raise TraceError(
-                    line_no,
-                    f"sample ts {ts:g} is {self._max_ts - ts:g} s older than an earlier line; "
-                    f"replay needs lines sorted by ts (within {self.tolerance_s:g} s)",
-                )
-            if self._first_ts is None:
-                self._first_ts = ts
-            self.samples += 1
-            o = self.attribution.observation(s, self._max_ts)
-            if o.job is None:
-                self.unattributed += 1
-            self.engine.on_observation(o)
-            if ts > self._max_ts:
-                self._max_ts = ts
-                # strictly older than the tolerance: a later line may still have that time
-                self.engine.advance_to(math.nextafter(ts - self.tolerance_s, -math.inf))
-                self._collect()
-        elif kind == "job":
-            alloc, start = parse_job(d, line_no)
-            self._allocations.append(alloc)
-            self.attribution.add_job(alloc, start)
-            self.engine.on_job(alloc)
-        elif kind is None:
-            raise TraceError(line_no, "'type' is missing")
-        else:
-            raise TraceError(line_no, f"'type' must be 'job' or 'sample', got {kind!r}")
+            for line_no, raw in enumerate(lines, first_line_no):
+                if not raw or raw.isspace():  # a blank line (isspace: no stripped copy made)
+                    continue
+                try:
+                    d = loads(raw)
+                except ValueError as exc:
+                    raise TraceError(line_no, f"not valid JSON: {exc}") from None
+                if type(d) is not dict:
+                    raise TraceError(line_no, "expected a JSON object")
+                kind = d.get("type")
+                if kind == "sample":
+                    s = parse_sample(d, line_no)
+                    ts = s.ts
+                    if ts < max_ts - tolerance:
+                        raise TraceError(
+                            line_no,
+                            f"sample ts {ts:g} is {max_ts - ts:g} s older than an earlier line; "
+                            f"replay needs lines sorted by ts (within {tolerance:g} s)",
+                        )
+                    samples += 1
+                    o = observation(s, max_ts)
+                    if o.job is None:
+                        unattributed += 1
+                    observed.append(o)
+                    if ts > max_ts:
+                        if self._first_ts is None:
+                            self._first_ts = ts
+                        max_ts = self._max_ts = ts
+                        self._hand_over()
+                        # strictly older than the tolerance: a later line may still have that time
+                        self.engine.advance_to(math.nextafter(ts - tolerance, -math.inf))
+                        self._collect()
+                elif kind == "job":
+                    alloc, start = parse_job(d, line_no)
+                    self._allocations.append(alloc)
+                    self.attribution.add_job(alloc, start)
+                    self.engine.on_job(alloc)
+                elif kind is None:
+                    raise TraceError(line_no, "'type' is missing")
+                else:
+                    raise TraceError(line_no, f"'type' must be 'job' or 'sample', got {kind!r}")
+        finally:
+            self.lines = line_no
+            self.samples += samples
+            self.unattributed += unattributed
+
+    def _hand_over(self) -> None:
+        """Give the engine the observations read since the last time (one call for the
+        many lines between two advances of the trace's time)."""
+        self.engine.on_observations(self._observed)
+        self._observed.clear()
 
     def _collect(self) -> None:
         for e in self.engine.take_events():
@@ -178,6 +204,7 @@ class Replayer:
             self.events.append(to_replay_event(e))
 
     def finish(self) -> ReplaySummary:
+        self._hand_over()
         self.engine.advance_to(math.inf)
         self._collect()
         idle = observed = reclaimed = 0.0
@@ -256,8 +283,7 @@ def replay_lines(
     """Replay a whole trace; raises TraceError on the first malformed line."""
     r = Replayer(policies, job_gone_after_s)
     with _fewer_collections():
-        for line_no, raw in enumerate(lines, 1):
-            r.feed(raw, line_no)
+        r.feed_lines(lines)
         return r, r.finish()
 
 

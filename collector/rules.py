@@ -3,7 +3,9 @@
 No I/O and no clock: the caller passes ``now``. The collector and ``gpuwarden replay`` feed
 windows to one :class:`AllocationTracker` per allocation (a job and its GPUs) and call
 :meth:`AllocationTracker.evaluate`, which is cheap (a few comparisons per GPU) and keeps
-bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``.
+bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``. The
+engine calls :meth:`AllocationTracker.pending` instead, which builds the words and evidence
+of an idle finding only for the ladder's events.
 
 Coverage rule (missing data is unknown, never idle; docs/architecture.md). Per GPU, an *idle
 streak* is a run of report windows none of which is active. Only the part of a window that lies
@@ -19,6 +21,7 @@ whose newest window ended at most ``max_gap`` before ``now`` (fresh data).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -37,6 +40,7 @@ from gpuwarden.collector.findings import (
     GpuEvidence,
     GpuRef,
     ObservedWindow,
+    PendingFinding,
     Profile,
 )
 from gpuwarden.collector.policy import Policy
@@ -53,6 +57,7 @@ __all__ = [
     "GpuEvidence",
     "GpuRef",
     "ObservedWindow",
+    "PendingFinding",
 ]
 
 REPORT_EVERY_BUCKETS = 5  # under-use and advice are re-checked every underuse_window / 6
@@ -68,6 +73,31 @@ class _Gpu:
         self.last_end: float | None = None
         self.streak = IdleStreak()
         self.usage = UsageWindow()
+
+
+class _IdleBuild:
+    """Builds the findings of an all-idle evaluation once, for whichever is asked first."""
+
+    __slots__ = ("built", "held", "since", "tracker")
+
+    def __init__(self, tracker: AllocationTracker, since: float, held: list[int]) -> None:
+        self.tracker = tracker
+        self.since = since
+        self.held = held
+        self.built: tuple[Finding, Finding | None] | None = None
+
+    def _both(self) -> tuple[Finding, Finding | None]:
+        if self.built is None:
+            self.built = self.tracker._build_idle(self.since, self.held)
+        return self.built
+
+    def idle(self) -> Finding:
+        return self._both()[0]
+
+    def memory_held(self) -> Finding:
+        advice = self._both()[1]
+        assert advice is not None  # asked for only when memory is held
+        return advice
 
 
 class AllocationTracker:
@@ -90,6 +120,8 @@ class AllocationTracker:
         self._bucket_s = policy.underuse_window / BUCKETS
         self._next_report_ts = -math.inf
         self._report_cache: list[Finding] = []
+        # pending() finds nothing before this time (see there); -inf: look
+        self._quiet_until = -math.inf
         self.windows_seen = 0
         self.observed_s = 0.0
 
@@ -100,6 +132,7 @@ class AllocationTracker:
         if policy.underuse_window != self.policy.underuse_window:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
+        self._quiet_until = -math.inf
         a = self.allocation
         self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
         started = a.started_ts
@@ -108,6 +141,10 @@ class AllocationTracker:
     def position(self, node: str, uuid: str) -> int | None:
         """Index of a GPU in the allocation, or None when it is not one of its GPUs."""
         return self._pos.get((node, uuid))
+
+    def position_of(self, where: tuple[str, str]) -> int | None:
+        """:meth:`position` of (node, uuid)."""
+        return self._pos.get(where)
 
     def add(self, w: ObservedWindow) -> bool:
         pos = self._pos.get((w.node, w.uuid))
@@ -139,7 +176,6 @@ class AllocationTracker:
         mem_used_bytes: int | None = None,
         mem_total_bytes: int | None = None,
         cpu_util_pct: float | None = None,
-        *,
         sm_active_max: float | None = None,
         profile: Profile | None = None,
         processes: int | None = None,
@@ -148,13 +184,7 @@ class AllocationTracker:
         """Add one window of GPU number ``pos`` (see :meth:`position`)."""
         p = self.policy
         active, basis = window_activity(
-            p,
-            util_max,
-            sm_active_max,
-            mig=mig,
-            processes=processes,
-            mem_used_bytes=mem_used_bytes,
-            mem_total_bytes=mem_total_bytes,
+            p, util_max, sm_active_max, mig, processes, mem_used_bytes, mem_total_bytes
         )
         if active is None:  # unknown activity: a gap, never idle
             return
@@ -175,6 +205,7 @@ class AllocationTracker:
         if active:
             streak.end(p.idle_window)
         else:
+            self._quiet_until = -math.inf  # the streak grows: it may be idle now
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
             if end > counted_from:
@@ -247,18 +278,25 @@ class AllocationTracker:
         if pos is not None:
             return pos
         self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
-        self._gpus.append(_Gpu(ref))
+        self._gpus.append(_Gpu(ref))  # not idle yet: pending() stays quiet
         pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
         return pos
 
     def _idle_positions(self, now: float) -> list[int]:
+        """GPUs whose idle streak is long enough (:meth:`IdleStreak.is_idle`, inlined: this
+        runs at every evaluation) and whose newest window is fresh."""
         p = self.policy
+        idle_window = p.idle_window
+        max_gap = p.max_gap
         out = []
         for i, g in enumerate(self._gpus):
+            streak = g.streak
+            last = g.last_end
             if (
-                g.streak.is_idle(p.idle_window)
-                and g.last_end is not None
-                and now - g.last_end <= p.max_gap
+                streak.since is not None
+                and streak.covered_s >= idle_window
+                and last is not None
+                and now - last <= max_gap
             ):
                 out.append(i)
         return out
@@ -287,86 +325,120 @@ class AllocationTracker:
 
     def evaluate(self, now: float) -> list[Finding]:
         """Findings of this allocation at ``now``; an exempt allocation has none."""
-        if self.exempt_reason is not None:
+        return [f.finding() for f in self.pending(now)]
+
+    def pending(self, now: float) -> Sequence[Finding | PendingFinding]:
+        """:meth:`evaluate`, with the words and evidence of idle findings built only when
+        asked for, before the next window (see :class:`PendingFinding`).
+
+        When it finds nothing, nothing can be found before the next under-use check unless
+        a GPU gets an idle window: without one, time only ends idle streaks (their data grows
+        old) and never starts them. Until then it answers at once."""
+        if self.exempt_reason is not None or now < self._quiet_until:
             return []
         p = self.policy
         gpus = self._gpus
         n = len(gpus)
         idle = self._idle_positions(now)
-        job_id = self.allocation.job.job_id
-        findings: list[Finding] = []
         if idle and len(idle) == n:
-            findings.extend(self._idle_findings(job_id))
-        elif idle and n >= 2 and (n - len(idle)) / n < p.gpu_frac:
+            return self._idle_findings()
+        findings: list[Finding | PendingFinding] = []
+        if idle and n >= 2 and (n - len(idle)) / n < p.gpu_frac:
             chosen = [gpus[i] for i in idle]
+            since = max(g.streak.since or 0.0 for g in chosen)
             findings.append(
-                Finding(
-                    kind=FindingKind.PARTLY_IDLE,
-                    job_id=job_id,
-                    gpus=tuple(g.ref for g in chosen),
-                    since_ts=max(g.streak.since or 0.0 for g in chosen),
-                    detail=wording.partly_idle(p, len(idle), n),
-                    evidence=tuple(self._evidence(g) for g in chosen),
+                PendingFinding(
+                    FindingKind.PARTLY_IDLE,
+                    since,
+                    functools.partial(self._partly_idle, chosen, since, n),
                 )
             )
-        if len(idle) == n:
-            return findings  # idle: under-use and other advice would only repeat it
+        if not n:
+            return findings
         if now >= self._next_report_ts:
             self._next_report_ts = now + REPORT_EVERY_BUCKETS * self._bucket_s
             self._report_cache = self._report_findings(now)
-        findings.extend(self._report_cache)
-        return findings
+        if findings:
+            findings.extend(self._report_cache)
+            return findings
+        cache = self._report_cache
+        if not cache:
+            self._quiet_until = self._next_report_ts
+        # The list itself while it lasts (not to be changed): the engine sees that the
+        # ladder has already taken these report-only findings (Engine._evaluate).
+        return cache
 
-    def _idle_findings(self, job_id: str) -> list[Finding]:
+    def _partly_idle(self, chosen: list[_Gpu], since: float, n: int) -> Finding:
+        return Finding(
+            kind=FindingKind.PARTLY_IDLE,
+            job_id=self.allocation.job.job_id,
+            gpus=tuple(g.ref for g in chosen),
+            since_ts=since,
+            detail=wording.partly_idle(self.policy, len(chosen), n),
+            evidence=tuple(self._evidence(g) for g in chosen),
+        )
+
+    def _idle_findings(self) -> list[Finding | PendingFinding]:
         """The idle finding (and memory-held advice) of an allocation whose GPUs are all
-        idle. Evaluated at every window of an idle job, so one pass over its GPUs, and each
-        GPU's evidence is built once for both findings."""
+        idle: what the ladder decides on (since when, whether memory is held) in one pass
+        over the GPUs; the rest when an event needs it (see :class:`_IdleBuild`)."""
         p = self.policy
         since = 0.0
-        covered = math.inf
-        peak_mem = 0
-        bases: set[str] = set()
-        evidence = []
         held: list[int] = []  # positions of GPUs holding memory
         for i, g in enumerate(self._gpus):
             streak = g.streak
             since = max(since, streak.since or 0.0)
-            covered = min(covered, streak.covered_s)
             used, total = streak.mem_max_bytes, streak.mem_total_bytes
-            peak_mem = max(peak_mem, used or 0)
-            bases.update(streak.bases)
-            evidence.append(self._evidence(g))
             if used is not None and total and used >= total * p.mem_held_pct / 100.0:
                 held.append(i)
-        gpus = self._gpus
-        out = [
-            Finding(
-                kind=FindingKind.IDLE,
-                job_id=job_id,
-                gpus=tuple(g.ref for g in gpus),
-                since_ts=since,
-                detail=wording.idle(p, len(gpus), covered, peak_mem, bases),
-                evidence=tuple(evidence),
-            )
-        ]
+        build = _IdleBuild(self, since, held)
+        out: list[Finding | PendingFinding] = [PendingFinding(FindingKind.IDLE, since, build.idle)]
         if held:
             out.append(
-                Finding(
-                    kind=FindingKind.ADVICE,
-                    job_id=job_id,
-                    gpus=tuple(gpus[i].ref for i in held),
-                    since_ts=since,
-                    code=AdviceCode.MEMORY_HELD_IDLE,
-                    detail=wording.memory_held_idle(
-                        [
-                            (gpus[i].streak.mem_max_bytes, gpus[i].streak.mem_total_bytes)
-                            for i in held
-                        ]
-                    ),
-                    evidence=tuple(evidence[i] for i in held),
+                PendingFinding(
+                    FindingKind.ADVICE, since, build.memory_held, AdviceCode.MEMORY_HELD_IDLE
                 )
             )
         return out
+
+    def _build_idle(self, since: float, held: list[int]) -> tuple[Finding, Finding | None]:
+        """The words and evidence of :meth:`_idle_findings`; each GPU's evidence is built
+        once for both findings."""
+        p = self.policy
+        covered = math.inf
+        peak_mem = 0
+        bases: set[str] = set()
+        evidence = []
+        for g in self._gpus:
+            streak = g.streak
+            covered = min(covered, streak.covered_s)
+            peak_mem = max(peak_mem, streak.mem_max_bytes or 0)
+            bases.update(streak.bases)
+            evidence.append(self._evidence(g))
+        gpus = self._gpus
+        job_id = self.allocation.job.job_id
+        idle = Finding(
+            kind=FindingKind.IDLE,
+            job_id=job_id,
+            gpus=tuple(g.ref for g in gpus),
+            since_ts=since,
+            detail=wording.idle(p, len(gpus), covered, peak_mem, bases),
+            evidence=tuple(evidence),
+        )
+        if not held:
+            return idle, None
+        advice = Finding(
+            kind=FindingKind.ADVICE,
+            job_id=job_id,
+            gpus=tuple(gpus[i].ref for i in held),
+            since_ts=since,
+            code=AdviceCode.MEMORY_HELD_IDLE,
+            detail=wording.memory_held_idle(
+                [(gpus[i].streak.mem_max_bytes, gpus[i].streak.mem_total_bytes) for i in held]
+            ),
+            evidence=tuple(evidence[i] for i in held),
+        )
+        return idle, advice
 
     def _report_findings(self, now: float) -> list[Finding]:
         gpus = self._gpus

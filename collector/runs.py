@@ -3,6 +3,7 @@ job (:class:`JobRun`), with the rules that say which run a window belongs to."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -110,6 +111,9 @@ class JobRun:
     ended: bool = False
     end_ts: float | None = None
     action_ts: float | None = None
+    # the findings the ladder took at the run's last step, when they were the tracker's
+    # cached report-only ones (see Engine._evaluate)
+    stepped: Sequence[object] | None = None
 
     @property
     def allocation(self) -> Allocation:

@@ -63,7 +63,9 @@ class IdleStreak:
 
     def end(self, idle_window_s: float) -> None:
         """The streak is over (activity, or a gap longer than max_gap)."""
-        if self.since is not None and self.covered_s >= idle_window_s:
+        if self.since is None:
+            return  # no streak: every field is as it was reset (extend sets since first)
+        if self.covered_s >= idle_window_s:
             self.closed_idle_s += self.covered_s
         self.since = None
         self.covered_s = 0.0

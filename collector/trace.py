@@ -49,6 +49,10 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json is the fa
 
 
 _isfinite = math.isfinite
+_INF = math.inf
+# a NamedTuple from a tuple of all its fields, without the Python-level __new__ it generates
+# (which fills in defaults): half the cost of making one, twice per trace line
+_new_sample = _new_observation = tuple.__new__
 # the keys that may carry profiling fields: a line with none of them (the common case) skips
 # their parsing with one set operation instead of a look-up per field
 _PROFILING_KEYS = frozenset(("extra", "extra_max", *PROFILING_FIELDS))
@@ -218,33 +222,54 @@ def _extra_fields(
 
 
 def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
-    """A sample line -> :class:`Sample`; raises TraceError naming the line and key."""
-    ts = d.get("ts")
+    """A sample line -> :class:`Sample`; raises TraceError naming the line and key.
+
+    Run once per line of a trace, so the common case is checked inline: an absent key costs
+    one look-up, a valid value of the usual type a test or two; anything else goes through
+    :func:`_number`, which converts it or says what is wrong."""
+    get = d.get
+    ts = get("ts")
     if type(ts) is not float and type(ts) is not int:
         if "ts" not in d:
             raise _where(line_no, "ts", "is missing")
         raise _where(line_no, "ts", f"must be a number, got {ts!r}")
-    if not _isfinite(ts) or ts < 0:
+    if not 0 <= ts < _INF:  # NaN fails both comparisons
         raise _where(line_no, "ts", f"must be a finite time, got {ts!r}")
-    node = d.get("node")
-    uuid = d.get("uuid")
+    node = get("node")
+    uuid = get("uuid")
     if type(node) is not str or not node:
         raise _where(line_no, "node", "is missing" if "node" not in d else "must be a string")
     if type(uuid) is not str or not uuid:
         raise _where(line_no, "uuid", "is missing" if "uuid" not in d else "must be a string")
-    if "util_gpu" not in d:
-        raise _where(line_no, "util_gpu", "is missing")
-    util = _number(d, "util_gpu", line_no, 0.0, 100.0)
-    mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
-    if mean is not None and util is not None and mean > util + 1e-9:
-        raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
-    used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
-    total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
-    _number(d, "util_mem", line_no, 0.0, 100.0)  # checked, not used
-    power = _number(d, "power_w", line_no, 0.0, 1e5)
-    cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
-    window = _number(d, "window_s", line_no, 0.001, 86400.0)
-    get = d.get
+    util = get("util_gpu")
+    if util is None:
+        if "util_gpu" not in d:
+            raise _where(line_no, "util_gpu", "is missing")
+    elif type(util) is not float or not 0.0 <= util <= 100.0:
+        util = _number(d, "util_gpu", line_no, 0.0, 100.0)
+    mean = get("util_gpu_mean")
+    if mean is not None:
+        mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
+        if mean is not None and util is not None and mean > util + 1e-9:
+            raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
+    # memory: an int in range stays one (it is only multiplied and rounded, exactly)
+    used = get("mem_used_mib")
+    if used is not None and (type(used) is not int or not 0 <= used <= 1e9):
+        used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
+    total = get("mem_total_mib")
+    if total is not None and (type(total) is not int or not 0 <= total <= 1e9):
+        total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
+    if get("util_mem") is not None:
+        _number(d, "util_mem", line_no, 0.0, 100.0)  # checked, not used
+    power = get("power_w")
+    if power is not None and (type(power) is not float or not 0.0 <= power <= 1e5):
+        power = _number(d, "power_w", line_no, 0.0, 1e5)
+    cpu = get("cpu_util_pct")
+    if cpu is not None:
+        cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
+    window = get("window_s")
+    if window is not None:
+        window = _number(d, "window_s", line_no, 0.001, 86400.0)
     idx = get("index", -1)
     if type(idx) is not int or idx < -1:
         raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
@@ -254,21 +279,24 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
     procs = get("processes")
     if procs is not None and (type(procs) is not int or not 0 <= procs <= 100_000):
         raise _where(line_no, "processes", f"must be a number of processes, got {procs!r}")
-    return Sample(
-        float(ts),
-        node,
-        uuid,
-        idx,
-        util,
-        mean,
-        None if used is None else round(used * MIB),
-        None if total is None else round(total * MIB),
-        power,
-        cpu,
-        window,
-        extra_mean,
-        extra_max,
-        procs,
+    return _new_sample(
+        Sample,
+        (
+            float(ts),
+            node,
+            uuid,
+            idx,
+            util,
+            mean,
+            None if used is None else used * MIB if type(used) is int else round(used * MIB),
+            None if total is None else total * MIB if type(total) is int else round(total * MIB),
+            power,
+            cpu,
+            window,
+            extra_mean,
+            extra_max,
+            procs,
+        ),
     )
 
 
@@ -329,33 +357,37 @@ class TraceAttribution:
     def observation(self, s: Sample, newest_ts: float = -math.inf) -> Observation:
         """The sample as the engine reads a stored window of it (replay's fast path)."""
         claim = self.holder(s, newest_ts - 2 * self.default_window_s)
+        # one unpacking instead of a field look-up each: this runs for every sample line
+        ts, node, uuid, index, umax, umean, used, total, _, cpu, window_s, mean, peak, procs = s
         job = None
-        window_s = s.window_s
         if claim is None:
             if window_s is None:
                 window_s = self.default_window_s
         else:
             job = claim.job
-            if s.cpu_util_pct is not None:
-                job = dataclasses.replace(job, cpu_util_pct=s.cpu_util_pct)
+            if cpu is not None:
+                job = dataclasses.replace(job, cpu_util_pct=cpu)
             if window_s is None:
                 window_s = claim.window_s
-        return Observation(
-            s.node,
-            s.uuid,
-            s.gpu_index,
-            job,
-            s.ts - window_s,
-            s.ts,
-            s.util_max_pct,
-            s.util_mean_pct,
-            s.mem_used_bytes,
-            s.mem_total_bytes,
-            True,
-            None if s.extra_max is None else s.extra_max.get("sm_active_pct"),
-            None if s.extra_mean is None else profile_of(s.extra_mean),
-            s.processes,
-            s.uuid.startswith("MIG-"),
+        return _new_observation(
+            Observation,
+            (
+                node,
+                uuid,
+                index,
+                job,
+                ts - window_s,
+                ts,
+                umax,
+                umean,
+                used,
+                total,
+                True,
+                None if peak is None else peak.get("sm_active_pct"),
+                None if mean is None else profile_of(mean),
+                procs,
+                uuid[:4] == "MIG-",
+            ),
         )
 
     def record(self, s: Sample, newest_ts: float = -math.inf) -> WindowRecord:

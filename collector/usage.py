@@ -40,7 +40,17 @@ class UsageBucket:
 class UsageWindow:
     """The buckets of one GPU and their running sums."""
 
-    __slots__ = ("buckets", "cpu_dur_s", "cpu_s", "dur_s", "prof_dur_s", "prof_s", "util_s")
+    __slots__ = (
+        "active_buckets",
+        "buckets",
+        "cpu_dur_s",
+        "cpu_s",
+        "dur_s",
+        "prof_dur_s",
+        "prof_s",
+        "profiled",
+        "util_s",
+    )
 
     def __init__(self) -> None:
         self.buckets: deque[UsageBucket] = deque()
@@ -50,6 +60,8 @@ class UsageWindow:
         self.cpu_s = 0.0
         self.prof_dur_s = _zeros()
         self.prof_s = _zeros()
+        self.active_buckets = 0  # buckets kept with an active window
+        self.profiled = False  # some window had profiling counters (most cards have none)
 
     def add(
         self,
@@ -84,9 +96,11 @@ class UsageWindow:
             bucket.cpu_s += cpu_pct * dur_s
             self.cpu_dur_s += dur_s
             self.cpu_s += cpu_pct * dur_s
-        if active:
+        if active and not bucket.active:
             bucket.active = True
+            self.active_buckets += 1
         if profile is not None:
+            self.profiled = True
             if bucket.prof_dur_s is None or bucket.prof_s is None:
                 bucket.prof_dur_s, bucket.prof_s = _zeros(), _zeros()
             for i, v in enumerate(profile):
@@ -105,6 +119,8 @@ class UsageWindow:
             self.util_s -= old.util_s
             self.cpu_dur_s -= old.cpu_dur_s
             self.cpu_s -= old.cpu_s
+            if old.active:
+                self.active_buckets -= 1
             if old.prof_dur_s is not None and old.prof_s is not None:
                 for i in range(_NPROF):
                     self.prof_dur_s[i] -= old.prof_dur_s[i]
@@ -136,4 +152,4 @@ class UsageWindow:
         return peak, total
 
     def any_active(self) -> bool:
-        return any(b.active for b in self.buckets)
+        return self.active_buckets > 0

@@ -231,3 +231,21 @@ def test_an_admin_exemption_silences_a_job_from_when_it_is_granted_until_it_ends
     first_7001 = min(e.decision.ts for e in events if e.decision.job_id == "7001")
     first_7002 = min(e.decision.ts for e in events if e.decision.job_id == "7002")
     assert first_7002 < T0 + 3600 <= first_7001  # silent while exempt, found idle after
+
+
+def test_an_underused_job_is_reported_once_while_it_lasts_and_again_after_an_exemption() -> None:
+    """An exemption resets the job's ladder, so the same under-use, once the exemption is
+    over, is reported again (here before the under-use check has run again)."""
+    policy = Policy(underuse_window=1800.0, grace_period=0.0, idle_window=7200.0)
+    engine = Engine(PolicySet(default=policy), reorder_s=0.0)
+    engine.exempt = lambda _job, now: "exempt" if T0 + 2520 <= now < T0 + 2640 else None
+    low = job("8")
+    events: list[LadderEvent] = []
+    for i in range(1, 61):
+        t = T0 + i * W
+        engine.on_window(window(t, "GPU-0", 10.0, low))
+        events += engine.evaluate(t)
+    assert [(e.decision.ts - T0, e.decision.finding.kind.value, e.status) for e in events] == [
+        (1860, "underused", Status.REPORTED),  # under-use checked at 1860, 2160, 2460, ...
+        (2640, "underused", Status.REPORTED),
+    ]

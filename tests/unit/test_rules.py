@@ -251,3 +251,21 @@ def test_stored_window_maps_to_what_the_engine_observes() -> None:
     t = tracker()
     assert t.add(w) is True
     assert t.add(ObservedWindow("gpu09", "GPU-0", T0 + 5, 5.0, 0.0)) is False
+
+
+def test_a_policy_reload_is_applied_even_after_an_evaluation_found_nothing() -> None:
+    t = tracker()
+    feed(t, 1200, 0.0)
+    assert kinds(t, 1200) == []  # 10 idle minutes after grace: short of idle_window
+    t.set_policy(Policy(idle_window=300))
+    assert kinds(t, 1200) == ["idle"]
+
+
+def test_a_busy_job_that_falls_idle_is_found_at_the_window_that_completes_idle_window() -> None:
+    t = tracker()
+    feed(t, 1800, 100.0)
+    assert kinds(t, 1800) == []  # busy: nothing, and nothing until an idle window comes
+    feed(t, 3540, 0.0, from_s=1860)
+    assert kinds(t, 3540) == []  # 29 idle minutes
+    feed(t, 3600, 0.0, from_s=3600)
+    assert kinds(t, 3600) == ["idle"]
