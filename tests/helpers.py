@@ -25,6 +25,16 @@ from gpuwarden.collector.server import Collector
 REPO = Path(__file__).resolve().parent.parent
 
 
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint: for building wire bytes by hand (length prefixes)."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
