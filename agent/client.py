@@ -116,6 +116,7 @@ class ReportStreamer:
         self.keepalive = keepalive or Keepalive()
         self.connect_timeout_s = connect_timeout_s
         self.connected = False
+        self.connections = 0  # made (TCP, TLS and the call's headers sent)
         self.sent = 0
         self.acked = 0
         self.rejected = 0
@@ -183,7 +184,9 @@ class ReportStreamer:
             for key, value in exc.trailers:
                 if key == REJECTED_SEQ_KEY and value.isdigit():
                     seq = int(value)
-                    self.spool.reject(seq)
+                    if not self.spool.reject(seq):
+                        log.warning("collector rejected report seq=%d, not in the spool", seq)
+                        return True
                     self.rejected += 1
                     log.error(
                         "collector rejected report seq=%d (%s); moved to %s",
@@ -247,6 +250,7 @@ class ReportStreamer:
             max_receive_bytes=MAX_ACK_BYTES,
             user_agent=f"gpuwarden-agent/{gpuwarden.__version__}",
         )
+        self.connections += 1
         try:
             self._stream(stream)
         finally:
@@ -255,17 +259,11 @@ class ReportStreamer:
     def _stream(self, stream: GrpcStream) -> None:
         in_flight: set[int] = set()
         last_sent = 0
-        goaway_until: float | None = None  # how long acks of what is in flight may take
         while True:
             self._drain_wakeups()
             if self._stop.is_set() and self._stopping_done():
                 self._say_goodbye(stream)
                 return
-            if stream.goaway is not None:
-                if goaway_until is None:
-                    goaway_until = time.monotonic() + self.keepalive.timeout_s
-                if not in_flight or time.monotonic() >= goaway_until:
-                    raise StreamError(StatusCode.UNAVAILABLE, stream.goaway, transport=True)
             for seq in self.spool.pending(after=last_sent):
                 if len(in_flight) >= self.max_in_flight or not stream.can_send():
                     break
@@ -281,8 +279,6 @@ class ReportStreamer:
                 last_sent = seq
                 self.sent += 1
             timeout = None
-            if goaway_until is not None:
-                timeout = max(0.0, goaway_until - time.monotonic())
             if self._stop.is_set():
                 timeout = max(0.0, self._drain_until - time.monotonic())
             for payload in stream.wait(self._wake_r, timeout):
@@ -297,8 +293,9 @@ class ReportStreamer:
                 self.spool.ack(ack.seq)
                 in_flight.discard(ack.seq)
                 self.acked += 1
-            if stream.ended:  # OK: the collector ended the call; open a new one
-                raise StreamError(
+            if stream.ended:
+                stream.raise_status()
+                raise StreamError(  # OK: the collector ended the call; open a new one
                     StatusCode.UNAVAILABLE, "the collector ended the stream", transport=True
                 )
 

@@ -44,6 +44,8 @@ _PREFIX = struct.Struct(">BI")  # compressed flag, message length
 MAX_HEADER_LIST = 16 << 10  # the largest header block (headers or trailers) accepted
 _RECV_BYTES = 64 << 10
 _STREAM_ID = 1  # the connection's one stream
+_FRAME_HEADER = 9  # bytes: length (3), type, flags, stream id (4)
+_SETTINGS = 0x4  # the frame type a server's connection preface begins with
 
 
 class StatusCode(enum.IntEnum):
@@ -174,6 +176,7 @@ class GrpcStream:
         )
         self._h2.max_inbound_frame_size = self._h2.local_settings.max_frame_size
         self._h2.decoder.max_header_list_size = MAX_HEADER_LIST  # before SETTINGS are acked too
+        self._frames = _FrameCheck(self._h2.local_settings.max_frame_size)
         self._outbox = bytearray()  # message bytes waiting for flow-control window
         self._inbox = bytearray()  # DATA received, not yet a whole message
         self._outcome = _Outcome()
@@ -248,7 +251,6 @@ class GrpcStream:
         return (
             len(self._outbox) < self._max_buffered
             and not self._half_closed
-            and self._goaway is None
             and not self._outcome.ended
         )
 
@@ -288,11 +290,6 @@ class GrpcStream:
         """The peer ended the call (its status is what ``wait`` raised or returned after)."""
         return self._outcome.ended
 
-    @property
-    def goaway(self) -> str | None:
-        """Why the peer is closing the connection (GOAWAY received), or None."""
-        return self._goaway
-
     def _pump(self) -> None:
         """Move queued bytes into DATA frames as far as the flow-control window allows."""
         h2c = self._h2
@@ -308,6 +305,8 @@ class GrpcStream:
                 h2c.end_stream(_STREAM_ID)
         except h2.exceptions.StreamClosedError:
             pass  # the peer ended the call; ``wait`` reports how
+        except h2.exceptions.ProtocolError as exc:
+            raise _transport(f"HTTP/2 connection unusable: {exc}") from exc
         self._flush()
 
     def _flush(self) -> None:
@@ -327,9 +326,11 @@ class GrpcStream:
     def wait(self, wake_fd: int | None, timeout_s: float | None) -> list[bytes]:
         """Block until the peer sends something, ``wake_fd`` is readable or ``timeout_s``
         passes (None: only the keepalive bounds it); the whole messages received.
-        StreamError when the call ended with a status other than OK, or the connection
-        failed; after an OK status ``ended`` is True."""
+        Once the call has ended, ``ended`` is True and every call raises its StreamError
+        (when the status was not OK, or the connection failed), after the messages that
+        came before the end were returned."""
         if self._outcome.ended:
+            self.raise_status()
             return []
         now = time.monotonic()
         keepalive_at = self._keepalive_deadline()
@@ -342,9 +343,14 @@ class GrpcStream:
         elif time.monotonic() >= keepalive_at:
             self._keepalive_tick()
         messages = self._messages()
+        if not messages:
+            self.raise_status()
+        return messages
+
+    def raise_status(self) -> None:
+        """Raise how the call ended, if it ended with anything but OK."""
         if self._outcome.error is not None:
             raise self._outcome.error
-        return messages
 
     def _select(self, wake_fd: int | None, timeout_s: float) -> bool:
         fds = [self._sock.fileno()] if wake_fd is None else [self._sock.fileno(), wake_fd]
@@ -371,7 +377,10 @@ class GrpcStream:
             return
         self._pings_without_data += 1
         self._ping_sent_at = time.monotonic()
-        self._h2.ping(os.urandom(8))
+        try:
+            self._h2.ping(os.urandom(8))
+        except h2.exceptions.ProtocolError as exc:
+            raise _transport(f"HTTP/2 connection unusable: {exc}") from exc
         self._flush()
 
     def _receive(self) -> None:
@@ -385,6 +394,7 @@ class GrpcStream:
             raise _transport(self._goaway or "the collector closed the connection")
         self._last_recv = time.monotonic()
         self._ping_sent_at = None
+        self._frames.check(data)
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -433,13 +443,13 @@ class GrpcStream:
             self._outcome.trailers = headers
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """The connection is done (h2 sends nothing more on it, even on a stream the peer
+        would still serve): what is in flight is sent again on the next connection and
+        the collector, which de-duplicates by (node, seq), acks it again."""
         why = f"the collector is closing the connection (GOAWAY {event.error_code!r}"
         extra = _text(event.additional_data or b"", 128)
         self._goaway = f"{why}{': ' + extra if extra else ''})"
-        if event.last_stream_id is None or event.last_stream_id < _STREAM_ID:
-            self._fail(_transport(self._goaway))  # our call will not be served
-        elif event.error_code != h2.errors.ErrorCodes.NO_ERROR:
-            self._fail(_transport(self._goaway))
+        self._fail(_transport(self._goaway))
 
     def _finish_with_status(self) -> None:
         if self._outcome.error is not None:
@@ -481,6 +491,44 @@ class GrpcStream:
             out.append(bytes(inbox[_PREFIX.size : end]))
             del inbox[:end]
         return out
+
+
+class _FrameCheck:
+    """Frame lengths checked as their headers arrive, before h2 buffers a frame's body (it
+    waits for a whole frame, up to 16 MiB, before it looks at the length), and the
+    server's preface: its first frame must be SETTINGS."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self._max = max_frame_size
+        self._head = bytearray()
+        self._left = 0  # bytes of the current frame's body still to come
+        self._first = True
+
+    def check(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._left:
+                took = min(self._left, end - pos)
+                self._left -= took
+                pos += took
+                continue
+            took = min(_FRAME_HEADER - len(self._head), end - pos)
+            self._head += data[pos : pos + took]
+            pos += took
+            if len(self._head) < _FRAME_HEADER:
+                return
+            length, kind = int.from_bytes(self._head[:3], "big"), self._head[3]
+            if self._first and kind != _SETTINGS:
+                start = bytes(self._head) + data[pos : pos + 16]
+                raise _transport(f"the collector does not speak HTTP/2 (it began with {start!r})")
+            if length > self._max:
+                raise _transport(
+                    f"the collector broke the HTTP/2 protocol: a {length}-byte frame "
+                    f"(over {self._max})"
+                )
+            self._first = False
+            self._left = length
+            self._head.clear()
 
 
 def _decode_headers(raw: object) -> list[tuple[str, str]]:

@@ -204,14 +204,16 @@ class Spool:
         with self._lock:
             self._remove(seq)
 
-    def reject(self, seq: int) -> None:
+    def reject(self, seq: int) -> bool:
         """Move a report the collector refused to ``rejected/``, as a plain serialized
-        ``NodeReport`` (header removed) for inspection."""
+        ``NodeReport`` (header removed) for inspection; False when it is not spooled."""
         with self._lock:
+            if seq not in self._sizes:
+                return False
             path = self.directory / f"{seq:020d}{_SUFFIX}"
             with contextlib.suppress(OSError, SpoolCorrupt):
                 _write_atomic(path, unframe(path.read_bytes()))
-            self._move_aside(seq, "rejected")
+            return self._move_aside(seq, "rejected")
 
     def set_aside(self, seq: int, reason: str) -> None:
         """Move a report that cannot be read back to ``corrupt/``, count it and say so."""
