@@ -44,6 +44,9 @@ REPORT_METHOD = "/gpuwarden.v1.AgentService/Report"
 MAX_ACK_BYTES = 64 << 10  # an Ack is a node name, a seq and a flag
 _SEQ_FIELD = pb.NodeReport.DESCRIPTOR.fields_by_name["seq"].number
 _SKIP_FIXED = {1: 8, 5: 4}  # wire types of fixed width: 64-bit, 32-bit
+# ``offer`` sends from the sampling thread only while fewer reports than this wait for an
+# ack: the collector keeps up, so the socket takes the bytes without blocking sampling.
+_KEEPING_UP = 4
 # Refusals that retrying does not heal without a change at one end: said as errors.
 _REFUSED = (StatusCode.UNAUTHENTICATED, StatusCode.PERMISSION_DENIED, StatusCode.UNIMPLEMENTED)
 
@@ -122,6 +125,12 @@ class ReportStreamer:
         self.rejected = 0
         self._stop = threading.Event()
         self._drain_until = 0.0
+        # The stream and what was sent on it, shared by the streaming thread and ``offer``.
+        self._lock = threading.Lock()
+        self._stream_now: GrpcStream | None = None
+        self._in_flight: set[int] = set()
+        self._last_sent = 0
+        self._backlog = True  # spooled reports the streaming thread has not sent yet
         self._session_acks = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -251,53 +260,102 @@ class ReportStreamer:
             user_agent=f"gpuwarden-agent/{gpuwarden.__version__}",
         )
         self.connections += 1
+        with self._lock:
+            self._in_flight.clear()
+            self._last_sent = 0
+            self._backlog = True
+            self._stream_now = stream
         try:
             self._stream(stream)
         finally:
+            with self._lock:
+                self._stream_now = None
             stream.close()
 
+    def offer(self, seq: int, report: bytes) -> None:
+        """A report just spooled (from the sampling thread): sent at once when the stream is
+        up and has nothing older to send, else woken for (the streaming thread sends it
+        from the spool). Never waits for the streaming thread."""
+        if not self._lock.acquire(blocking=False):
+            self.notify_new_report()
+            return
+        try:
+            stream = self._stream_now
+            if (
+                stream is None
+                or self._backlog
+                or seq <= self._last_sent
+                or len(self._in_flight) >= _KEEPING_UP
+                or not stream.can_send()
+            ):
+                self.notify_new_report()
+                return
+            try:
+                stream.send(report)
+            except StreamError:
+                self.notify_new_report()  # the streaming thread finds out why and reconnects
+                return
+            self._in_flight.add(seq)
+            self._last_sent = seq
+            self.sent += 1
+        finally:
+            self._lock.release()
+
+    def _send_spooled(self, stream: GrpcStream) -> None:
+        """Send what is spooled and not yet sent on this stream, in order (under the lock)."""
+        self._backlog = False
+        for seq in self.spool.pending(after=self._last_sent):
+            if len(self._in_flight) >= self.max_in_flight or not stream.can_send():
+                self._backlog = True
+                return
+            try:
+                report = self._read_spooled(seq)
+            except FileNotFoundError:
+                continue  # acked or dropped meanwhile
+            except SpoolCorrupt as exc:
+                self.spool.set_aside(seq, str(exc))
+                continue
+            stream.send(report)
+            self._in_flight.add(seq)
+            self._last_sent = seq
+            self.sent += 1
+
     def _stream(self, stream: GrpcStream) -> None:
-        in_flight: set[int] = set()
-        last_sent = 0
+        """Send and read acks until stopped or the call ends. The lock is held except while
+        blocked in ``ready``, so ``offer`` can send from the sampling thread meanwhile."""
         while True:
             self._drain_wakeups()
-            if self._stop.is_set() and self._stopping_done():
-                self._say_goodbye(stream)
-                return
-            for seq in self.spool.pending(after=last_sent):
-                if len(in_flight) >= self.max_in_flight or not stream.can_send():
-                    break
-                try:
-                    report = self._read_spooled(seq)
-                except FileNotFoundError:
-                    continue  # acked or dropped meanwhile
-                except SpoolCorrupt as exc:
-                    self.spool.set_aside(seq, str(exc))
-                    continue
-                stream.send(report)
-                in_flight.add(seq)
-                last_sent = seq
-                self.sent += 1
-            timeout = None
-            if self._stop.is_set():
-                timeout = max(0.0, self._drain_until - time.monotonic())
-            for payload in stream.wait(self._wake_r, timeout):
-                try:
-                    ack = pb.Ack.FromString(payload)
-                except DecodeError as exc:
-                    raise StreamError(
-                        StatusCode.INTERNAL, f"the collector sent no gpuwarden.v1.Ack: {exc}"
-                    ) from None
-                self._session_acks += 1
-                self.connected = True
-                self.spool.ack(ack.seq)
-                in_flight.discard(ack.seq)
-                self.acked += 1
-            if stream.ended:
-                stream.raise_status()
-                raise StreamError(  # OK: the collector ended the call; open a new one
-                    StatusCode.UNAVAILABLE, "the collector ended the stream", transport=True
-                )
+            with self._lock:
+                if self._stop.is_set() and self._stopping_done():
+                    self._say_goodbye(stream)
+                    return
+                self._send_spooled(stream)
+                timeout = None
+                if self._stop.is_set():
+                    timeout = max(0.0, self._drain_until - time.monotonic())
+                wait_s = stream.wait_time(timeout)
+            readable = stream.ready(self._wake_r, wait_s)
+            with self._lock:
+                for payload in stream.service(readable):
+                    self._on_ack(payload)
+                if stream.ended:
+                    stream.raise_status()
+                    raise StreamError(  # OK: the collector ended the call; open a new one
+                        StatusCode.UNAVAILABLE, "the collector ended the stream", transport=True
+                    )
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = pb.Ack.FromString(payload)
+        except DecodeError as exc:
+            raise StreamError(
+                StatusCode.INTERNAL, f"the collector sent no gpuwarden.v1.Ack: {exc}"
+            ) from None
+        self._session_acks += 1
+        self.connected = True
+        self.spool.ack(ack.seq)
+        self._in_flight.discard(ack.seq)
+        self.acked += 1
 
     @staticmethod
     def _say_goodbye(stream: GrpcStream) -> None:

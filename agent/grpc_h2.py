@@ -328,19 +328,39 @@ class GrpcStream:
         passes (None: only the keepalive bounds it); the whole messages received.
         Once the call has ended, ``ended`` is True and every call raises its StreamError
         (when the status was not OK, or the connection failed), after the messages that
-        came before the end were returned."""
+        came before the end were returned.
+
+        ``wait`` is ``wait_time``, ``ready`` and ``service`` in a row; a caller that shares
+        the stream between threads holds its lock for the first and the last only."""
+        wait_s = self.wait_time(timeout_s)
+        return self.service(self.ready(wake_fd, wait_s))
+
+    def wait_time(self, timeout_s: float | None) -> float:
+        """How long ``ready`` may block: ``timeout_s`` or less, to the next keepalive step;
+        0 when data is already buffered or the call has ended."""
+        if self._outcome.ended or self._pending_tls():
+            return 0.0
+        wait_s = self._keepalive_deadline() - time.monotonic()
+        if timeout_s is not None:
+            wait_s = min(wait_s, timeout_s)
+        return max(0.0, wait_s)
+
+    def ready(self, wake_fd: int | None, wait_s: float) -> bool:
+        """Block up to ``wait_s`` for the socket (or ``wake_fd``); whether the socket is
+        readable. Touches no state of the stream: safe without the caller's lock."""
+        fd = self._sock.fileno()
+        ready, _, _ = select.select([fd] if wake_fd is None else [fd, wake_fd], [], [], wait_s)
+        return fd in ready
+
+    def service(self, readable: bool) -> list[bytes]:
+        """Read what the peer sent (``readable``, or TLS data already buffered), or take the
+        keepalive step that is due; the whole messages received (see ``wait``)."""
         if self._outcome.ended:
             self.raise_status()
             return []
-        now = time.monotonic()
-        keepalive_at = self._keepalive_deadline()
-        wait_s = keepalive_at - now
-        if timeout_s is not None:
-            wait_s = min(wait_s, timeout_s)
-        readable = self._pending_tls() or self._select(wake_fd, max(0.0, wait_s))
-        if readable:
+        if readable or self._pending_tls():
             self._receive()
-        elif time.monotonic() >= keepalive_at:
+        elif time.monotonic() >= self._keepalive_deadline():
             self._keepalive_tick()
         messages = self._messages()
         if not messages:
@@ -351,11 +371,6 @@ class GrpcStream:
         """Raise how the call ended, if it ended with anything but OK."""
         if self._outcome.error is not None:
             raise self._outcome.error
-
-    def _select(self, wake_fd: int | None, timeout_s: float) -> bool:
-        fds = [self._sock.fileno()] if wake_fd is None else [self._sock.fileno(), wake_fd]
-        ready, _, _ = select.select(fds, [], [], timeout_s)
-        return self._sock.fileno() in ready
 
     def _pending_tls(self) -> bool:
         pending = getattr(self._sock, "pending", None)

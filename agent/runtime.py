@@ -1,9 +1,10 @@
 """The agent's main loop: sample every ``sample_interval``, report every ``report_interval``.
 
 Two plain threads and no event loop: the sampling thread (NVML, /proc, scontrol are
-blocking calls) keeps its own clock, closes a window every ``report_interval``, numbers it
-and writes it to the spool; the streaming thread (the one that calls ``serve``) sends what
-is spooled to the collector and deletes what it acks. ``run`` is the same agent for a
+blocking calls) keeps its own clock, closes a window every ``report_interval``, numbers it,
+writes it to the spool and, when the stream is up and caught up, sends it; the streaming
+thread (the one that calls ``serve``) reads acks, deletes what they ack, sends backlogs and
+reconnects. ``run`` is the same agent for a
 caller with an event loop (the demo, tests): ``serve`` in a thread of its own.
 """
 
@@ -222,8 +223,9 @@ class Agent:
             agent_version=gpuwarden.__version__,
         )
         self._reports += 1
-        if self.spool.put(seq, report_to_pb(report).SerializeToString()):
-            self.streamer.notify_new_report()
+        data = report_to_pb(report).SerializeToString()
+        if self.spool.put(seq, data):
+            self.streamer.offer(seq, data)
 
 
 def _resolve(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
