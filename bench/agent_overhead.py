@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """What the agent costs a GPU node: CPU and memory of ``gpuwarden agent`` beside a bare loop.
 
-    .venv/bin/python bench/agent_overhead.py [--gpus 8] [--seconds 60] [--warmup 8] [--before REV]
+    .venv/bin/python bench/agent_overhead.py [--gpus 8] [--seconds 60] [--warmup 8]
+        [--before REV] [--tls]
 
 Builds the fake ``libnvidia-ml.so.1`` (the test suite's build helper) with ``--gpus`` GPUs,
-starts an in-process collector (SQLite in a temporary folder, plaintext loopback) and two
+starts an in-process collector (SQLite in a temporary folder, plaintext loopback, or mTLS
+with certificates from a throw-away CA with ``--tls``) and two
 processes over the same fake library, side by side in the same run:
 
 * ``gpuwarden agent`` (NVML sampler, 1 s sampling, 5 s reports, Slurm off), streaming to
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpuwarden.collector.server import Collector
 from tests.fakenvml import FakeNvmlState, build_fake_nvml, env_for
+from tests.pki import TestCA, server_tls
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -140,19 +143,25 @@ async def imports_only_rss(env: dict[str, str]) -> int:
 
 
 async def start_agent(
-    tmp: Path, name: str, port: int, env: dict[str, str]
+    tmp: Path, name: str, port: int, env: dict[str, str], ca: TestCA | None
 ) -> asyncio.subprocess.Process:
     cfg = tmp / f"{name}.toml"
-    cfg.write_text(
-        "[agent]\n"
-        f'node = "{name}"\n'
-        f'collector = "127.0.0.1:{port}"\n'
-        "insecure = true\n"
-        'slurm = "off"\n'
-        'sample_interval = "1s"\n'
-        'report_interval = "5s"\n'
-        f'spool_dir = "{tmp / ("spool-" + name)}"\n'
-    )
+    if ca is None:
+        transport = "insecure = true"
+    else:
+        cert = ca.issue(name, role="node")
+        transport = f'tls_ca = "{ca.ca}"\ntls_cert = "{cert.cert}"\ntls_key = "{cert.key}"'
+    lines = [
+        "[agent]",
+        f'node = "{name}"',
+        f'collector = "127.0.0.1:{port}"',
+        transport,
+        'slurm = "off"',
+        'sample_interval = "1s"',
+        'report_interval = "5s"',
+        f'spool_dir = "{tmp / ("spool-" + name)}"',
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
     return await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)),
         env=env,
@@ -161,7 +170,7 @@ async def start_agent(
     )
 
 
-async def main(gpus: int, seconds: float, warmup: float, before: str | None) -> None:
+async def main(gpus: int, seconds: float, warmup: float, before: str | None, tls: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         lib = build_fake_nvml(tmp / "lib")
@@ -169,16 +178,19 @@ async def main(gpus: int, seconds: float, warmup: float, before: str | None) -> 
         state.write()
         env = env_for(lib.parent, state.path)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        collector = Collector(db_path=tmp / "db.sqlite")
+        ca = TestCA(tmp / "pki") if tls else None
+        collector = Collector(db_path=tmp / "db.sqlite", tls=None if ca is None else server_tls(ca))
         await collector.start()
-        agent = await start_agent(tmp, "bench1", collector.port, env)
+        agent = await start_agent(tmp, "bench1", collector.port, env, ca)
         bare = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, "1.0", env=env)
         procs = {"agent": agent, "bare pynvml loop": bare}
         agents = ["agent"]
         if before is not None:
             farm = source_tree(before, tmp / "before")
             env_before = {**env, "PYTHONPATH": f"{farm}:{env.get('PYTHONPATH', '')}"}
-            procs[f"agent {before}"] = await start_agent(tmp, "bench0", collector.port, env_before)
+            procs[f"agent {before}"] = await start_agent(
+                tmp, "bench0", collector.port, env_before, ca
+            )
             agents.append(f"agent {before}")
         try:
             await asyncio.sleep(warmup)
@@ -207,7 +219,10 @@ async def main(gpus: int, seconds: float, warmup: float, before: str | None) -> 
         imports_kib = await imports_only_rss(env)
     pct = {n: 100.0 * (cpu1[n] - cpu0[n]) / elapsed for n in procs}
     floor = pct["bare pynvml loop"]
-    print(f"agent overhead: {gpus} fake GPUs, 1 s sampling, 5 s reports, {elapsed:.0f} s measured")
+    print(
+        f"agent overhead: {gpus} fake GPUs, 1 s sampling, 5 s reports, "
+        f"{'mTLS' if tls else 'plaintext'}, {elapsed:.0f} s measured"
+    )
     print(f"{'process':<18} {'CPU % of a core':>16} {'RSS':>10} {'peak RSS':>10}")
     for n in procs:
         print(f"{n:<18} {pct[n]:>16.3f} {mib(rss[n][0]):>10} {mib(rss[n][1]):>10}")
@@ -232,5 +247,6 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--before", metavar="REV", help="also run the agent of this git revision")
+    ap.add_argument("--tls", action="store_true", help="mTLS between agents and collector")
     a = ap.parse_args()
-    asyncio.run(main(a.gpus, a.seconds, a.warmup, a.before))
+    asyncio.run(main(a.gpus, a.seconds, a.warmup, a.before, a.tls))
