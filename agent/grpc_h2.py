@@ -131,7 +131,6 @@ def _text(value: bytes, limit: int = 512) -> str:
 
 @dataclass(slots=True)
 class _Outcome:
-    headers_seen: bool = False
     trailers: list[tuple[str, str]] = field(default_factory=list)
     ended: bool = False
     error: StreamError | None = None
@@ -143,8 +142,8 @@ class GrpcStream:
     ``open()`` connects (TCP, TLS when ``tls`` is given) and sends the request headers;
     ``send(message)`` queues a serialized message, sent as the peer's flow-control window
     allows; ``wait(...)`` blocks until the peer sends something, ``wake_fd`` is readable or
-    the timeout passes, and returns the messages received. Not thread-safe: one thread
-    drives a stream.
+    the timeout passes, and returns the messages received. Not thread-safe: threads that
+    share a stream hold one lock around every call but ``ready``.
     """
 
     def __init__(
@@ -181,6 +180,7 @@ class GrpcStream:
         self._inbox = bytearray()  # DATA received, not yet a whole message
         self._outcome = _Outcome()
         self._half_closed = False
+        self._end_sent = False
         self._goaway: str | None = None
         self._last_recv = time.monotonic()
         self._ping_sent_at: float | None = None
@@ -282,10 +282,6 @@ class GrpcStream:
             self._sock.close()
 
     @property
-    def unsent_bytes(self) -> int:
-        return len(self._outbox)
-
-    @property
     def ended(self) -> bool:
         """The peer ended the call (its status is what ``wait`` raised or returned after)."""
         return self._outcome.ended
@@ -301,7 +297,8 @@ class GrpcStream:
                 chunk = bytes(self._outbox[:window])
                 del self._outbox[:window]
                 h2c.send_data(_STREAM_ID, chunk)
-            if self._half_closed and not self._outbox and not self._outcome.ended:
+            if self._half_closed and not self._outbox and not self._end_sent:
+                self._end_sent = True
                 h2c.end_stream(_STREAM_ID)
         except h2.exceptions.StreamClosedError:
             pass  # the peer ended the call; ``wait`` reports how
@@ -446,7 +443,6 @@ class GrpcStream:
     def _on_response_headers(self, raw: object) -> None:
         headers = _decode_headers(raw)
         values = dict(headers)
-        self._outcome.headers_seen = True
         status = values.get(":status", "")
         if status != "200":
             code = _HTTP_TO_GRPC.get(int(status) if status.isdigit() else 0, StatusCode.UNKNOWN)
