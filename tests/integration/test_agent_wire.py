@@ -123,26 +123,41 @@ async def test_idle_stream_keepalive_pings_do_not_make_the_collector_hang_up(
 # -- TLS -----------------------------------------------------------------------------
 
 
-async def test_a_collector_certificate_from_another_ca_is_refused_with_a_clear_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    site, other = TestCA(tmp_path / "site"), TestCA(tmp_path / "other")
-    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=server_tls(other))
+async def over_tls(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    server: tuple[bytes, bytes, bytes],
+    site: TestCA,
+    expect: str,
+    node: str = "n1",
+) -> tuple[int, int]:
+    """A streamer with node n1's certificate from ``site`` and one report for ``node``,
+    against a collector with the TLS files ``server``, until ``expect`` is logged:
+    (reports stored, reports still spooled)."""
+    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=server)
     await c.start()
     try:
         n1 = site.issue("n1", role="node")
         spool = Spool(tmp_path / "spool")
-        spool_reports(spool, 1)
-        streamer = ReportStreamer(
-            f"127.0.0.1:{c.port}", spool, tls=TlsFiles(site.ca, n1.cert, n1.key)
-        )
+        spool_reports(spool, 1, node=node)
+        tls = TlsFiles(site.ca, n1.cert, n1.key)
+        streamer = ReportStreamer(f"127.0.0.1:{c.port}", spool, tls=tls)
         with caplog.at_level(logging.WARNING, logger="gpuwarden.agent.client"):
             async with streaming(streamer):
-                await wait_for(lambda: "certificate is not trusted" in caplog.text)
-        assert c.store.count_reports() == 0
-        assert len(spool) == 1
+                await wait_for(lambda: expect in caplog.text)
+        return c.store.count_reports(), len(spool)
     finally:
         await c.stop()
+
+
+async def test_a_collector_certificate_from_another_ca_is_refused_with_a_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    site, other = TestCA(tmp_path / "site"), TestCA(tmp_path / "other")
+    stored, spooled = await over_tls(
+        tmp_path, caplog, server_tls(other), site, "certificate is not trusted"
+    )
+    assert (stored, spooled) == (0, 1)
 
 
 async def test_a_collector_certificate_for_another_name_is_refused(
@@ -150,46 +165,20 @@ async def test_a_collector_certificate_for_another_name_is_refused(
 ) -> None:
     ca = TestCA(tmp_path / "pki")
     elsewhere = ca.issue("elsewhere.example", role="collector")  # no 127.0.0.1 in it
-    tls = (ca.ca.read_bytes(), elsewhere.cert.read_bytes(), elsewhere.key.read_bytes())
-    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=tls)
-    await c.start()
-    try:
-        n1 = ca.issue("n1", role="node")
-        spool = Spool(tmp_path / "spool")
-        spool_reports(spool, 1)
-        streamer = ReportStreamer(
-            f"127.0.0.1:{c.port}", spool, tls=TlsFiles(ca.ca, n1.cert, n1.key)
-        )
-        with caplog.at_level(logging.WARNING, logger="gpuwarden.agent.client"):
-            async with streaming(streamer):
-                await wait_for(lambda: "certificate is not trusted" in caplog.text)
-        assert "127.0.0.1" in caplog.text  # the name it was checked against
-        assert c.store.count_reports() == 0
-    finally:
-        await c.stop()
+    server = (ca.ca.read_bytes(), elsewhere.cert.read_bytes(), elsewhere.key.read_bytes())
+    stored, spooled = await over_tls(tmp_path, caplog, server, ca, "certificate is not trusted")
+    assert "127.0.0.1" in caplog.text  # the name it was checked against
+    assert (stored, spooled) == (0, 1)
 
 
 async def test_a_report_for_another_node_is_refused_with_a_clear_error_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ca = TestCA(tmp_path / "pki")
-    c = Collector(db_path=tmp_path / "db", listen="127.0.0.1:0", tls=server_tls(ca))
-    await c.start()
-    try:
-        n1 = ca.issue("n1", role="node")
-        spool = Spool(tmp_path / "spool")
-        spool_reports(spool, 1, node="n2")
-        streamer = ReportStreamer(
-            f"127.0.0.1:{c.port}", spool, tls=TlsFiles(ca.ca, n1.cert, n1.key)
-        )
-        with caplog.at_level(logging.WARNING, logger="gpuwarden.agent.client"):
-            async with streaming(streamer):
-                await wait_for(lambda: "refused this agent: PERMISSION_DENIED" in caplog.text)
-        assert "authenticated as 'n1'" in caplog.text
-        assert c.store.count_reports() == 0
-        assert len(spool) == 1  # kept: a fixed certificate or node name delivers it
-    finally:
-        await c.stop()
+    expect = "refused this agent: PERMISSION_DENIED"
+    stored, spooled = await over_tls(tmp_path, caplog, server_tls(ca), ca, expect, node="n2")
+    assert "authenticated as 'n1'" in caplog.text
+    assert (stored, spooled) == (0, 1)  # kept: a fixed certificate or node name delivers it
 
 
 # -- servers that misbehave ----------------------------------------------------------
@@ -281,14 +270,18 @@ def hold(conn: socket.socket, seconds: float = 3.0) -> None:
 
 
 async def streams_against(
-    server: HostileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, expect: str
+    server: HostileServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    expect: str,
+    tls: TlsFiles | None = None,
 ) -> tuple[ReportStreamer, Spool]:
     """Run a streamer against ``server`` until ``expect`` is logged and it has reconnected;
     it must stop promptly after, with its reports still spooled."""
     spool = Spool(tmp_path / "spool")
     spool_reports(spool, 3)
     streamer = ReportStreamer(
-        f"127.0.0.1:{server.port}", spool, backoff_initial_s=0.05, keepalive=QUICK
+        f"127.0.0.1:{server.port}", spool, tls=tls, backoff_initial_s=0.05, keepalive=QUICK
     )
     streamer.backoff_max_s = 0.1
     with caplog.at_level(logging.INFO, logger="gpuwarden.agent.client"):
@@ -325,21 +318,8 @@ async def test_a_tls_server_that_speaks_garbage_is_a_clear_error_and_a_reconnect
 
     n1 = ca.issue("n1", role="node")
     with hostile(garbage, tls=ctx) as server:
-        spool = Spool(tmp_path / "spool")
-        spool_reports(spool, 3)
-        streamer = ReportStreamer(
-            f"127.0.0.1:{server.port}",
-            spool,
-            tls=TlsFiles(ca.ca, n1.cert, n1.key),
-            backoff_initial_s=0.05,
-            keepalive=QUICK,
-        )
-        streamer.backoff_max_s = 0.1
-        with caplog.at_level(logging.INFO, logger="gpuwarden.agent.client"):
-            async with streaming(streamer):
-                await wait_for(lambda: "does not speak HTTP/2" in caplog.text, 15)
-                await wait_for(lambda: server.connections >= 2, 15)
-        assert len(spool) == 3
+        tls = TlsFiles(ca.ca, n1.cert, n1.key)
+        await streams_against(server, tmp_path, caplog, "does not speak HTTP/2", tls)
 
 
 async def test_a_tls_server_without_http2_alpn_is_refused(
