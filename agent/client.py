@@ -131,8 +131,6 @@ class ReportStreamer:
         self._in_flight: set[int] = set()
         self._last_sent = 0
         self._backlog = True  # spooled reports the streaming thread has not sent yet
-        self._ack_poller = False  # a sampling thread calls poll_acks
-        self._poll_error: StreamError | None = None  # what poll_acks found wrong
         self._session_acks = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -266,7 +264,6 @@ class ReportStreamer:
             self._in_flight.clear()
             self._last_sent = 0
             self._backlog = True
-            self._poll_error = None
             self._stream_now = stream
         try:
             self._stream(stream)
@@ -337,13 +334,8 @@ class ReportStreamer:
                 if self._stop.is_set():
                     timeout = max(0.0, self._drain_until - time.monotonic())
                 wait_s = stream.wait_time(timeout)
-            # Caught up, with a sampling thread that reads acks each tick: wait for work
-            # or the keepalive only, not for every ack.
-            watch = not (self._ack_poller and not self._backlog and not self._stop.is_set())
-            readable = stream.ready(self._wake_r, wait_s, watch=watch)
+            readable = stream.ready(self._wake_r, wait_s)
             with self._lock:
-                if self._poll_error is not None:
-                    raise self._poll_error
                 for payload in stream.service(readable):
                     self._on_ack(payload)
                 if stream.ended:
@@ -351,31 +343,6 @@ class ReportStreamer:
                     raise StreamError(  # OK: the collector ended the call; open a new one
                         StatusCode.UNAVAILABLE, "the collector ended the stream", transport=True
                     )
-
-    def poll_acks(self) -> None:
-        """Read what the collector sent, without waiting (from the sampling thread, each
-        tick): the acks of reports it sent, so the streaming thread need not wake for each
-        one. Never waits for the streaming thread; a failure is left for it to act on."""
-        self._ack_poller = True
-        if self._stream_now is None or not self._lock.acquire(blocking=False):
-            return
-        try:
-            stream = self._stream_now
-            if stream is None or self._poll_error is not None:
-                return
-            try:
-                for payload in stream.service(stream.ready(None, 0.0)):
-                    self._on_ack(payload)
-                if stream.ended:
-                    stream.raise_status()
-                    raise StreamError(
-                        StatusCode.UNAVAILABLE, "the collector ended the stream", transport=True
-                    )
-            except StreamError as exc:
-                self._poll_error = exc
-                self.notify_new_report()
-        finally:
-            self._lock.release()
 
     def _on_ack(self, payload: bytes) -> None:
         try:

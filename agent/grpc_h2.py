@@ -342,15 +342,11 @@ class GrpcStream:
             wait_s = min(wait_s, timeout_s)
         return max(0.0, wait_s)
 
-    def ready(self, wake_fd: int | None, wait_s: float, *, watch: bool = True) -> bool:
-        """Block up to ``wait_s`` for the socket (unless ``watch`` is False: then someone
-        else reads it) or ``wake_fd``; whether the socket is readable. Touches no state of
-        the stream: safe without the caller's lock."""
+    def ready(self, wake_fd: int | None, wait_s: float) -> bool:
+        """Block up to ``wait_s`` for the socket (or ``wake_fd``); whether the socket is
+        readable. Touches no state of the stream: safe without the caller's lock."""
         fd = self._sock.fileno()
-        fds = [fd] if watch else []
-        if wake_fd is not None:
-            fds.append(wake_fd)
-        ready, _, _ = select.select(fds, [], [], wait_s)
+        ready, _, _ = select.select([fd] if wake_fd is None else [fd, wake_fd], [], [], wait_s)
         return fd in ready
 
     def service(self, readable: bool) -> list[bytes]:

@@ -179,7 +179,6 @@ class Agent:
                     next_report = now_m + self.report_interval_s
             if next_sample < now_m:
                 next_sample = now_m
-            self.streamer.poll_acks()
             halt.wait(max(0.0, next_sample - now_m))
         if len(self._agg):
             self._report(window_start, self.clock())
