@@ -105,7 +105,13 @@ def main() -> None:
             start = time.perf_counter()
             n = fill(store, args.nodes, args.gpus, args.interval, t0, t1)
             print(f"filled {n:,} windows in {time.perf_counter() - start:.0f} s")
-        print(f"store: {store.count_windows():,} windows, {path.stat().st_size / 1e6:,.0f} MB")
+        wal = Path(f"{path}-wal")
+        size = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        windows = store.count_windows()
+        print(
+            f"store: {windows:,} windows, {size / 1e6:,.0f} MB"
+            f" ({size / max(1, windows):.0f} B per window, roll-ups included)"
+        )
         since, until = t1 - args.days * DAY, t1 + 60
         print(f"job {JOB}, {args.gpus} GPUs, {args.days:g} days, page limit {LIMIT:,}")
         print(f"{'resolution':>10} {'median ms':>9} {'records':>9} {'answer':>10}")

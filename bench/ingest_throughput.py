@@ -5,8 +5,9 @@ Starts an in-process collector (SQLite in a temp dir, WAL, synchronous=FULL) and
 streams on loopback, each on its own TCP connection (``grpc.use_local_subchannel_pool``, as
 N real nodes would be), each sending ``--reports`` reports of ``--gpus`` GPUs as fast as
 acks allow (up to ``--in-flight`` unacked). Prints GPU windows/s end to end (acked =
-durably stored) beside the same-run floor: raw SQLite inserting the same rows into the same
-schema with the same PRAGMAs, in transactions of ``--raw-batch`` reports.
+durably stored) beside the same-run floor: raw SQLite inserting the rows the store writes
+(built beforehand by its own row builder) into the same schema with the same PRAGMAs, in
+transactions of ``--raw-batch`` reports.
 
     .venv/bin/python bench/ingest_throughput.py --nodes 1,100,2000 --total 40000
 """
@@ -25,9 +26,10 @@ from typing import Any
 
 import grpc
 
+from gpuwarden.collector import layout
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.store import INSERT_REPORT, INSERT_WINDOW, Store, report_row, window_rows
+from gpuwarden.collector.store import Store
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -146,22 +148,28 @@ async def collector_run(
 
 
 def raw_sqlite(nodes: int, per_node: int, gpus: int, batch: int) -> float:
-    """The floor: the store's own rows, schema and PRAGMAs, written by bare SQL."""
+    """The floor: the rows the store writes (one per report, its job links, the window
+    counter), built beforehand by the store's own row builder, inserted by bare SQL into
+    the same schema with the same PRAGMAs."""
     t0 = time.time() - 5 * per_node - 60
     reports = [
         make_report(f"n{i:04d}", s, gpus, t0) for i in range(nodes) for s in range(1, per_node + 1)
     ]
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "raw.db")
-        now = time.time()
-        rows = [(report_row(r, now), window_rows(r)) for r in reports]
         conn = store.writer
+        builder = layout.Writer(conn)  # adds the dictionary rows now, outside the timing
+        now = time.time()
+        rows = [builder.rows(r, now, None) for r in reports]
         start = time.perf_counter()
+        windows = 0
         for i in range(0, len(rows), batch):
             conn.execute("BEGIN IMMEDIATE")
-            for report, windows in rows[i : i + batch]:
-                conn.execute(INSERT_REPORT, report)
-                conn.executemany(INSERT_WINDOW, windows)
+            for row in rows[i : i + batch]:
+                rid = conn.execute(layout.INSERT_REPORT, row.report).lastrowid
+                conn.executemany(layout.INSERT_REPORT_JOB, [(j, rid) for j in row.job_keys])
+                windows += gpus
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'windows'", (str(windows),))
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
         store.close()

@@ -1,8 +1,11 @@
-"""Bytes per GPU-day in the embedded store: raw windows and each roll-up resolution.
+"""Bytes per window and per GPU-day in the embedded store: raw windows and roll-ups.
 
 Writes a simulated day (or ``--hours``) of report windows for ``--nodes`` x ``--gpus`` into
 a fresh SQLite store, the way the collector does (group commits), and prints the space each
-part takes (SQLite's ``dbstat``: tables and their indexes), per GPU-day.
+part takes (SQLite's ``dbstat``: tables, their indexes and dictionaries), per raw window
+and per GPU-day. The values vary as a real GPU's do (a utilisation mean of five integer
+samples, power to the milliwatt, memory to the MiB), seeded, so every run writes the same.
+It reads nothing but ``Store``'s writes, so the same file runs against an older store.
 
     .venv/bin/python bench/store_size.py [--nodes 2] [--gpus 4] [--hours 24] [--interval 5]
 """
@@ -10,6 +13,7 @@ part takes (SQLite's ``dbstat``: tables and their indexes), per GPU-day.
 from __future__ import annotations
 
 import argparse
+import random
 import sqlite3
 import tempfile
 import time
@@ -18,29 +22,26 @@ from pathlib import Path
 from gpuwarden.collector.store import Store
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
 
-PARTS = {
-    "raw windows": ("windows", "windows_node_end", "windows_uuid_end", "windows_job_end",
-                    "windows_end", "reports", "reports_end"),
-    "roll-ups (1 min + 1 h)": ("rollups", "rollups_job", "rollups_uuid", "rollups_bucket"),
-}  # fmt: skip
+ROLLUP_PREFIX = "rollup"  # tables and indexes of the roll-ups; everything else is raw
 
 
-def window(node: int, i: int, t: float) -> GpuWindow:
-    util = float((t // 7 + i * 13) % 100)
+def window(node: int, i: int, t: float, rng: random.Random) -> GpuWindow:
+    samples = [rng.randint(0, 100) for _ in range(5)]
+    util = sum(samples) / 5
     return GpuWindow(
         uuid=f"GPU-{node:04d}-{i:02d}-aaaaaaaa-bbbb-cccc-dddd",
         index=i,
         name="NVIDIA A100-SXM4-80GB",
         samples=5,
         util_mean=util,
-        util_max=min(100.0, util + 5),
-        util_min=max(0.0, util - 5),
-        zero_frac=0.0,
-        mem_util_mean=util / 2,
-        mem_used_max_bytes=20 << 30,
+        util_max=float(max(samples)),
+        util_min=float(min(samples)),
+        zero_frac=sum(1 for x in samples if x == 0) / 5,
+        mem_util_mean=round(util / 2 + rng.random(), 1),
+        mem_used_max_bytes=rng.randint(19_000, 21_000) << 20,
         mem_total_bytes=80 << 30,
-        power_mean_w=100.0 + util * 2,
-        temperature_c=45.0,
+        power_mean_w=rng.randint(90_000, 400_000) / 1000,
+        temperature_c=float(rng.randint(40, 70)),
         processes=(ProcessInfo(4242, 20 << 30, "python"),),
         job=JobInfo(
             job_id=str(100_000 + node * 10 + i // 2),
@@ -64,6 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         store = Store(path)
+        rng = random.Random(13)
         t0 = 1_700_000_000.0
         steps = int(args.hours * 3600 / args.interval)
         started = time.perf_counter()
@@ -71,7 +73,7 @@ def main() -> None:
         for s in range(steps):
             t = t0 + s * args.interval
             for n in range(args.nodes):
-                gpus = tuple(window(n, i, t) for i in range(args.gpus))
+                gpus = tuple(window(n, i, t, rng) for i in range(args.gpus))
                 batch.append(NodeReport(f"gpu{n:04d}", s + 1, t, t + args.interval, gpus))
             if len(batch) >= 512:
                 store.write_reports(batch, t)
@@ -90,10 +92,16 @@ def main() -> None:
             f"windows: {windows} windows, {gpu_days:g} GPU-days, written in {elapsed:.1f} s "
             f"({windows / elapsed:,.0f} windows/s with roll-ups)"
         )
-        for part, names in PARTS.items():
-            total = sum(sizes.get(name, 0) for name in names)
-            print(f"  {part:24s} {total / gpu_days / 1e6:8.2f} MB per GPU-day")
-        rollup_bytes = sum(sizes.get(name, 0) for name in PARTS["roll-ups (1 min + 1 h)"])
+        raw = {k: v for k, v in sizes.items() if not k.startswith(ROLLUP_PREFIX)}
+        rollup_bytes = sum(v for k, v in sizes.items() if k.startswith(ROLLUP_PREFIX))
+        print(
+            f"  raw windows (with indexes, dictionaries) {sum(raw.values()) / windows:7.1f} B"
+            f" per window {sum(raw.values()) / gpu_days / 1e6:8.2f} MB per GPU-day"
+        )
+        for name, size in sorted(raw.items(), key=lambda kv: -kv[1]):
+            if size / windows >= 0.05:
+                print(f"    {name:32s} {size / windows:7.1f} B per window")
+        print(f"  roll-ups (1 min + 1 h) {rollup_bytes / gpu_days / 1e6:8.2f} MB per GPU-day")
         rows = sum(per_res.values())
         for res, label in ((60, "1 min"), (3600, "1 h")):
             share = rollup_bytes * per_res.get(res, 0) / rows if rows else 0.0

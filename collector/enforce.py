@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from gpuwarden.collector.audit import AuditLog, AuditRecord, record_from_event
 from gpuwarden.collector.dispatch import ActionWorker, Fanout
 from gpuwarden.collector.engine import Engine
+from gpuwarden.collector.gcfreeze import GcFreezer
 from gpuwarden.collector.ladder import (
     NOT_IDLE_ANYMORE,
     ActionExecutor,
@@ -84,8 +86,17 @@ class Enforcer:
         self.run_ends: Fanout[tuple[str, int, float]] = Fanout(self.run_end_listeners)
         self.ladder_state = ladder_state
         self.evaluations = 0
+        # The evaluation thread lets the event loop run (``pause``, see :func:`loop_turn`)
+        # after every ``slice_s`` of work, so that acks never wait behind a whole pass.
+        self.pause: Callable[[], None] | None = None
+        self.slice_s = 0.002
+        self.pauses = 0
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self.lock = threading.Lock()  # one evaluation at a time
+        self._warm = False
+        # Per node, the newest window end warm-up read from the store: a report queued
+        # meanwhile that is no newer was read there already (dropped until the first pass).
+        self._read_until: dict[str, float] = {}
 
     def set_policies(self, policies: PolicySet) -> None:
         """Take a reloaded policy (between two evaluations)."""
@@ -103,18 +114,51 @@ class Enforcer:
         """Never waits for an evaluation: the reports are handed over through a queue."""
         self._inbox.extend(reports)  # deque appends are thread-safe
 
-    def _drain(self) -> None:
+    def _drain(self, turn: Callable[[], None] = lambda: None) -> None:
         """Move what ingest handed over into the engine (evaluation and action threads)."""
         inbox = self._inbox
+        read_until = self._read_until
         while inbox:
             try:
                 r = inbox.popleft()
             except IndexError:  # another thread took the last one
                 return
+            if read_until and r.window_end <= read_until.get(r.node, -math.inf):
+                continue  # stored before warm-up read the store: the engine has it
             attributed = r.slurm.available
             for g in r.gpus:
                 rec = WindowRecord(r.node, r.window_start, r.window_end, g)
                 self.engine.on_window(rec, attributed)
+            turn()
+
+    def _turns(self) -> Callable[[], None]:
+        """A callable for the work loops of one evaluation: it calls :attr:`pause` once
+        ``slice_s`` has passed since the last pause (or does nothing without one)."""
+        pause = self.pause
+        if pause is None:
+            return lambda: None
+        slice_s = self.slice_s
+        due = time.perf_counter() + slice_s
+
+        def turn() -> None:
+            nonlocal due
+            if time.perf_counter() >= due:
+                pause()
+                self.pauses += 1
+                due = time.perf_counter() + slice_s
+
+        return turn
+
+    def _advance(self, now: float, turn: Callable[[], None]) -> None:
+        """Process the buffered windows up to the watermark one data time at a time (the
+        engine gives the same events as in one step), letting the loop run in between."""
+        if self.pause is None:
+            return  # one step: engine.evaluate
+        engine = self.engine
+        watermark = now - engine.reorder_s
+        while (t := engine.next_time()) is not None and t <= watermark:
+            engine.advance_to(t)
+            turn()
 
     def _still_idle(self, decision: Decision) -> bool:
         """The check right before acting, with the newest windows stored."""
@@ -122,7 +166,17 @@ class Enforcer:
         return self.engine.still_idle(decision)
 
     def warm_up(self, now: float | None = None) -> None:
-        """After a restart: rebuild the idle streaks from the stored windows."""
+        """After a restart: rebuild the idle streaks from the stored windows, once (the
+        first evaluation does it if nobody did). Reading a full store takes minutes: call
+        it off the event loop, after :meth:`on_stored` is subscribed (nothing stored
+        meanwhile is lost; what both the store and the queue hold is taken once)."""
+        with self.lock:
+            self._warm_up(now)
+
+    def _warm_up(self, now: float | None) -> None:
+        if self._warm:
+            return
+        self._warm = True
         now = self.clock() if now is None else now
         horizon = max(
             max(p.idle_window + p.grace_period, p.underuse_window) + p.max_gap
@@ -132,6 +186,12 @@ class Enforcer:
         if truncated:
             log.warning("warm-up: stored windows truncated; some idle streaks start afresh")
         self.engine.warm_up(records, now - self.engine.reorder_s)
+        read_until: dict[str, float] = {}
+        for rec in records:
+            if rec.window_end > read_until.get(rec.node, -math.inf):
+                read_until[rec.node] = rec.window_end
+        self._read_until = read_until
+        del records
         if self.ladder_state is not None:  # warnings sent and actions taken before it
             self.engine.ladder.restore(self.ladder_state.load(keep=self.engine.jobs()))
             self.engine.ladder.take_changed()
@@ -141,8 +201,11 @@ class Enforcer:
         """Collect action outcomes, run the engine up to ``now`` (default: the clock), hand
         due actions to the worker; return the audit records written."""
         with self.lock:
+            self._warm_up(None)
             now = self.clock() if now is None else now
-            self._drain()
+            turn = self._turns()
+            self._drain(turn)
+            self._read_until = {}
             engine = self.engine
             events: list[LadderEvent] = []
             if self.worker is not None:
@@ -151,6 +214,7 @@ class Enforcer:
                         events.append(engine.on_action_aborted(decision, NOT_IDLE_ANYMORE))
                     else:
                         events.append(engine.on_action_result(decision, outcome))
+            self._advance(now, turn)
             events.extend(engine.evaluate(now))
             for decision in engine.take_actions():
                 why = (
@@ -195,6 +259,25 @@ class Enforcer:
         return self.engine.jobs()
 
 
+def loop_turn(loop: asyncio.AbstractEventLoop, timeout_s: float = 1.0) -> Callable[[], None]:
+    """A pause for a worker thread: it returns once ``loop`` has run the callbacks that were
+    ready when it was called (the thread holds no GIL meanwhile), or after ``timeout_s``.
+    Call this on the loop's thread; there (an evaluation run on the loop) it does nothing."""
+    loop_thread = threading.get_ident()
+
+    def pause() -> None:
+        if threading.get_ident() == loop_thread:
+            return
+        done = threading.Event()
+        try:
+            loop.call_soon_threadsafe(done.set)
+        except RuntimeError:  # the loop is closed: nothing to wait for
+            return
+        done.wait(timeout_s)
+
+    return pause
+
+
 class AuditQuery:
     """Read side of the audit table for the query API (its own connection and lock)."""
 
@@ -218,12 +301,14 @@ def attach_enforcement(
     job_gone_after_s: float = 900.0,
     reorder_s: float | None = None,
     listeners: Sequence[AuditListener] = (),
+    gc_freezer: GcFreezer | None = None,
 ) -> Enforcer:
     """Run detection (and, where policy says so, enforcement) inside ``collector``.
     Call after ``collector.start()``. Every audit record goes to the collector's notifier
     hub and to ``listeners``, off the evaluation thread. ``reorder_s``: how long windows wait
     for stragglers from other nodes before the engine processes them (default: the policy's
-    ``window``)."""
+    ``window``). ``gc_freezer``: keeps the cyclic GC off the long-lived state after each
+    evaluation (see :mod:`gcfreeze`; the daemon's, not for a process it shares)."""
     loop = asyncio.get_running_loop()
     audit = AuditLog(conn=connect(collector.store.path), jsonl=audit_jsonl)
     ladder_state = LadderStateTable(connect(collector.store.path))
@@ -247,15 +332,24 @@ def attach_enforcement(
     collector.jobstats.policies = policies
     enforcer.run_end_listeners.append(collector.jobstats.on_run_end)
     enforcer.engine.exempt = collector.is_exempt  # admin exemptions, without a restart
-    enforcer.warm_up()
-    collector.add_stored_listener(enforcer.on_stored)
+    enforcer.pause = loop_turn(loop)
+    collector.add_stored_listener(enforcer.on_stored)  # before warm-up reads the store
+
+    def evaluate() -> None:
+        enforcer.evaluate()
+        if gc_freezer is not None:
+            gc_freezer.after_pass()
 
     async def evaluate_forever() -> None:
         try:
+            try:
+                await asyncio.to_thread(enforcer.warm_up)  # off the loop: acks go on
+            except Exception:
+                log.exception("warm-up failed; idle streaks start afresh")
             while True:
                 await asyncio.sleep(evaluate_interval_s)
                 try:
-                    await asyncio.to_thread(enforcer.evaluate)
+                    await asyncio.to_thread(evaluate)
                 except Exception:
                     log.exception("evaluation failed; trying again in %.0f s", evaluate_interval_s)
         finally:

@@ -178,6 +178,13 @@ class Engine:
         with self._lock:
             self._advance(watermark)
 
+    def next_time(self) -> float | None:
+        """The earliest buffered time (window end, job start or end); None: nothing buffered.
+        Lets a caller advance in small steps (``advance_to`` each time in turn) with the same
+        events as one :meth:`evaluate`."""
+        with self._lock:
+            return self._times[0] if self._times else None
+
     def warm_up(self, records: Iterable[WindowRecord], until: float) -> None:
         """Rebuild the trackers from stored windows (after a restart) without producing
         events: the idle streaks survive, the ladder starts afresh."""

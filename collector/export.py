@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gpuwarden.collector.layout import RawQuery, stored_reports
 from gpuwarden.collector.rules import MIB
-from gpuwarden.collector.store import StoreError, connect
+from gpuwarden.collector.store import SCHEMA_VERSION, StoreError, connect
 from gpuwarden.collector.trace import dumps
-from gpuwarden.common.convert import gpu_from_pb
 from gpuwarden.common.types import GpuWindow, JobInfo
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,29 +75,20 @@ _Row = tuple[str, str, float, float, GpuWindow, bool]
 
 
 def _rows(conn: sqlite3.Connection, f: ExportFilter) -> Iterator[_Row]:
-    where = ["1 = 1"]
-    params: list[Any] = []
-    if f.since is not None:
-        where.append("w.window_end >= ?")
-        params.append(f.since)
-    if f.until is not None:
-        where.append("w.window_end <= ?")
-        params.append(f.until)
-    if f.node:
-        where.append("w.node = ?")
-        params.append(f.node)
-    if f.job_id:
-        where.append("w.job_id = ?")
-        params.append(f.job_id)
-    sql = (
-        "SELECT w.node, w.uuid, w.window_start, w.window_end, w.data,"  # noqa: S608 (fixed clauses, values bound)
-        " coalesce(r.slurm_available, 1)"
-        " FROM windows w LEFT JOIN reports r ON r.node = w.node AND r.seq = w.seq"
-        " WHERE " + " AND ".join(where) + " ORDER BY w.window_end, w.node, w.uuid, w.id"
+    """Every stored window the filter selects, by window end, then node and GPU."""
+    q = RawQuery(
+        node=f.node,
+        job_id=f.job_id,
+        since=f.since if f.since is not None else float("-inf"),
+        until=f.until,
     )
-    for node, uuid, start, end, data, slurm_ok in conn.execute(sql, params):
-        gpu = gpu_from_pb(pb.GpuWindow.FromString(data))
-        yield str(node), str(uuid), float(start), float(end), gpu, bool(slurm_ok)
+    same_end: list[_Row] = []
+    for _, node, start, end, slurm_ok, windows in stored_reports(conn, q):
+        if same_end and same_end[0][3] != end:
+            yield from sorted(same_end, key=lambda row: (row[0], row[1]))
+            same_end = []
+        same_end += [(node, g.uuid, start, end, g, slurm_ok) for g, _ in windows]
+    yield from sorted(same_end, key=lambda row: (row[0], row[1]))
 
 
 def _runs(conn: sqlite3.Connection, f: ExportFilter) -> list[_Run]:
@@ -191,6 +181,12 @@ def export_trace(db_path: Path, out: BinaryIO, f: ExportFilter) -> ExportSummary
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {db_path} read-only: {exc}") from exc
     try:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None or version[0] != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{db_path} has store schema {version[0] if version else 'none'}, not "
+                f"{SCHEMA_VERSION}: start the collector on it once to bring it up to date"
+            )
         runs = _runs(conn, f)
         for run in runs:
             out.write(dumps(_job_line(run)) + b"\n")

@@ -14,6 +14,7 @@ from gpuwarden.collector.authz import load_roles_file
 from gpuwarden.collector.config import CollectorConfig
 from gpuwarden.collector.corroborate import Corroborator, SchedulerTrust, parse_networks
 from gpuwarden.collector.enforce import Enforcer, attach_enforcement
+from gpuwarden.collector.gcfreeze import GcFreezer
 from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.config import Outputs
 from gpuwarden.collector.policy import PolicySet
@@ -183,6 +184,7 @@ async def run_collector(
         evaluate_interval_s=cfg.evaluate_interval,
         actor=cfg.actor,
         job_gone_after_s=cfg.job_gone_after,
+        gc_freezer=GcFreezer(),
     )
     collector.policy_source = lambda: enforcer.policies  # AdminService.GetPolicy
     log.warning("enforcement: %s", _describe(policies))

@@ -5,9 +5,10 @@ weeks and months stays small and fast. A roll-up row is one GPU of one node, for
 none), over one bucket of ``res`` seconds. It keeps sums and counts, not means, so rows can
 be added to as windows arrive:
 
-- rows are written in the same transaction as the raw windows (:func:`add_reports`), so a
-  window that comes late (an agent's spool replayed after an outage) lands in its bucket;
-  nothing waits for a bucket to close and nothing has to be recomputed;
+- windows are added up in memory as they are stored (:mod:`rollup_pending`) and those sums
+  added to the rows here about once a minute per node (:data:`UPSERT`), so a window that
+  comes late (an agent's spool replayed after an outage) lands in its bucket; nothing waits
+  for a bucket to close and nothing has to be recomputed;
 - a window belongs to the bucket that holds its midpoint;
 - means are weighted by the window's sample count; missing values count for nothing (a
   bucket whose windows had no utilisation has ``util_mean = None``, never 0).
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, WindowRecord
+from gpuwarden.common.types import GpuWindow, JobInfo, WindowRecord
 
 RESOLUTIONS: tuple[int, ...] = (60, 3600)  # seconds: 1 minute, 1 hour
 
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS rollups (
 CREATE INDEX IF NOT EXISTS rollups_job ON rollups (res, job_id, bucket) WHERE job_id != '';
 CREATE INDEX IF NOT EXISTS rollups_uuid ON rollups (res, uuid, bucket);
 CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (res, bucket);
+CREATE TABLE IF NOT EXISTS rollup_marks (
+    node TEXT PRIMARY KEY,
+    upto INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _COLUMNS = (
@@ -76,12 +81,12 @@ def _larger(col: str, fn: str = "max") -> str:
     )
 
 
-_UPSERT = (
+UPSERT = (
     f"INSERT INTO rollups ({_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608 (constants)
     " ON CONFLICT (res, node, uuid, job_id, bucket) DO UPDATE SET"
     " gpu_index = excluded.gpu_index, name = excluded.name, user = excluded.user,"
     " account = excluded.account, partition = excluded.partition,"
-    " windows = windows + 1, samples = samples + excluded.samples,"
+    " windows = windows + excluded.windows, samples = samples + excluded.samples,"
     " first_start = min(first_start, excluded.first_start),"
     " last_end = max(last_end, excluded.last_end),"
     " util_sum = util_sum + excluded.util_sum, util_n = util_n + excluded.util_n,"
@@ -96,53 +101,6 @@ _UPSERT = (
 def bucket_of(window_start: float, window_end: float, res: int) -> int:
     """The bucket (its start, Unix seconds) that holds the window's midpoint."""
     return math.floor((window_start + window_end) / 2.0 / res) * res
-
-
-def _row(res: int, node: str, ws: float, we: float, g: GpuWindow) -> tuple[object, ...]:
-    weight = g.samples if g.samples > 0 else 1
-    job = g.job or JobInfo(job_id="")
-    return (
-        res,
-        bucket_of(ws, we, res),
-        node,
-        g.uuid,
-        job.job_id,
-        g.index,
-        g.name,
-        job.user,
-        job.account,
-        job.partition,
-        1,
-        g.samples,
-        ws,
-        we,
-        g.util_mean * weight if g.util_mean is not None else 0.0,
-        weight if g.util_mean is not None else 0,
-        g.util_max,
-        g.util_min,
-        g.mem_used_max_bytes,
-        g.mem_total_bytes,
-        g.power_mean_w * weight if g.power_mean_w is not None else 0.0,
-        weight if g.power_mean_w is not None else 0,
-        g.temperature_c,
-        int(g.allocated),
-    )
-
-
-def add_reports(
-    cur: sqlite3.Cursor, reports: Iterable[NodeReport], resolutions: Sequence[int] = RESOLUTIONS
-) -> None:
-    """Add every GPU window of ``reports`` to its roll-up rows (inside the caller's
-    transaction, so the roll-ups and the raw windows commit together)."""
-    cur.executemany(
-        _UPSERT,
-        [
-            _row(res, r.node, r.window_start, r.window_end, g)
-            for r in reports
-            for g in r.gpus
-            for res in resolutions
-        ],
-    )
 
 
 def prune_step(conn: sqlite3.Connection, res: int, older_than: float, batch: int) -> int:

@@ -48,6 +48,10 @@ from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
+# Streams opened at once that the collector takes up without refusing any (a whole site's
+# agents reconnecting after a restart); past twice this gRPC refuses every new call.
+MAX_PENDING_CALLS = 20_000
+
 
 class Collector:
     """Wires store, state, ingestion and the gRPC services together."""
@@ -126,6 +130,11 @@ class Collector:
                 # The port is ours alone: with SO_REUSEPORT a second collector would start
                 # on it and the kernel would split the agents between the two databases.
                 ("grpc.so_reuseport", 0),
+                # Calls that arrived but that the server has not yet taken up: beyond 1,000
+                # (gRPC's default) gRPC cancels a growing share of new ones at random, so
+                # agents reconnecting all at once would see CANCELLED streams.
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
             ],
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)

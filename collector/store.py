@@ -1,12 +1,13 @@
-"""The embedded time-series store: SQLite in WAL mode, one row per GPU per report window.
+"""The embedded time-series store: SQLite in WAL mode, one row per report (:mod:`layout`).
 
 Writes are grouped: one transaction stores every report that arrived meanwhile, and the
 collector acks a report only after that transaction commits (``synchronous=FULL``), so an
 ack always means "on disk". Reports are de-duplicated by (node, seq) in the same
-transaction. Each row keeps the indexed numbers as columns and the whole window (processes,
-job, errors) as a serialized ``GpuWindow``.
+transaction.
 
-The roll-ups (:mod:`gpuwarden.collector.rollup`) are written in the same transaction.
+The roll-ups (:mod:`gpuwarden.collector.rollup`) are added up in memory as reports are
+stored and written a few nodes per transaction, about once a minute per node
+(:mod:`rollup_pending` says how a crash loses nothing and counts nothing twice).
 Retention deletes in small batches (:meth:`Store.prune_step`), each its own short
 transaction, so ingest never waits behind a long DELETE; a history query reads the
 resolution that fits its range (:mod:`gpuwarden.collector.retention`).
@@ -20,109 +21,23 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from gpuwarden.collector import rollup
+from gpuwarden.collector import layout, migrate, rollup
 from gpuwarden.collector.retention import RAW, Retention
-from gpuwarden.common.convert import gpu_from_pb, gpu_to_pb
+from gpuwarden.collector.rollup_pending import Pending
 from gpuwarden.common.types import NodeReport, WindowRecord
-from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reports (
-    node TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    agent_id TEXT NOT NULL,
-    window_start REAL NOT NULL,
-    window_end REAL NOT NULL,
-    received REAL NOT NULL,
-    slurm_available INTEGER NOT NULL,
-    PRIMARY KEY (node, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS windows (
-    id INTEGER PRIMARY KEY,
-    node TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    uuid TEXT NOT NULL,
-    gpu_index INTEGER NOT NULL,
-    job_id TEXT,
-    window_start REAL NOT NULL,
-    window_end REAL NOT NULL,
-    samples INTEGER NOT NULL,
-    util_mean REAL,
-    util_max REAL,
-    mem_used_max_bytes INTEGER,
-    mem_total_bytes INTEGER,
-    power_mean_w REAL,
-    allocated INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS windows_node_end ON windows (node, window_end);
-CREATE INDEX IF NOT EXISTS windows_uuid_end ON windows (uuid, window_end);
-CREATE INDEX IF NOT EXISTS windows_job_end ON windows (job_id, window_end) WHERE job_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS windows_end ON windows (window_end);
-CREATE INDEX IF NOT EXISTS reports_end ON reports (window_end);
-"""
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 # meta keys: per resolution, the instant before which rows have been deleted
 _PRUNED_KEY = {RAW: "pruned_before_raw", 60: "pruned_before_60", 3600: "pruned_before_3600"}
-
-
-INSERT_REPORT = "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)"
-INSERT_WINDOW = (
-    "INSERT INTO windows (node, seq, uuid, gpu_index, job_id, window_start, window_end,"
-    " samples, util_mean, util_max, mem_used_max_bytes, mem_total_bytes, power_mean_w,"
-    " allocated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def report_row(r: NodeReport, received: float) -> tuple[object, ...]:
-    """The ``reports`` row of ``r`` (its (node, seq) key de-duplicates)."""
-    return (
-        r.node,
-        r.seq,
-        r.agent_id,
-        r.window_start,
-        r.window_end,
-        received,
-        int(r.slurm.available),
-    )
-
-
-def window_rows(r: NodeReport, blobs: Sequence[bytes] | None = None) -> list[tuple[object, ...]]:
-    """The ``windows`` rows of ``r``, one per GPU. ``blobs``: each GPU window's serialized
-    ``gpuwarden.v1.GpuWindow`` as received (the collector stores those bytes instead of
-    encoding the window again); None to encode them here."""
-    if blobs is None:
-        blobs = [gpu_to_pb(g).SerializeToString() for g in r.gpus]
-    elif len(blobs) != len(r.gpus):
-        raise ValueError(f"{len(blobs)} serialized windows for {len(r.gpus)} GPUs")
-    return [
-        (
-            r.node,
-            r.seq,
-            g.uuid,
-            g.index,
-            g.job.job_id if g.job else None,
-            r.window_start,
-            r.window_end,
-            g.samples,
-            g.util_mean,
-            g.util_max,
-            g.mem_used_max_bytes,
-            g.mem_total_bytes,
-            g.power_mean_w,
-            int(g.allocated),
-            blob,
-        )
-        for g, blob in zip(r.gpus, blobs, strict=True)
-    ]
+FLUSH_ROWS = 500  # roll-up rows added to one ingest transaction (~5 ms of its time)
 
 
 class StoreError(RuntimeError):
@@ -175,6 +90,7 @@ class Store:
         self.path = path
         self.retention = retention or Retention()
         self.clock = clock
+        self._pending = Pending()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             st = os.statvfs(path.parent)
@@ -185,29 +101,66 @@ class Store:
                     f"min_free_space is {min_free_bytes}); free some space and start again"
                 )
             self._w = connect(path)
-            self._w.executescript(_SCHEMA)
-            self._w.executescript(rollup.SCHEMA)
-            row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._w.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path}: schema version {row[0]} is not {SCHEMA_VERSION}; "
-                    "this gpuwarden cannot read it"
-                )
+            self._rows = layout.Writer(self._w)
+            self._open_schema()
             self._r = connect(path)
-            # Kept as a counter: count(*) walks the whole table, and snapshots ask often.
-            self._windows = int(self._w.execute("SELECT count(*) FROM windows").fetchone()[0])
+            self._reader = layout.Reader(self._r)
+            # Kept as a counter: counting walks the whole table, and snapshots ask often.
+            self._windows = self._count_windows()
             self._pruned_before = {
                 res: float(v[0]) if (v := self._meta(key)) is not None else float("-inf")
                 for res, key in _PRUNED_KEY.items()
             }
+            if self.retention.rollups:
+                self._recover_rollups()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
+
+    def _open_schema(self) -> None:
+        self._w.execute(_META)
+        row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = None if row is None else row[0]
+        if version == "1":
+            migrate.v1_to_v2(self._w, self._rows, rollup.SCHEMA)
+        elif version is not None and version != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path}: schema version {version} is not {SCHEMA_VERSION}; "
+                "this gpuwarden cannot read it (a newer gpuwarden wrote it: run that one)"
+            )
+        self._w.executescript(layout.SCHEMA)
+        self._w.executescript(rollup.SCHEMA)
+        if version is None:
+            self._w.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _count_windows(self) -> int:
+        v = self._meta("windows")
+        if v is not None:
+            return int(v[0])
+        n = int(self._w.execute("SELECT coalesce(sum(gpus), 0) FROM reports").fetchone()[0])
+        self._w.execute("INSERT OR REPLACE INTO meta VALUES ('windows', ?)", (str(n),))
+        return n
+
+    def _recover_rollups(self) -> None:
+        """Add again the windows of reports whose roll-up sums were not written before the
+        collector stopped (see :mod:`rollup_pending`)."""
+        v = self._meta("rollup_safe")
+        safe = int(v[0]) if v is not None else 0
+        marks = dict(self._w.execute("SELECT node, upto FROM rollup_marks").fetchall())
+        n = 0
+        rows = self._w.execute(
+            "SELECT id, node, window_start, window_end, data FROM reports WHERE id > ? ORDER BY id",
+            (safe,),
+        )
+        for rid, node, ws, we, data in rows:
+            if rid <= marks.get(node, 0):
+                continue
+            gpus = [self._reader.gpu(gk, jk, w) for gk, jk, w in layout.unpack(data)]
+            self._pending.add(int(rid), str(node), float(ws), float(we), gpus)
+            n += 1
+        if n:
+            log.info("roll-ups: %d stored reports added again after a restart", n)
 
     def _meta(self, key: str) -> tuple[str] | None:
         row = self._w.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -224,6 +177,12 @@ class Store:
 
     def close(self) -> None:
         with self._wlock, self._rlock:
+            try:
+                self._flush_rollups(self._pending.matching("", "", ""))
+            except Exception as exc:  # they are added again from the reports at the next start
+                log.warning(
+                    "roll-ups not written at close (%s); added again at the next start", exc
+                )
             self._r.close()
             self._w.close()
 
@@ -236,38 +195,84 @@ class Store:
     ) -> list[bool]:
         """Store ``reports`` in one transaction. Returns, per report, True if stored now and
         False if it was a duplicate (already stored). Raises on failure: nothing is stored.
-        ``blobs``: per report, its GPU windows as received (see :func:`window_rows`)."""
+        ``blobs``: per report, its GPU windows as received (see :meth:`layout.Writer.rows`)."""
         if blobs is None:
             blobs = [None] * len(reports)
         results: list[bool] = []
+        stored: list[tuple[int, NodeReport]] = []
         with self._wlock:
-            cur = self._w.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            flush = self._pending.due(FLUSH_ROWS) if self.retention.rollups else []
+            with self._transaction() as cur:
                 for r, gpu_blobs in zip(reports, blobs, strict=True):
-                    cur.execute(INSERT_REPORT, report_row(r, received))
+                    rows = self._rows.rows(r, received, gpu_blobs)
+                    cur.execute(layout.INSERT_REPORT, rows.report)
                     if cur.rowcount == 0:
                         results.append(False)
                         continue
-                    cur.executemany(INSERT_WINDOW, window_rows(r, gpu_blobs))
+                    rid = cur.lastrowid
+                    assert rid is not None
+                    if rows.job_keys:
+                        cur.executemany(layout.INSERT_REPORT_JOB, [(j, rid) for j in rows.job_keys])
+                    stored.append((rid, r))
                     results.append(True)
+                added = sum(len(r.gpus) for _, r in stored)
+                if added:
+                    total = str(self._windows + added)
+                    cur.execute("UPDATE meta SET value = ? WHERE key = 'windows'", (total,))
+                if flush:
+                    self._write_rollups(cur, flush)
+            self._pending.drop(flush)
+            self._windows += added
+            for rid, r in stored:
                 if self.retention.rollups:
-                    rollup.add_reports(
-                        cur, (r for r, ok in zip(reports, results, strict=True) if ok)
-                    )
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                # SQLite has already rolled back after some errors (SQLITE_FULL): a second
-                # ROLLBACK would only hide the cause behind "no transaction is active".
-                if self._w.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        cur.execute("ROLLBACK")
-                fault = unavailable(exc)
-                if fault is not None:
-                    raise fault from exc
-                raise
-            self._windows += sum(len(r.gpus) for r, ok in zip(reports, results, strict=True) if ok)
+                    self._pending.add(rid, r.node, r.window_start, r.window_end, r.gpus)
+                else:
+                    self._pending.note_id(rid)
         return results
+
+    def _write_rollups(self, cur: sqlite3.Cursor, nodes: Sequence[str]) -> None:
+        """Add ``nodes``' pending sums to the roll-up rows (in the caller's transaction)."""
+        p = self._pending
+        cur.executemany(rollup.UPSERT, p.rows(nodes))
+        cur.executemany("INSERT OR REPLACE INTO rollup_marks VALUES (?, ?)", p.marks(nodes))
+        cur.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('rollup_safe', ?)", (str(p.safe_after(nodes)),)
+        )
+
+    def _flush_rollups(self, nodes: Sequence[str]) -> None:
+        """Write ``nodes``' pending sums in a transaction of their own (write lock held)."""
+        if nodes:
+            with self._transaction() as cur:
+                self._write_rollups(cur, nodes)
+            self._pending.drop(nodes)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (the caller holds the write lock). On any error it is
+        rolled back, dictionary entries made in it are forgotten, and a store-wide fault
+        is raised as :class:`StoreUnavailable`."""
+        cur = self._w.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            self._rows.rollback()
+            # SQLite has already rolled back after some errors (SQLITE_FULL): a second
+            # ROLLBACK would only hide the cause behind "no transaction is active".
+            if self._w.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+            fault = unavailable(exc)
+            if fault is not None:
+                raise fault from exc
+            raise
+        self._rows.commit()
+
+    def _rollups_readable(self, node: str, uuid: str, job_id: str) -> None:
+        """Write the pending sums a roll-up read with these filters would include."""
+        with self._wlock:
+            self._flush_rollups(self._pending.matching(node, uuid, job_id))
 
     def prune(self, older_than: float) -> int:
         """Delete raw windows (and report keys) that ended before ``older_than``, batch by
@@ -280,8 +285,9 @@ class Store:
                 return deleted
 
     def prune_step(self, now: float | None = None) -> int:
-        """One retention step: at most ``prune_batch`` rows of one resolution deleted in a
-        short transaction of its own. Returns the rows deleted; 0 when nothing is due.
+        """One retention step: about ``prune_batch`` windows (and their report rows), or
+        that many roll-up rows of one resolution, deleted in a short transaction of its
+        own. Returns the rows deleted (windows and reports); 0 when nothing is due.
         Call it again (off the event loop) until it returns 0."""
         now = self.clock() if now is None else now
         batch = self.retention.prune_batch
@@ -296,76 +302,92 @@ class Store:
         return 0
 
     def _prune_raw_step(self, older_than: float, batch: int) -> tuple[int, int]:
+        """Reports that ended before ``older_than`` until about ``batch`` windows, with
+        their job links and the job facts no report names any more; roll-up sums still
+        pending for them are written first."""
         with self._wlock:
+            rows = self._w.execute(
+                "SELECT id, node, gpus, data FROM reports WHERE window_end < ? LIMIT ?",
+                (older_than, batch),
+            ).fetchall()
+            ids: list[tuple[int]] = []
+            links: list[tuple[int, int]] = []
+            windows = 0
+            nodes: set[str] = set()
+            for rid, node, n, data in rows:
+                if ids and windows + n > batch:
+                    break
+                ids.append((rid,))
+                links += [(j, rid) for j in layout.job_keys_of(data)]
+                windows += n
+                if self._pending.holds(node, rid):
+                    nodes.add(node)
+            self._flush_rollups(sorted(nodes))
+            orphans: list[tuple[int]] = []
             with self._pruning(RAW, older_than):
-                n = self._w.execute(
-                    "DELETE FROM windows WHERE id IN"
-                    " (SELECT id FROM windows WHERE window_end < ? LIMIT ?)",
-                    (older_than, batch),
-                ).rowcount
-                n_reports = self._w.execute(
-                    "DELETE FROM reports WHERE (node, seq) IN"
-                    " (SELECT node, seq FROM reports WHERE window_end < ? LIMIT ?)",
-                    (older_than, batch),
-                ).rowcount
-            self._windows -= n
-        return n, n_reports
+                self._w.executemany("DELETE FROM report_jobs WHERE job = ? AND report = ?", links)
+                self._w.executemany("DELETE FROM reports WHERE id = ?", ids)
+                for job in sorted({j for j, _ in links}):  # facts no stored report names
+                    if not self._w.execute(
+                        "SELECT 1 FROM report_jobs WHERE job = ? LIMIT 1", (job,)
+                    ).fetchone():
+                        orphans.append((job,))
+                self._w.executemany("DELETE FROM jobs WHERE id = ?", orphans)
+                if windows:
+                    self._w.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'windows'",
+                        (str(self._windows - windows),),
+                    )
+            self._windows -= windows
+            self._rows.forget_jobs(j for (j,) in orphans)
+        return windows, len(ids)
 
     @contextlib.contextmanager
     def _pruning(self, res: int, before: float) -> Iterator[None]:
         """One retention transaction (the caller holds the write lock); on success the
         store remembers that ``res`` holds nothing older than ``before``."""
-        self._w.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             yield
             if before > self._pruned_before[res]:
                 self._w.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
                 )
-            self._w.execute("COMMIT")
-        except BaseException as exc:
-            if self._w.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                with contextlib.suppress(sqlite3.Error):
-                    self._w.execute("ROLLBACK")
-            fault = unavailable(exc)
-            if fault is not None:
-                raise fault from exc
-            raise
         self._pruned_before[res] = max(self._pruned_before[res], before)
 
     # -- reads -------------------------------------------------------------------------
-    def _query(self, sql: str, params: Iterable[object]) -> list[tuple[object, ...]]:
-        with self._rlock:
-            return self._r.execute(sql, tuple(params)).fetchall()
-
     def count_windows(self) -> int:
         return self._windows
 
     def count_reports(self) -> int:
-        return int(str(self._query("SELECT count(*) FROM reports", ())[0][0]))
+        with self._rlock:
+            return int(self._r.execute("SELECT count(*) FROM reports").fetchone()[0])
 
     def last_seqs(self) -> dict[str, int]:
-        rows = self._query("SELECT node, max(seq) FROM reports GROUP BY node", ())
-        return {str(n): int(s) for n, s in rows}  # type: ignore[call-overload]
+        with self._rlock:
+            rows = self._r.execute("SELECT node, max(seq) FROM reports GROUP BY node").fetchall()
+        return {str(n): int(s) for n, s in rows}
 
     def job_ids(self, since: float) -> list[str]:
         """The jobs with a stored window ending at or after ``since``."""
-        rows = self._query(
-            "SELECT DISTINCT job_id FROM windows WHERE window_end >= ? AND job_id IS NOT NULL",
-            (since,),
-        )
+        with self._rlock:
+            rows = self._r.execute(
+                "SELECT DISTINCT j.job_id FROM jobs j WHERE EXISTS (SELECT 1 FROM report_jobs"
+                " l JOIN reports r ON r.id = l.report WHERE l.job = j.id AND r.window_end >= ?)",
+                (since,),
+            ).fetchall()
         return sorted(str(r[0]) for r in rows)
 
     def job_user(self, job_id: str) -> str | None:
         """The user the newest stored window of ``job_id`` names (None: no such window)."""
-        rows = self._query(
-            "SELECT data FROM windows WHERE job_id = ? ORDER BY window_end DESC LIMIT 1",
-            (job_id,),
-        )
-        if not rows:
-            return None
-        gpu = gpu_from_pb(pb.GpuWindow.FromString(rows[0][0]))  # type: ignore[arg-type]
-        return gpu.job.user if gpu.job is not None else None
+        with self._rlock:
+            row = self._r.execute(
+                "SELECT j.id FROM jobs j JOIN reports r ON r.id = (SELECT max(report)"
+                " FROM report_jobs WHERE job = j.id) WHERE j.job_id = ?"
+                " ORDER BY r.window_end DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+            job = None if row is None else self._reader.job_facts(int(row[0]))
+        return job.user if job is not None else None
 
     def history(
         self,
@@ -388,38 +410,20 @@ class Store:
         if resolution != RAW:
             if resolution not in rollup.RESOLUTIONS:
                 raise ValueError(f"resolution {resolution} is not 0, 60 or 3600")
+            self._rollups_readable(node, uuid, job_id)
             with self._rlock:
                 return rollup.history(
                     self._r,
                     rollup.RollupQuery(resolution, node, uuid, job_id, since, until, limit),
                 )
-        where = ["window_end >= ?"]
-        params: list[object] = [since]
-        if until is not None:
-            where.append("window_end <= ?")
-            params.append(until)
-        for col, value in (("node", node), ("uuid", uuid), ("job_id", job_id)):
-            if value:
-                where.append(f"{col} = ?")
-                params.append(value)
-        params.append(limit + 1)
-        rows = self._query(
-            "SELECT node, window_start, window_end, data FROM windows WHERE "  # noqa: S608 (fixed column names; values are bound)
-            + " AND ".join(where)
-            + " ORDER BY window_end, id LIMIT ?",
-            params,
-        )
-        truncated = len(rows) > limit
-        out = [
-            WindowRecord(
-                node=str(n),
-                window_start=float(ws),  # type: ignore[arg-type]
-                window_end=float(we),  # type: ignore[arg-type]
-                gpu=gpu_from_pb(pb.GpuWindow.FromString(data)),  # type: ignore[arg-type]
-            )
-            for n, ws, we, data in rows[:limit]
-        ]
-        return out, truncated
+        out: list[WindowRecord] = []
+        q = layout.RawQuery(node, uuid, job_id, since, until)
+        with self._rlock:
+            for _, n, ws, we, _, windows in layout.read_reports(self._reader, self._r, q):
+                out += [WindowRecord(n, ws, we, g) for g, _ in windows]
+                if len(out) > limit:
+                    return out[:limit], True
+        return out, False
 
     def resolution_for(
         self, node: str, uuid: str, job_id: str, since: float, until: float | None
@@ -427,6 +431,7 @@ class Store:
         """The resolution a history query over these filters reads (see :mod:`retention`)."""
         if not self.retention.rollups:
             return RAW
+        self._rollups_readable(node, uuid, job_id)
         with self._rlock:
             span = rollup.data_span(self._r, node, uuid, job_id)
         if span is None:

@@ -79,10 +79,12 @@ async def live_records(
     *,
     seed: int = 0,
     max_batch: int = 6,
+    slice_s: float | None = None,
 ) -> tuple[list[AuditRecord], Enforcer]:
     """Feed the trace to a real collector in batches of 1..``max_batch`` window ends, and
     evaluate after each batch at a random ``now`` between the newest window end and the end
-    of the reorder window (as the wall clock would be); return every audit record."""
+    of the reorder window (as the wall clock would be); return every audit record.
+    ``slice_s``: the enforcer's (how long it works before letting the event loop run)."""
     rng = random.Random(seed)
     collector = Collector(db_path=db_path, listen="127.0.0.1:0")
     await collector.start()
@@ -96,6 +98,8 @@ async def live_records(
             evaluate_interval_s=3600.0,  # evaluated here, on the trace's clock
             actor=ACTOR,
         )
+        if slice_s is not None:
+            enforcer.slice_s = slice_s
         reorder = enforcer.engine.reorder_s
         pending: list[NodeReport] = []
         batch = rng.randint(1, max_batch)

@@ -20,8 +20,9 @@ import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gpuwarden.collector.layout import stored_reports
 from gpuwarden.collector.validate import validate_report
-from gpuwarden.common.convert import report_to_pb
+from gpuwarden.common.convert import gpu_to_pb, report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from tests.helpers import Proc, free_port, wait_for_sync
@@ -173,8 +174,9 @@ def _stored_reports(db_path: Path) -> list[tuple[pb.NodeReport, float]]:
                 pb.NodeReport(node=node, seq=seq, window_start=start, window_end=end),
                 received,
             )
-        for node, seq, data in db.execute("SELECT node, seq, data FROM windows ORDER BY id"):
-            out[(node, seq)][0].gpus.append(pb.GpuWindow.FromString(data))
+        seqs = dict(db.execute("SELECT id, seq FROM reports").fetchall())
+        for rid, node, *_, windows in stored_reports(db):
+            out[(node, seqs[rid])][0].gpus.extend(gpu_to_pb(g) for g, _ in windows)
     return list(out.values())
 
 

@@ -44,3 +44,20 @@ async def test_live_collector_and_replay_agree_on_a_generated_six_hour_cluster(
         assert ("done" if enforce else "dry_run") in {r[4] for r in replayed}
         assert comparable(live) == replayed
         assert enforcer.engine.late_windows == 0
+
+
+async def test_live_collector_evaluating_one_data_time_at_a_time_gives_replays_events(
+    tmp_path: Path,
+) -> None:
+    """The evaluation thread lets the event loop run after every data time (slice 0 s):
+    the events are those of replay all the same."""
+    lines = [x.encode() for x in gen_trace().cluster_lines(16, 0.25, 60, 11)]
+    policy = Policy(idle_window=1200.0, grace_period=300.0, warnings=1, warn_interval=600.0)
+    policies = PolicySet(default=dataclasses.replace(policy, enforce=True))
+    replayed = comparable(replay_records(lines, policies))
+    live, enforcer = await live_records(
+        lines, policies, tmp_path / "c.db", seed=3, max_batch=10, slice_s=0.0
+    )
+    assert {r[4] for r in replayed} >= {"warned", "done"}
+    assert comparable(live) == replayed
+    assert enforcer.pauses > len(lines) / 16  # it did stop for the loop, time after time

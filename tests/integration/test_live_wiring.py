@@ -9,9 +9,10 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from gpuwarden.collector.audit import AuditRecord
-from gpuwarden.collector.enforce import attach_enforcement
+from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.ladder import Action, ActionOutcome, Decision
 from gpuwarden.collector.policy import Policy, PolicySet
 from gpuwarden.collector.server import Collector
@@ -20,6 +21,23 @@ from tests.helpers import wait_for
 
 REPORT_S = 0.1
 SLOW_S = 30.0
+
+
+def idle_report(job: JobInfo, seq: int, end: float) -> NodeReport:
+    """Node n1's report of one idle GPU of ``job``, a 10 s window ending at ``end``."""
+    gpu = GpuWindow(uuid=f"GPU-{job.job_id}", index=0, util_max=0.0, job=job, allocated=True)
+    return NodeReport("n1", seq, end - 10.0, end, (gpu,), SlurmStatus(True))
+
+
+def evaluated_by_hand(collector: Collector, policies: PolicySet) -> Enforcer:
+    """Dry-run detection on ``collector``, evaluated by the test (not on a timer)."""
+    return attach_enforcement(
+        collector,
+        policies=policies,
+        executor=None,
+        audit_jsonl=None,
+        evaluate_interval_s=3600.0,
+    )
 
 
 class SlowForA:
@@ -153,31 +171,103 @@ async def test_after_a_restart_the_idle_streak_is_rebuilt_from_the_store(tmp_pat
     policy = Policy(idle_window=120.0, grace_period=0.0, warnings=1, window=10.0, max_gap=30.0)
     now = time.time()
     job = JobInfo(job_id="D", start_time=int(now) - 600)
-
-    def report(seq: int, end: float) -> NodeReport:
-        gpu = GpuWindow(uuid="GPU-d", index=0, util_max=0.0, job=job, allocated=True)
-        return NodeReport("n1", seq, end - 10.0, end, (gpu,), SlurmStatus(True))
-
     first = Collector(db_path=tmp_path / "c.db")
     await first.start()
     for k in range(10):  # 100 s idle before the restart (less than idle_window)
-        await first.ingestor.submit(report(k + 1, now - 100 + 10 * k))
+        await first.ingestor.submit(idle_report(job, k + 1, now - 100 + 10 * k))
     await first.stop()
 
     collector = Collector(db_path=tmp_path / "c.db")
     await collector.start()
     try:
-        enforcer = attach_enforcement(
-            collector,
-            policies=PolicySet(default=policy),
-            executor=None,
-            audit_jsonl=None,
-            evaluate_interval_s=3600.0,
-        )
+        enforcer = evaluated_by_hand(collector, PolicySet(default=policy))
         for k in range(3):  # 30 s more after it
-            await collector.ingestor.submit(report(11 + k, now + 10 * (k + 1)))
+            await collector.ingestor.submit(idle_report(job, 11 + k, now + 10 * (k + 1)))
         records = enforcer.evaluate(now + 30 + policy.window)
         assert [(r.job_id, r.outcome) for r in records] == [("D", "warned")]
         assert records[0].evidence["finding"]["since_ts"] < now - 60
     finally:
+        await collector.stop()
+
+
+async def test_an_evaluation_goes_no_further_while_the_event_loop_cannot_run(
+    tmp_path: Path,
+) -> None:
+    """Acks are written on the event loop: the evaluation thread lets it run after every
+    slice of work and waits for it, so a pass never holds the loop up for longer than a
+    slice, however many windows it has to go through."""
+    now = time.time()
+    collector = Collector(db_path=tmp_path / "c.db")
+    await collector.start()
+    try:
+        enforcer = evaluated_by_hand(collector, PolicySet())
+        enforcer.slice_s = 0.0  # let the loop run after every report and every data time
+        reports = [
+            NodeReport(
+                f"n{k % 4}",
+                k // 4 + 1,
+                now - 1000 + k - 5,
+                now - 1000 + k,
+                tuple(
+                    GpuWindow(
+                        uuid=f"GPU-{k % 4}-{i}",
+                        index=i,
+                        util_max=50.0,
+                        job=JobInfo(job_id=f"{k % 4}{i}"),
+                        allocated=True,
+                    )
+                    for i in range(8)
+                ),
+                SlurmStatus(True),
+            )
+            for k in range(200)
+        ]
+        await asyncio.gather(*(collector.ingestor.submit(r) for r in reports))
+        passing = asyncio.get_running_loop().run_in_executor(None, enforcer.evaluate, now)
+        time.sleep(0.5)  # noqa: ASYNC251 (the point: the loop cannot run meanwhile)
+        assert enforcer.engine.data_time == float("-inf")  # still at its first slice
+        assert enforcer.engine.windows == 0
+        await passing
+        assert enforcer.engine.data_time == now - 1000 + 199
+        assert enforcer.engine.windows == 200 * 8
+        assert enforcer.pauses >= 200 + 200  # reports handed over, then data times
+    finally:
+        await collector.stop()
+
+
+async def test_acks_go_on_while_the_enforcement_warms_up_from_a_slow_store(
+    tmp_path: Path,
+) -> None:
+    """Warm-up reads up to 2 million stored windows (minutes on a full store): it runs off
+    the event loop, so reports are stored and acked meanwhile; one stored while warm-up
+    reads is taken once, not twice."""
+    now = time.time()
+    job = JobInfo(job_id="W", start_time=int(now) - 600)
+    collector = Collector(db_path=tmp_path / "c.db")
+    await collector.start()
+    reading, go_on, read = threading.Event(), threading.Event(), threading.Event()
+    history = collector.store.history
+
+    def slow_history(**kw: Any) -> Any:  # the real store, only late
+        reading.set()
+        go_on.wait(5.0)
+        try:
+            return history(**kw)
+        finally:
+            read.set()
+
+    collector.store.history = slow_history  # type: ignore[method-assign]
+    try:
+        assert await collector.ingestor.submit(idle_report(job, 1, now - 20))
+        enforcer = evaluated_by_hand(collector, PolicySet())
+        assert await asyncio.to_thread(reading.wait, 10.0)  # warm-up is reading the store
+        meanwhile = collector.ingestor.submit(idle_report(job, 2, now - 10))
+        stored = await asyncio.wait_for(meanwhile, 10.0)
+        assert stored is True and not read.is_set()  # acked while warm-up still reads
+        go_on.set()
+        await asyncio.to_thread(enforcer.evaluate, now + 60)
+        assert enforcer.engine.windows == 2  # each once: the store's copy or the queue's
+        assert enforcer.engine.late_windows == 0
+    finally:
+        go_on.set()
         await collector.stop()

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from gpuwarden.agent.spool import Spool
+from gpuwarden.collector import layout
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, NodeReport
@@ -65,12 +66,13 @@ async def test_gpu_going_from_busy_to_idle_is_stored_and_queryable(
     assert utils[0] == 90 and utils[-1] == 0
     first_zero = utils.index(0)
     assert all(u == 0 for u in utils[first_zero:]), utils  # busy, (one mixed window), idle
-    # The same windows are rows in SQLite, with the memory the GPU held.
-    db = sqlite3.connect(collector.store.path)
-    rows = db.execute(
-        "SELECT util_max, mem_used_max_bytes FROM windows WHERE uuid=? ORDER BY window_end",
-        (GPU0,),
-    ).fetchall()
+    # The same windows are in the SQLite file, with the memory the GPU held.
+    with contextlib.closing(sqlite3.connect(collector.store.path)) as db:
+        rows = [
+            (g.util_max, g.mem_used_max_bytes)
+            for *_, windows in layout.stored_reports(db, layout.RawQuery(uuid=GPU0))
+            for g, _ in windows
+        ]
     # (the agent flushes one more window when it stops, after the history query)
     assert [r[0] for r in rows][: len(utils)] == utils
     assert rows[-1][1] == 30 * GIB
@@ -243,9 +245,13 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
         n_reports, lo, hi = db.execute(
             "SELECT count(*), min(seq), max(seq) FROM reports"
         ).fetchone()
-        n_windows, n_distinct = db.execute(
-            "SELECT count(*), count(DISTINCT node || '/' || seq || '/' || uuid) FROM windows"
-        ).fetchone()
+        seqs = dict(db.execute("SELECT id, seq FROM reports").fetchall())
+        keys = [
+            (node, seqs[rid], g.uuid)
+            for rid, node, *_, windows in layout.stored_reports(db)
+            for g, _ in windows
+        ]
+        n_windows, n_distinct = len(keys), len(set(keys))
     print(
         f"restart test: reports produced {produced}, stored {n_reports} "
         f"(seq {lo}..{hi}), windows {n_windows} ({n_distinct} distinct), "
