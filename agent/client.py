@@ -22,13 +22,9 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError
 
 import gpuwarden
-from gpuwarden.agent.grpc_h2 import (
-    GrpcStream,
-    Keepalive,
-    StatusCode,
-    StreamError,
-    client_tls_context,
-)
+from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive
+from gpuwarden.agent.grpc_status import StatusCode, StreamError
+from gpuwarden.agent.grpc_tls import client_tls_context
 from gpuwarden.agent.spool import Spool, SpoolCorrupt
 from gpuwarden.common.address import split_host_port
 from gpuwarden.common.tls import TlsFiles as TlsFiles  # re-exported for the agent

@@ -19,14 +19,12 @@ what happened; memory stays bounded by the flow-control window and those limits.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import select
 import socket
 import struct
 import time
 import urllib.parse
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +35,15 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from gpuwarden.agent.grpc_status import (
+    HTTP_TO_GRPC,
+    RESET_TO_GRPC,
+    StatusCode,
+    StreamError,
+    transport_error,
+)
+from gpuwarden.agent.grpc_tls import tls_handshake
+
 if TYPE_CHECKING:
     import ssl
 
@@ -46,72 +53,6 @@ _RECV_BYTES = 64 << 10
 _STREAM_ID = 1  # the connection's one stream
 _FRAME_HEADER = 9  # bytes: length (3), type, flags, stream id (4)
 _SETTINGS = 0x4  # the frame type a server's connection preface begins with
-
-
-class StatusCode(enum.IntEnum):
-    """gRPC status codes (the numbers on the wire)."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
-
-
-# An HTTP status other than 200 (a proxy, or no gRPC server at all), as gRPC maps it.
-_HTTP_TO_GRPC = {
-    400: StatusCode.INTERNAL,
-    401: StatusCode.UNAUTHENTICATED,
-    403: StatusCode.PERMISSION_DENIED,
-    404: StatusCode.UNIMPLEMENTED,
-    429: StatusCode.UNAVAILABLE,
-    502: StatusCode.UNAVAILABLE,
-    503: StatusCode.UNAVAILABLE,
-    504: StatusCode.UNAVAILABLE,
-}
-# RST_STREAM error codes, as gRPC maps them.
-_RESET_TO_GRPC = {
-    h2.errors.ErrorCodes.REFUSED_STREAM: StatusCode.UNAVAILABLE,
-    h2.errors.ErrorCodes.CANCEL: StatusCode.CANCELLED,
-    h2.errors.ErrorCodes.ENHANCE_YOUR_CALM: StatusCode.RESOURCE_EXHAUSTED,
-    h2.errors.ErrorCodes.INADEQUATE_SECURITY: StatusCode.PERMISSION_DENIED,
-}
-
-
-class StreamError(Exception):
-    """The stream ended: ``code`` and ``details`` as a gRPC client would report them, and the
-    trailing metadata. A failure of the connection itself (refused, TLS, garbage, silence,
-    GOAWAY) is ``UNAVAILABLE`` with ``transport`` set."""
-
-    def __init__(
-        self,
-        code: StatusCode,
-        details: str,
-        trailers: Sequence[tuple[str, str]] = (),
-        *,
-        transport: bool = False,
-    ) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-        self.trailers = tuple(trailers)
-        self.transport = transport
-
-
-def _transport(details: str) -> StreamError:
-    return StreamError(StatusCode.UNAVAILABLE, details, transport=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +164,13 @@ class GrpcStream:
         try:
             sock = socket.create_connection((bare, port), timeout=connect_timeout_s)
         except OSError as exc:
-            raise _transport(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+            raise transport_error(
+                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            ) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
-                sock = _tls_handshake(sock, tls, bare)
+                sock = tls_handshake(sock, tls, bare)
             # Every later read and write waits at most as long as the keepalive allows.
             sock.settimeout(keepalive.timeout_s)
             return cls(
@@ -303,7 +246,7 @@ class GrpcStream:
         except h2.exceptions.StreamClosedError:
             pass  # the peer ended the call; ``wait`` reports how
         except h2.exceptions.ProtocolError as exc:
-            raise _transport(f"HTTP/2 connection unusable: {exc}") from exc
+            raise transport_error(f"HTTP/2 connection unusable: {exc}") from exc
         self._flush()
 
     def _flush(self) -> None:
@@ -313,11 +256,11 @@ class GrpcStream:
         try:
             self._sock.sendall(data)
         except TimeoutError as exc:
-            raise _transport(
+            raise transport_error(
                 f"the collector took no data for {self._keepalive.timeout_s:g} s"
             ) from exc
         except OSError as exc:
-            raise _transport(f"connection lost while sending: {exc.strerror or exc}") from exc
+            raise transport_error(f"connection lost while sending: {exc.strerror or exc}") from exc
 
     # -- receiving ---------------------------------------------------------------------
     def wait(self, wake_fd: int | None, timeout_s: float | None) -> list[bytes]:
@@ -380,7 +323,7 @@ class GrpcStream:
 
     def _keepalive_tick(self) -> None:
         if self._ping_sent_at is not None:
-            raise _transport(
+            raise transport_error(
                 f"no answer from the collector for {self._keepalive.time_s:g} s "
                 f"and {self._keepalive.timeout_s:g} s after a PING"
             )
@@ -392,18 +335,18 @@ class GrpcStream:
         try:
             self._h2.ping(os.urandom(8))
         except h2.exceptions.ProtocolError as exc:
-            raise _transport(f"HTTP/2 connection unusable: {exc}") from exc
+            raise transport_error(f"HTTP/2 connection unusable: {exc}") from exc
         self._flush()
 
     def _receive(self) -> None:
         try:
             data = self._sock.recv(_RECV_BYTES)
         except TimeoutError as exc:
-            raise _transport("the collector stopped in the middle of a TLS record") from exc
+            raise transport_error("the collector stopped in the middle of a TLS record") from exc
         except OSError as exc:
-            raise _transport(f"connection lost: {exc.strerror or exc}") from exc
+            raise transport_error(f"connection lost: {exc.strerror or exc}") from exc
         if not data:
-            raise _transport(self._goaway or "the collector closed the connection")
+            raise transport_error(self._goaway or "the collector closed the connection")
         self._last_recv = time.monotonic()
         self._ping_sent_at = None
         self._frames.check(data)
@@ -411,7 +354,7 @@ class GrpcStream:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self._flush_quietly()  # h2 queued a GOAWAY saying why
-            raise _transport(f"the collector broke the HTTP/2 protocol: {exc}") from exc
+            raise transport_error(f"the collector broke the HTTP/2 protocol: {exc}") from exc
         for event in events:
             self._on_event(event)
         self._pump()  # window updates, PING and SETTINGS answers, acknowledged data
@@ -435,7 +378,7 @@ class GrpcStream:
             self._finish_with_status()
         elif isinstance(event, h2.events.StreamReset):
             out.ended = True
-            code = _RESET_TO_GRPC.get(event.error_code, StatusCode.INTERNAL)  # type: ignore[call-overload]
+            code = RESET_TO_GRPC.get(event.error_code, StatusCode.INTERNAL)  # type: ignore[call-overload]
             self._fail(StreamError(code, f"stream reset by the collector ({event.error_code!r})"))
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event)
@@ -445,7 +388,7 @@ class GrpcStream:
         values = dict(headers)
         status = values.get(":status", "")
         if status != "200":
-            code = _HTTP_TO_GRPC.get(int(status) if status.isdigit() else 0, StatusCode.UNKNOWN)
+            code = HTTP_TO_GRPC.get(int(status) if status.isdigit() else 0, StatusCode.UNKNOWN)
             self._fail(StreamError(code, f"HTTP status {status[:16]!r} from the collector"))
         elif not values.get("content-type", "").startswith("application/grpc"):
             ctype = values.get("content-type", "")[:64]
@@ -460,7 +403,7 @@ class GrpcStream:
         why = f"the collector is closing the connection (GOAWAY {event.error_code!r}"
         extra = _text(event.additional_data or b"", 128)
         self._goaway = f"{why}{': ' + extra if extra else ''})"
-        self._fail(_transport(self._goaway))
+        self._fail(transport_error(self._goaway))
 
     def _finish_with_status(self) -> None:
         if self._outcome.error is not None:
@@ -531,9 +474,11 @@ class _FrameCheck:
             length, kind = int.from_bytes(self._head[:3], "big"), self._head[3]
             if self._first and kind != _SETTINGS:
                 start = bytes(self._head) + data[pos : pos + 16]
-                raise _transport(f"the collector does not speak HTTP/2 (it began with {start!r})")
+                raise transport_error(
+                    f"the collector does not speak HTTP/2 (it began with {start!r})"
+                )
             if length > self._max:
-                raise _transport(
+                raise transport_error(
                     f"the collector broke the HTTP/2 protocol: a {length}-byte frame "
                     f"(over {self._max})"
                 )
@@ -549,33 +494,3 @@ def _decode_headers(raw: object) -> list[tuple[str, str]]:
         v = value if isinstance(value, str) else _text(value, 4096)
         out.append((n, v))
     return out
-
-
-def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, host: str) -> socket.socket:
-    import ssl
-
-    try:
-        tls = context.wrap_socket(sock, server_hostname=host)
-    except ssl.SSLCertVerificationError as exc:
-        why = exc.verify_message
-        raise _transport(f"the collector's certificate is not trusted: {why}") from exc
-    except (ssl.SSLError, OSError) as exc:
-        raise _transport(f"TLS handshake with the collector failed: {exc}") from exc
-    if tls.selected_alpn_protocol() != "h2":
-        tls.close()
-        raise _transport("the collector did not agree to HTTP/2 (ALPN h2) over TLS")
-    return tls
-
-
-def client_tls_context(ca: bytes | str, cert: str | None, key: str | None) -> ssl.SSLContext:
-    """TLS 1.2+ that checks the collector's certificate and name against ``ca`` (a path),
-    presents ``cert``/``key`` when given, and offers HTTP/2 (ALPN ``h2``)."""
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(cafile=ca)
-    if cert is not None and key is not None:
-        context.load_cert_chain(cert, key)
-    context.set_alpn_protocols(["h2"])
-    return context

@@ -13,7 +13,8 @@ import h2.errors
 import h2.events
 import pytest
 
-from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive, StatusCode, StreamError
+from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive
+from gpuwarden.agent.grpc_status import StatusCode, StreamError
 
 GRPC_OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
