@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from gpuwarden.agent.client import ReportStreamer, TlsFiles, make_channel
+from gpuwarden.agent.client import ReportStreamer, TlsFiles
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
+from gpuwarden.common.tls import make_channel
 from gpuwarden.common.types import GpuWindow, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
-from tests.helpers import wait_for
+from tests.helpers import streaming, wait_for
 from tests.pki import TestCA, server_tls
 
 
@@ -58,13 +57,8 @@ async def test_agent_with_its_node_certificate_is_stored(
     streamer = ReportStreamer(
         f"127.0.0.1:{tls_collector.port}", spool, tls=TlsFiles(ca.ca, n1.cert, n1.key)
     )
-    task = asyncio.create_task(streamer.run())
-    try:
+    async with streaming(streamer):
         await wait_for(lambda: len(spool) == 0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert [r.node for r in tls_collector.store.history(node="n1")[0]] == ["n1"]
 
 
