@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -111,12 +110,11 @@ def build_agent(cfg: AgentConfig, *, systemd: bool = True) -> Agent:
     )
 
 
-async def run_agent(cfg: AgentConfig) -> None:
+def run_agent(cfg: AgentConfig) -> None:
+    """Run the agent in this (the main) thread until SIGTERM or SIGINT."""
     agent = build_agent(cfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, lambda _signum, _frame: agent.stop())
     log.info(
         "agent %s: sampler=%s collector=%s spool=%s (%d reports pending)",
         cfg.node_name,
@@ -125,6 +123,6 @@ async def run_agent(cfg: AgentConfig) -> None:
         cfg.spool_dir,
         len(agent.spool),
     )
-    await agent.run(stop)
+    agent.serve()
     notify("STOPPING=1")
     log.info("agent stopped: %s", agent.stats())

@@ -1,22 +1,22 @@
 """The agent's main loop: sample every ``sample_interval``, report every ``report_interval``.
 
-Sampling and attribution are blocking calls (NVML, /proc, scontrol) and run in one plain
-thread with its own clock, so the gRPC stream keeps flowing and the event loop does not
-wake for every sample. Each report is written to the spool before it is
-sent; the streamer deletes it when the collector acks it.
+Two plain threads and no event loop: the sampling thread (NVML, /proc, scontrol are
+blocking calls) keeps its own clock, closes a window every ``report_interval``, numbers it,
+writes it to the spool and, when the stream is up and caught up, sends it; the streaming
+thread (the one that calls ``serve``) reads acks, deletes what they ack, sends backlogs and
+reconnects. ``run`` is the same agent for a
+caller with an event loop (the demo, tests): ``serve`` in a thread of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gpuwarden
 from gpuwarden.agent.attribution import Attribution, Attributor
@@ -27,6 +27,9 @@ from gpuwarden.agent.window import WindowAggregator
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.sdnotify import notify
 from gpuwarden.common.types import NodeReport, SlurmStatus
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class Agent:
         self._sample_errors = 0
         self._reports = 0
         self._ready = False
+        self._halt = threading.Event()
+        self._error: BaseException | None = None
         self._last_slurm = SlurmStatus(available=False, error="not yet attributed")
 
     def stats(self) -> AgentStats:
@@ -95,70 +100,69 @@ class Agent:
             connected=self.streamer.connected,
         )
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set (or the task is cancelled); flushes the last window.
+    def stop(self) -> None:
+        """Stop: sampling ends with its last window spooled, then streaming, after at most
+        ``drain_timeout_s`` of acks. From any thread, or a signal handler."""
+        self._halt.set()
 
-        Sampling runs in one plain thread with its own clock (``_sample_loop``): the event
-        loop wakes only for the gRPC stream and once per report, which it spools and sends.
-        """
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.sampler.open)
-        streamer = asyncio.create_task(self.streamer.run(), name=f"stream-{self.node}")
-        halt = threading.Event()
-        finished: asyncio.Future[BaseException | None] = loop.create_future()
+    def serve(self) -> None:
+        """Sample and stream, in this thread, until ``stop``; raises what ended the sampling
+        thread, if anything did."""
+        self.sampler.open()
         worker = threading.Thread(
-            target=self._sample_thread,
-            args=(loop, halt, finished),
-            name=f"sampler-{self.node}",
-            daemon=True,
+            target=self._sample_thread, name=f"sampler-{self.node}", daemon=True
         )
         worker.start()
         try:
-            stopping = asyncio.ensure_future(stop.wait())
-            either: list[asyncio.Future[Any]] = [stopping, finished]
-            try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-            halt.set()
-            error = await finished  # the thread has flushed its last window
-            if error is not None:
-                raise error
-            await self._drain()
+            self.streamer.run()  # until the sampling thread has ended and says so
         finally:
-            halt.set()
-            await asyncio.to_thread(worker.join)
-            streamer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await streamer
-            await asyncio.to_thread(self.sampler.close)
+            self._halt.set()
+            worker.join()
+            self.sampler.close()
+        if self._error is not None:
+            raise self._error
 
-    async def _drain(self) -> None:
-        """On shutdown, give the collector a moment to ack what is spooled (it stays
-        spooled either way and is sent after the next start)."""
-        deadline = time.monotonic() + self.drain_timeout_s
-        # Polling: acks arrive on the streamer's task; a short bounded wait at exit only.
-        while len(self.spool) and self.streamer.connected and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """``serve`` for a caller with an event loop: runs until ``stop`` is set (or the task
+        is cancelled), in a thread of its own; re-raises what ended it."""
+        import asyncio
 
-    def _sample_thread(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        halt: threading.Event,
-        finished: asyncio.Future[BaseException | None],
-    ) -> None:
-        error: BaseException | None = None
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def serve() -> None:
+            error: BaseException | None = None
+            try:
+                self.serve()
+            except BaseException as exc:  # handed to the event loop, which re-raises it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(_resolve, finished, error)
+
+        threading.Thread(target=serve, name=f"agent-{self.node}", daemon=True).start()
+        stopping = asyncio.ensure_future((stop or asyncio.Event()).wait())
+        either: list[asyncio.Future[Any]] = [stopping, finished]
         try:
-            self._sample_loop(loop, halt)
-        except BaseException as exc:  # handed to run(), which re-raises it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(_resolve, finished, error)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            self.stop()
+            error = await finished
+        if error is not None:
+            raise error
 
-    def _sample_loop(self, loop: asyncio.AbstractEventLoop, halt: threading.Event) -> None:
-        """Sample every ``sample_interval`` on the monotonic clock and hand a report to the
-        event loop every ``report_interval``, until ``halt`` is set; then the last window."""
+    def _sample_thread(self) -> None:
+        try:
+            self._sample_loop()
+        except BaseException as exc:  # handed to serve(), which re-raises it
+            self._error = exc
+        finally:  # the last window is spooled: streaming may end
+            self.streamer.stop(drain_s=self.drain_timeout_s if self._error is None else 0.0)
+
+    def _sample_loop(self) -> None:
+        """Sample every ``sample_interval`` on the monotonic clock and spool a report every
+        ``report_interval``, until ``stop``; then the last window."""
+        halt = self._halt
         window_start = self.clock()
         next_sample = time.monotonic()
         next_report = next_sample + self.report_interval_s
@@ -168,7 +172,7 @@ class Agent:
             now_m = time.monotonic()
             if now_m >= next_report:
                 window_end = self.clock()
-                self._report(loop, window_start, window_end)
+                self._report(window_start, window_end)
                 window_start = window_end
                 next_report += self.report_interval_s
                 if next_report < now_m:  # fell behind (suspended, overloaded): resync
@@ -177,7 +181,7 @@ class Agent:
                 next_sample = now_m
             halt.wait(max(0.0, next_sample - now_m))
         if len(self._agg):
-            self._report(loop, window_start, self.clock())
+            self._report(window_start, self.clock())
 
     def _sample_once(self) -> None:
         try:
@@ -194,11 +198,9 @@ class Agent:
                 self._ready = True
             notify("WATCHDOG=1")
 
-    def _report(
-        self, loop: asyncio.AbstractEventLoop, window_start: float, window_end: float
-    ) -> None:
-        """Attribute and close the window (in the sampling thread); the event loop numbers,
-        spools and sends it."""
+    def _report(self, window_start: float, window_end: float) -> None:
+        """Attribute, close, number and spool the window (in the sampling thread), and wake
+        the streaming thread."""
         if not len(self._agg):
             return
         merged = self._agg.merged_samples()
@@ -210,9 +212,10 @@ class Agent:
         if attribution.slurm != self._last_slurm:
             log.info("slurm status: %s", attribution.slurm)
             self._last_slurm = attribution.slurm
+        seq = self.spool.next_seq()
         report = NodeReport(
             node=self.node,
-            seq=0,  # numbered by the spool, in the event loop
+            seq=seq,
             window_start=window_start,
             window_end=window_end,
             gpus=self._agg.flush(attribution.gpus),
@@ -220,14 +223,9 @@ class Agent:
             agent_version=gpuwarden.__version__,
         )
         self._reports += 1
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            loop.call_soon_threadsafe(self._spool_report, report)
-
-    def _spool_report(self, report: NodeReport) -> None:
-        # in the loop thread: the streamer shares the spool
-        numbered = dataclasses.replace(report, seq=self.spool.next_seq())
-        if self.spool.put(numbered.seq, report_to_pb(numbered).SerializeToString()):
-            self.streamer.notify_new_report()
+        data = report_to_pb(report).SerializeToString()
+        if self.spool.put(seq, data):
+            self.streamer.offer(seq, data)
 
 
 def _resolve(future: asyncio.Future[BaseException | None], error: BaseException | None) -> None:

@@ -8,6 +8,8 @@ the agent replays what is left, in sequence order; the collector de-duplicates b
 the same folder holds a reservation, rewritten once per ``SEQ_BLOCK`` reports, so a report
 costs one fsynced write (its own).
 When the spool is full the oldest reports are dropped and counted.
+The sampling thread puts reports and the streaming thread acks them: one lock guards the
+spool's bookkeeping.
 A report the collector rejected as invalid is moved to ``rejected/`` for inspection; a file
 that cannot be read back (truncated, garbled, empty: a damaged disk or a hand) is moved to
 ``corrupt/`` and counted, so that it never blocks the reports behind it.
@@ -20,6 +22,7 @@ import errno
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -99,6 +102,7 @@ class Spool:
             (directory / "corrupt").mkdir(exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"cannot create spool directory {directory}: {exc}") from exc
+        self._lock = threading.RLock()
         self._sizes: dict[int, int] = {}
         for p in directory.glob(f"*{_SUFFIX}"):
             try:
@@ -129,52 +133,54 @@ class Spool:
         return max(stored, max(kept, default=0) + 1, time.time_ns() // 1000)
 
     def next_seq(self) -> int:
-        seq = self._next_seq
-        self._next_seq += 1
-        if seq >= self._reserved:
-            reserve = seq + SEQ_BLOCK
-            try:
-                _write_atomic(self.directory / "seq", str(reserve).encode())
-                self._reserved = reserve
-            except OSError as exc:
-                # Tried again with the next number. After a restart the spooled reports' own
-                # numbers and the time-based start keep seq increasing.
-                self._disk_trouble(exc)
-        return seq
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            if seq >= self._reserved:
+                reserve = seq + SEQ_BLOCK
+                try:
+                    _write_atomic(self.directory / "seq", str(reserve).encode())
+                    self._reserved = reserve
+                except OSError as exc:
+                    # Tried again with the next number. After a restart the spooled reports' own
+                    # numbers and the time-based start keep seq increasing.
+                    self._disk_trouble(exc)
+            return seq
 
     # -- reports ---------------------------------------------------------------------
     def put(self, seq: int, data: bytes) -> bool:
         """Keep a report until it is acked. On a full disk the oldest reports make room
         (dropped, counted); returns False when even that left no room for this one."""
-        path = self.directory / f"{seq:020d}{_SUFFIX}"
-        framed = frame(data)
-        evicted = False
-        while True:
-            try:
-                _write_atomic(path, framed)
-                break
-            except OSError as exc:
-                evicted = True
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._sizes:
+        with self._lock:
+            path = self.directory / f"{seq:020d}{_SUFFIX}"
+            framed = frame(data)
+            evicted = False
+            while True:
+                try:
+                    _write_atomic(path, framed)
+                    break
+                except OSError as exc:
+                    evicted = True
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._sizes:
+                        self._disk_trouble(exc)
+                        self.dropped += 1
+                        return False
                     self._disk_trouble(exc)
+                    self._remove(min(self._sizes))
                     self.dropped += 1
-                    return False
-                self._disk_trouble(exc)
-                self._remove(min(self._sizes))
+            if self.disk_error is not None and not evicted:  # room without making any
+                log.warning("spool %s is writable again", self.directory)
+                self.disk_error = None
+            self._sizes[seq] = len(framed)
+            self._bytes += len(framed)
+            while len(self._sizes) > self.max_reports or self._bytes > self.max_bytes:
+                oldest = min(self._sizes)
+                if oldest == seq:
+                    break
+                self._remove(oldest)
                 self.dropped += 1
-        if self.disk_error is not None and not evicted:  # room without making any
-            log.warning("spool %s is writable again", self.directory)
-            self.disk_error = None
-        self._sizes[seq] = len(framed)
-        self._bytes += len(framed)
-        while len(self._sizes) > self.max_reports or self._bytes > self.max_bytes:
-            oldest = min(self._sizes)
-            if oldest == seq:
-                break
-            self._remove(oldest)
-            self.dropped += 1
-            log.warning("spool full: dropped unacknowledged report seq=%d", oldest)
-        return True
+                log.warning("spool full: dropped unacknowledged report seq=%d", oldest)
+            return True
 
     def _disk_trouble(self, exc: OSError) -> None:
         """One clear line per episode, naming the path, however many writes fail."""
@@ -195,26 +201,31 @@ class Spool:
         (self.directory / f"{seq:020d}{_SUFFIX}").unlink(missing_ok=True)
 
     def ack(self, seq: int) -> None:
-        self._remove(seq)
+        with self._lock:
+            self._remove(seq)
 
-    def reject(self, seq: int) -> None:
+    def reject(self, seq: int) -> bool:
         """Move a report the collector refused to ``rejected/``, as a plain serialized
-        ``NodeReport`` (header removed) for inspection."""
-        path = self.directory / f"{seq:020d}{_SUFFIX}"
-        with contextlib.suppress(OSError, SpoolCorrupt):
-            _write_atomic(path, unframe(path.read_bytes()))
-        self._move_aside(seq, "rejected")
+        ``NodeReport`` (header removed) for inspection; False when it is not spooled."""
+        with self._lock:
+            if seq not in self._sizes:
+                return False
+            path = self.directory / f"{seq:020d}{_SUFFIX}"
+            with contextlib.suppress(OSError, SpoolCorrupt):
+                _write_atomic(path, unframe(path.read_bytes()))
+            return self._move_aside(seq, "rejected")
 
     def set_aside(self, seq: int, reason: str) -> None:
         """Move a report that cannot be read back to ``corrupt/``, count it and say so."""
-        if self._move_aside(seq, "corrupt"):
-            self.corrupt += 1
-            log.error(
-                "spool: report seq=%d cannot be read (%s); moved to %s, delivery continues",
-                seq,
-                reason,
-                self.directory / "corrupt",
-            )
+        with self._lock:
+            if self._move_aside(seq, "corrupt"):
+                self.corrupt += 1
+                log.error(
+                    "spool: report seq=%d cannot be read (%s); moved to %s, delivery continues",
+                    seq,
+                    reason,
+                    self.directory / "corrupt",
+                )
 
     def _move_aside(self, seq: int, folder: str) -> bool:
         if seq not in self._sizes:
@@ -226,7 +237,8 @@ class Spool:
         return True
 
     def pending(self, after: int = 0) -> list[int]:
-        return sorted(s for s in self._sizes if s > after)
+        with self._lock:
+            return sorted(s for s in self._sizes if s > after)
 
     def read(self, seq: int) -> bytes:
         """The report as it was put; SpoolCorrupt when the file was damaged since."""

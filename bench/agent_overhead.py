@@ -2,9 +2,11 @@
 """What the agent costs a GPU node: CPU and memory of ``gpuwarden agent`` beside a bare loop.
 
     .venv/bin/python bench/agent_overhead.py [--gpus 8] [--seconds 60] [--warmup 8]
+        [--before REV] [--tls]
 
 Builds the fake ``libnvidia-ml.so.1`` (the test suite's build helper) with ``--gpus`` GPUs,
-starts an in-process collector (SQLite in a temporary folder, plaintext loopback) and two
+starts an in-process collector (SQLite in a temporary folder, plaintext loopback, or mTLS
+with certificates from a throw-away CA with ``--tls``) and two
 processes over the same fake library, side by side in the same run:
 
 * ``gpuwarden agent`` (NVML sampler, 1 s sampling, 5 s reports, Slurm off), streaming to
@@ -12,9 +14,14 @@ processes over the same fake library, side by side in the same run:
 * the floor: a bare loop that calls pynvml for the same per-GPU values every second
   (utilisation, memory, power, temperature, processes) and does nothing else.
 
+With ``--before REV`` a third process runs the agent of that git revision (its sources
+from ``git archive``, laid out as installed), against the same collector and fake library:
+before and after in one run.
+
 After ``--warmup`` seconds it reads each process's CPU time from /proc over ``--seconds``
 and prints CPU as a percentage of one core (clock ticks of 10 ms: measure a minute or more),
-the agent's CPU split by thread (sampling thread, event loop, gRPC's threads), the
+each agent's CPU split by thread (its main thread: the streaming thread, or the event
+loop of an asyncio agent; its other Python threads: sampling; native threads: gRPC's), the
 agent/floor ratio, the resident memory
 (VmRSS, and VmHWM, its peak) of both, what an interpreter that only imports the agent's
 modules holds, and how many reports the collector stored (to show the agent really worked).
@@ -25,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpuwarden.collector.server import Collector
 from tests.fakenvml import FakeNvmlState, build_fake_nvml, env_for
+from tests.pki import TestCA, server_tls
 
+REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 BARE_LOOP = """
@@ -68,8 +79,9 @@ time.sleep(60)
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """On-CPU seconds of the process's live threads by group, in ns resolution (schedstat):
-    the main thread (the agent's event loop), the other Python threads (the agent's sampling
-    thread) and gRPC's own threads (named by gRPC: event_engine, grpc_global_timer, ...)."""
+    the main thread (the agent's streaming thread; an asyncio agent's event loop), the other
+    Python threads (the sampling thread) and native threads (gRPC's own, named by gRPC:
+    event_engine, grpc_global_timer, ...)."""
     out: dict[str, float] = {}
     for t in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -95,6 +107,24 @@ def status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def source_tree(rev: str, dest: Path) -> Path:
+    """The sources of git revision ``rev`` laid out as installed (``gpuwarden.agent`` from
+    ``agent/`` and so on); the folder to put first on PYTHONPATH."""
+    archive = subprocess.run(
+        ["git", "archive", rev], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    src = dest / "src"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(src, filter="data")
+    farm = dest / "farm" / "gpuwarden"
+    farm.mkdir(parents=True)
+    for entry in (src / "gpuwarden").iterdir():
+        (farm / entry.name).symlink_to(entry)
+    for sub in ("agent", "collector", "proto", "sim", "tui"):
+        (farm / sub).symlink_to(src / sub)
+    return farm.parent
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
@@ -112,7 +142,35 @@ async def imports_only_rss(env: dict[str, str]) -> int:
         await p.wait()
 
 
-async def main(gpus: int, seconds: float, warmup: float) -> None:
+async def start_agent(
+    tmp: Path, name: str, port: int, env: dict[str, str], ca: TestCA | None
+) -> asyncio.subprocess.Process:
+    cfg = tmp / f"{name}.toml"
+    if ca is None:
+        transport = "insecure = true"
+    else:
+        cert = ca.issue(name, role="node")
+        transport = f'tls_ca = "{ca.ca}"\ntls_cert = "{cert.cert}"\ntls_key = "{cert.key}"'
+    lines = [
+        "[agent]",
+        f'node = "{name}"',
+        f'collector = "127.0.0.1:{port}"',
+        transport,
+        'slurm = "off"',
+        'sample_interval = "1s"',
+        'report_interval = "5s"',
+        f'spool_dir = "{tmp / ("spool-" + name)}"',
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)),
+        env=env,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp,  # not the repository: ``-m`` puts the working folder first on sys.path
+    )
+
+
+async def main(gpus: int, seconds: float, warmup: float, before: str | None, tls: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         lib = build_fake_nvml(tmp / "lib")
@@ -120,39 +178,33 @@ async def main(gpus: int, seconds: float, warmup: float) -> None:
         state.write()
         env = env_for(lib.parent, state.path)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        collector = Collector(db_path=tmp / "db.sqlite")
+        ca = TestCA(tmp / "pki") if tls else None
+        collector = Collector(db_path=tmp / "db.sqlite", tls=None if ca is None else server_tls(ca))
         await collector.start()
-        cfg = tmp / "agent.toml"
-        cfg.write_text(
-            "[agent]\n"
-            'node = "bench1"\n'
-            f'collector = "127.0.0.1:{collector.port}"\n'
-            "insecure = true\n"
-            'slurm = "off"\n'
-            'sample_interval = "1s"\n'
-            'report_interval = "5s"\n'
-            f'spool_dir = "{tmp / "spool"}"\n'
-        )
-        agent = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "gpuwarden", "agent", "--config", str(cfg)),
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
+        agent = await start_agent(tmp, "bench1", collector.port, env, ca)
         bare = await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_LOOP, "1.0", env=env)
         procs = {"agent": agent, "bare pynvml loop": bare}
+        agents = ["agent"]
+        if before is not None:
+            farm = source_tree(before, tmp / "before")
+            env_before = {**env, "PYTHONPATH": f"{farm}:{env.get('PYTHONPATH', '')}"}
+            procs[f"agent {before}"] = await start_agent(
+                tmp, "bench0", collector.port, env_before, ca
+            )
+            agents.append(f"agent {before}")
         try:
             await asyncio.sleep(warmup)
             for name, p in procs.items():
                 if p.returncode is not None:
                     raise SystemExit(f"{name} exited early with status {p.returncode}")
             stored0 = collector.store.count_reports()
-            before = {n: cpu_seconds(p.pid) for n, p in procs.items()}
-            threads0 = thread_cpu(agent.pid)
+            cpu0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads0 = {n: thread_cpu(procs[n].pid) for n in agents}
             t0 = time.monotonic()
             await asyncio.sleep(seconds)
             elapsed = time.monotonic() - t0
-            after = {n: cpu_seconds(p.pid) for n, p in procs.items()}
-            threads1 = thread_cpu(agent.pid)
+            cpu1 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
+            threads1 = {n: thread_cpu(procs[n].pid) for n in agents}
             rss = {
                 n: (status_kib(p.pid, "VmRSS"), status_kib(p.pid, "VmHWM"))
                 for n, p in procs.items()
@@ -165,21 +217,26 @@ async def main(gpus: int, seconds: float, warmup: float) -> None:
                 await asyncio.wait_for(p.wait(), 10)
             await collector.stop()
         imports_kib = await imports_only_rss(env)
-    pct = {n: 100.0 * (after[n] - before[n]) / elapsed for n in procs}
+    pct = {n: 100.0 * (cpu1[n] - cpu0[n]) / elapsed for n in procs}
     floor = pct["bare pynvml loop"]
-    print(f"agent overhead: {gpus} fake GPUs, 1 s sampling, 5 s reports, {elapsed:.0f} s measured")
+    print(
+        f"agent overhead: {gpus} fake GPUs, 1 s sampling, 5 s reports, "
+        f"{'mTLS' if tls else 'plaintext'}, {elapsed:.0f} s measured"
+    )
     print(f"{'process':<18} {'CPU % of a core':>16} {'RSS':>10} {'peak RSS':>10}")
     for n in procs:
         print(f"{n:<18} {pct[n]:>16.3f} {mib(rss[n][0]):>10} {mib(rss[n][1]):>10}")
-    by_thread = {g: 100.0 * (threads1[g] - threads0.get(g, 0.0)) / elapsed for g in threads1}
-    print(
-        "agent CPU by thread (schedstat): "
-        f"sampling thread {by_thread.get('python', 0.0):.3f} %, "
-        f"event loop {by_thread.get('main', 0.0):.3f} %, "
-        f"gRPC's threads {by_thread.get('grpc', 0.0):.3f} %"
-    )
-    ratio = pct["agent"] / floor if floor > 0 else float("inf")
-    print(f"agent / floor CPU: {ratio:.2f}x")
+    for n in agents:
+        t0, t1 = threads0[n], threads1[n]
+        by_thread = {g: 100.0 * (t1[g] - t0.get(g, 0.0)) / elapsed for g in t1}
+        print(
+            f"{n} CPU by thread (schedstat): "
+            f"main {by_thread.get('main', 0.0):.3f} %, "
+            f"other Python threads {by_thread.get('python', 0.0):.3f} %, "
+            f"native (gRPC) threads {by_thread.get('grpc', 0.0):.3f} %"
+        )
+        ratio = pct[n] / floor if floor > 0 else float("inf")
+        print(f"{n} / floor CPU: {ratio:.2f}x")
     print(f"interpreter with the agent's modules imported: {mib(imports_kib)}")
     print(f"reports stored by the collector while measuring: {stored}")
 
@@ -189,5 +246,7 @@ if __name__ == "__main__":
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--before", metavar="REV", help="also run the agent of this git revision")
+    ap.add_argument("--tls", action="store_true", help="mTLS between agents and collector")
     a = ap.parse_args()
-    asyncio.run(main(a.gpus, a.seconds, a.warmup))
+    asyncio.run(main(a.gpus, a.seconds, a.warmup, a.before, a.tls))

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,11 @@ import grpc
 
 from gpuwarden.collector import layout
 from gpuwarden.collector.ratelimit import RateLimiter
-from gpuwarden.collector.server import Collector
+from gpuwarden.collector.server import SERVER_OPTIONS, Collector
 from gpuwarden.collector.store import Store
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
+from gpuwarden.common.wire import ACKS_CUMULATIVE, ACKS_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -58,7 +61,13 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
                 power_mean_w=300.0,
                 temperature_c=60.0,
                 processes=(ProcessInfo(1000 + i, 30 << 30, "python"),),
-                job=JobInfo(job_id=str(100000 + i), user="alice", partition="gpu"),
+                # As an agent attributing to Slurm sends it: the job's CPU use each window.
+                job=JobInfo(
+                    job_id=str(100000 + i),
+                    user="alice",
+                    partition="gpu",
+                    cpu_util_pct=float(seq % 400),
+                ),
                 allocated=True,
             )
             for i in range(gpus)
@@ -66,38 +75,178 @@ def make_report(node: str, seq: int, gpus: int, t0: float) -> NodeReport:
     )
 
 
-async def one_agent(target: str, msgs: list[pb.NodeReport], in_flight: int) -> int:
-    """Send ``msgs`` with up to ``in_flight`` unacked; a stream that ends early is opened
-    again and what was not acked is sent again (as an agent resends its spool). Returns how
-    many streams ended early."""
-    acked, ended = 0, 0
+async def one_agent(
+    target: str,
+    msgs: list[pb.NodeReport],
+    load: Load,
+    go: asyncio.Event,
+    connected: asyncio.Future[None],
+) -> tuple[int, list[str]]:
+    """Open a connection, wait for ``go``, then send ``msgs`` with up to ``load.in_flight``
+    unacked, one per message or ``load.batch`` per NodeReportBatch; a stream that ends early
+    is opened again and what was not acked is sent again (as an agent resends its spool).
+    Returns how many streams ended early, and why (the stream's own status: a write to a
+    stream the server has ended fails here with INTERNAL "from Core" first)."""
+    acked, why = 0, []
+    first = True
     while acked < len(msgs):
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
-            call = pb_grpc.AgentServiceStub(ch).Report()
-            window = asyncio.Semaphore(in_flight)
+            if first:
+                await ch.channel_ready()
+                connected.set_result(None)
+                await go.wait()
+                first = False
+            stub = pb_grpc.AgentServiceStub(ch)
+            if load.acks == "batch":
+                call: Any = stub.ReportBatch()
+            else:
+                cumulative = load.acks == "cumulative"
+                call = stub.Report(metadata=((ACKS_KEY, ACKS_CUMULATIVE),) if cumulative else None)
+            window = asyncio.Semaphore(load.in_flight)
 
             async def reader(call: Any = call, window: asyncio.Semaphore = window) -> None:
                 nonlocal acked
-                async for _ack in call:  # acks come in order on one stream
-                    acked += 1
-                    window.release()
+                async for ack in call:  # acks come in order on one stream
+                    now_acked = ack.seq if ack.cumulative else acked + 1
+                    for _ in range(now_acked - acked):
+                        window.release()
+                    acked = now_acked
                     if acked == len(msgs):
                         return
 
             r = asyncio.create_task(reader())
+            start = acked
             try:
-                for m in msgs[acked:]:
-                    await window.acquire()
-                    await call.write(m)
+                step = load.batch if load.acks == "batch" else 1
+                for i in range(acked, len(msgs), step):
+                    part = msgs[i : i + step]
+                    for _ in part:
+                        await window.acquire()
+                    if load.acks == "batch":
+                        await call.write(pb.NodeReportBatch(node=part[0].node, reports=part))
+                    else:
+                        await call.write(part[0])
                 await r
                 await call.done_writing()
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                ended += 1
+                code = await call.code()
+                why.append(
+                    f"{code.name}: {await call.details()} "
+                    f"({'after' if acked > start else 'before'} an ack)"
+                )
             finally:
                 r.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await r
-    return ended
+    return len(why), why
+
+
+class _BareAgentService(pb_grpc.AgentServiceServicer):
+    """The transport floor: receives the same stream and acks each report at once (or, on a
+    cumulative or batch stream, the newest report read whenever the acking task runs),
+    without validating or storing anything."""
+
+    async def Report(self, request_iterator: Any, context: Any) -> None:
+        if (ACKS_KEY, ACKS_CUMULATIVE) not in tuple(context.invocation_metadata() or ()):
+            async for msg in request_iterator:
+                await context.write(pb.Ack(node=msg.node, seq=msg.seq))
+            return
+        await _ack_newest(request_iterator, context, lambda msg: msg)
+
+    async def ReportBatch(self, request_iterator: Any, context: Any) -> None:
+        await _ack_newest(request_iterator, context, lambda batch: batch.reports[-1])
+
+
+async def _ack_newest(messages: Any, context: Any, newest_of: Any) -> None:
+    newest: list[Any] = []
+    wake = asyncio.Event()
+
+    async def acker() -> None:
+        acked = None
+        while True:
+            await wake.wait()
+            wake.clear()
+            if newest[-1] is None:
+                return
+            if newest[-1] is not acked:
+                acked = newest[-1]
+                await context.write(pb.Ack(node=acked.node, seq=acked.seq, cumulative=True))
+
+    task = asyncio.create_task(acker())
+    async for msg in messages:
+        newest.append(newest_of(msg))
+        del newest[:-1]
+        wake.set()
+    newest.append(None)
+    wake.set()
+    await task
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the agents' process sends: ``nodes`` streams of ``per_node`` reports of ``gpus``
+    GPUs, at most ``in_flight`` unacked each; ``acks``: ``per-report`` (an ack per report),
+    ``cumulative`` (Report asking for cumulative acks) or ``batch`` (ReportBatch, ``batch``
+    reports per message)."""
+
+    nodes: int
+    per_node: int
+    gpus: int
+    in_flight: int
+    acks: str
+    batch: int = 16
+
+    @property
+    def windows(self) -> int:
+        return self.nodes * self.per_node * self.gpus
+
+    def argv(self) -> list[str]:
+        return [
+            str(v)
+            for v in (self.nodes, self.per_node, self.gpus, self.in_flight, self.acks, self.batch)
+        ]
+
+
+async def transport_floor(load: Load) -> tuple[float, float]:
+    """The same agents against a bare grpc.aio server (the collector's server options):
+    windows/s and its CPU us/window."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_AgentServiceServicer_to_server(_BareAgentService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        return await _drive(f"127.0.0.1:{port}", load)
+    finally:
+        await server.stop(None)
+
+
+async def _drive(target: str, load: Load) -> tuple[float, float]:
+    """Run the agents' process against ``target`` once all its connections are open:
+    windows/s, and this process's CPU microseconds per window meanwhile."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--agents",
+        target,
+        *load.argv(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    line = (await proc.stdout.readline()).decode().split()
+    if not line or line[0] != "ready":
+        raise SystemExit(f"the agents' process failed ({await proc.wait()})")
+    cpu0 = cpu_s()
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    out = await proc.stdout.readline()
+    cpu = cpu_s() - cpu0
+    if await proc.wait() != 0:
+        raise SystemExit(f"the agents' process failed ({proc.returncode})")
+    elapsed, ended, why = out.decode().split(maxsplit=2)
+    if int(ended):
+        print(f"({ended} of {load.nodes} streams ended early, {why.strip()}; opened again)")
+    return load.windows / float(elapsed), cpu / load.windows * 1e6
 
 
 def cpu_s() -> float:
@@ -105,21 +254,36 @@ def cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def agents(target: str, nodes: int, per_node: int, gpus: int, in_flight: int) -> None:
-    """The agents' side (its own process): prints the seconds from first send to last ack."""
-    t0 = time.time() - 5 * per_node - 60
+async def agents(target: str, load: Load) -> None:
+    """The agents' side (its own process). Opens every connection, prints ``ready``, waits
+    for a line on stdin, then sends; prints the seconds from first send to last ack, how
+    many streams ended early and with which status."""
+    t0 = time.time() - 5 * load.per_node - 60
     all_msgs = [
-        [report_to_pb(make_report(f"n{i:04d}", s, gpus, t0)) for s in range(1, per_node + 1)]
-        for i in range(nodes)
+        [
+            report_to_pb(make_report(f"n{i:04d}", s, load.gpus, t0))
+            for s in range(1, load.per_node + 1)
+        ]
+        for i in range(load.nodes)
     ]
+    go = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    connected = [loop.create_future() for _ in all_msgs]
+    runs = [
+        asyncio.create_task(one_agent(target, m, load, go, c))
+        for m, c in zip(all_msgs, connected, strict=True)
+    ]
+    await asyncio.gather(*connected)
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
     start = time.perf_counter()
-    ended = await asyncio.gather(*(one_agent(target, m, in_flight) for m in all_msgs))
-    print(time.perf_counter() - start, sum(ended), flush=True)
+    go.set()
+    results = await asyncio.gather(*runs)
+    why = collections.Counter(code for _, codes in results for code in codes)
+    print(time.perf_counter() - start, sum(n for n, _ in results), dict(why), flush=True)
 
 
-async def collector_run(
-    nodes: int, per_node: int, gpus: int, in_flight: int
-) -> tuple[float, float]:
+async def collector_run(load: Load) -> tuple[float, float]:
     """GPU windows/s acked, and the collector's CPU microseconds per window (the agents run in
     another process, so the figure is the collector's alone)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,24 +291,14 @@ async def collector_run(
         unlimited = RateLimiter(rate_per_s=1e9, burst=1_000_000)
         c = Collector(db_path=Path(tmp) / "bench.db", listen="127.0.0.1:0", rate_limiter=unlimited)
         await c.start()
-        cpu0 = cpu_s()
-        args = [f"127.0.0.1:{c.port}", str(nodes), str(per_node), str(gpus), str(in_flight)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--agents", *args, stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await proc.communicate()
-        cpu = cpu_s() - cpu0
-        if proc.returncode != 0:
-            raise SystemExit(f"the agents' process failed ({proc.returncode})")
-        elapsed, ended = out.decode().split()[-2:]
-        stored = c.store.count_reports()
-        await c.stop()
-    total = nodes * per_node
-    if stored != total:
-        raise SystemExit(f"stored {stored} reports, expected {total}")
-    if int(ended):
-        print(f"({ended} of {nodes} streams ended early and were opened again)", flush=True)
-    return total * gpus / float(elapsed), cpu / (total * gpus) * 1e6
+        try:
+            rate, us = await _drive(f"127.0.0.1:{c.port}", load)
+            stored = c.store.count_reports()
+        finally:
+            await c.stop()
+    if stored != load.nodes * load.per_node:
+        raise SystemExit(f"stored {stored} reports, expected {load.nodes * load.per_node}")
+    return rate, us
 
 
 def raw_sqlite(nodes: int, per_node: int, gpus: int, batch: int) -> float:
@@ -182,21 +336,29 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=24_000, help="reports per run (split over agents)")
     ap.add_argument("--gpus", type=int, default=8, help="GPUs per report")
     ap.add_argument("--in-flight", type=int, default=32)
+    ap.add_argument(
+        "--acks", default="per-report,cumulative,batch", help="ways of sending to measure"
+    )
+    ap.add_argument("--batch", type=int, default=16, help="reports per batch message")
     ap.add_argument("--raw-batch", type=int, default=64, help="reports per raw transaction")
-    ap.add_argument("--agents", nargs=5, help=argparse.SUPPRESS)  # the agents' process
+    ap.add_argument("--agents", nargs=7, help=argparse.SUPPRESS)  # the agents' process
     args = ap.parse_args()
     if args.agents:
-        target, n, per, g, fl = args.agents
-        asyncio.run(agents(target, int(n), int(per), int(g), int(fl)))
+        target, n, per, g, fl, acks, batch = args.agents
+        asyncio.run(agents(target, Load(int(n), int(per), int(g), int(fl), acks, int(batch))))
         return
-    print(f"{'agents':>7} {'reports':>8} {'GPU-windows/s':>14} {'CPU us/window':>14} "
-          f"{'raw SQLite/s':>13} {'of raw':>7}")  # fmt: skip
+    print(f"{'agents':>7} {'reports':>8} {'acks':>11} {'transport/s':>12} {'us/window':>10} "
+          f"{'collector/s':>12} {'us/window':>10} {'raw SQLite/s':>13} {'of raw':>7}")  # fmt: skip
     for nodes in (int(x) for x in args.nodes.split(",")):
         per_node = max(1, args.total // nodes)
         raw = raw_sqlite(nodes, per_node, args.gpus, args.raw_batch)
-        rate, us = asyncio.run(collector_run(nodes, per_node, args.gpus, args.in_flight))
-        print(f"{nodes:>7} {nodes * per_node:>8} {rate:>14,.0f} {us:>14.1f} {raw:>13,.0f} "
-              f"{rate / raw:>7.0%}", flush=True)  # fmt: skip
+        for acks in args.acks.split(","):
+            load = Load(nodes, per_node, args.gpus, args.in_flight, acks, args.batch)
+            floor, floor_us = asyncio.run(transport_floor(load))
+            rate, us = asyncio.run(collector_run(load))
+            print(f"{nodes:>7} {nodes * per_node:>8} {acks:>11} {floor:>12,.0f} "
+                  f"{floor_us:>10.1f} {rate:>12,.0f} {us:>10.1f} {raw:>13,.0f} "
+                  f"{rate / raw:>7.0%}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

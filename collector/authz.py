@@ -41,6 +41,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 REPORT = "/gpuwarden.v1.AgentService/Report"
+REPORT_BATCH = "/gpuwarden.v1.AgentService/ReportBatch"
 QUERY_PREFIX = "/gpuwarden.v1.QueryService/"
 ADMIN_PREFIX = "/gpuwarden.v1.AdminService/"
 WHOAMI = QUERY_PREFIX + "Whoami"
@@ -90,7 +91,7 @@ def allowed(role: str, method: str) -> bool:
         return True
     if method == WHOAMI:
         return role in ("node", "reader", "admin", "researcher")
-    if method == REPORT:
+    if method in (REPORT, REPORT_BATCH):
         return role == "node"
     if method == WASTE_REPORT:
         return role in ("reader", "admin")

@@ -1,6 +1,6 @@
 """The collector daemon: wires the gRPC server (agents, query API, admin calls, health),
 the store, ingestion, live state and outputs together. The servicers are in
-:mod:`servicers`.
+:mod:`agent_service` (agents' reports) and :mod:`servicers` (queries, admin calls).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gpuwarden.collector.accounting import AuditCounts, IdleAccounting
 from gpuwarden.collector.admin import AdminActions, Exemptions
+from gpuwarden.collector.agent_service import AgentServicer
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer
 from gpuwarden.collector.ingest import Ingestor
@@ -31,12 +32,7 @@ from gpuwarden.collector.outputs.running import SinkSet
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.retention import Retention
-from gpuwarden.collector.servicers import (
-    AdminServicer,
-    AgentServicer,
-    AuditSource,
-    QueryServicer,
-)
+from gpuwarden.collector.servicers import AdminServicer, AuditSource, QueryServicer
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.summaries import JobStatsSource
@@ -51,6 +47,19 @@ log = logging.getLogger(__name__)
 # Streams opened at once that the collector takes up without refusing any (a whole site's
 # agents reconnecting after a restart); past twice this gRPC refuses every new call.
 MAX_PENDING_CALLS = 20_000
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
+    ("grpc.max_send_message_length", 64 << 20),
+    # The port is ours alone: with SO_REUSEPORT a second collector would start on it and the
+    # kernel would split the agents between the two databases.
+    ("grpc.so_reuseport", 0),
+    # Calls that arrived but that the server has not yet taken up: beyond 1,000 (gRPC's
+    # default) gRPC cancels a growing share of new ones at random, so agents reconnecting all
+    # at once would see their streams end CANCELLED or INTERNAL before sending anything.
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
+]
 
 
 class Collector:
@@ -124,18 +133,7 @@ class Collector:
         self.ingestor.start()
         server = grpc.aio.server(
             interceptors=[self.authorizer],
-            options=[
-                ("grpc.max_receive_message_length", MAX_REPORT_BYTES),
-                ("grpc.max_send_message_length", 64 << 20),
-                # The port is ours alone: with SO_REUSEPORT a second collector would start
-                # on it and the kernel would split the agents between the two databases.
-                ("grpc.so_reuseport", 0),
-                # Calls that arrived but that the server has not yet taken up: beyond 1,000
-                # (gRPC's default) gRPC cancels a growing share of new ones at random, so
-                # agents reconnecting all at once would see CANCELLED streams.
-                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
-            ],
+            options=SERVER_OPTIONS,
         )
         pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(self), server)
         pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self), server)

@@ -1,13 +1,13 @@
-"""The collector's gRPC servicers: agents' report streams, the query API, admin calls.
+"""The collector's gRPC servicers for the query API and admin calls (agents' report streams
+are :mod:`agent_service`'s).
 
-They stay thin: authorization is the interceptor's, validation, storage and state live in
-their own modules, and protobuf is converted at this edge.
+They stay thin: authorization is the interceptor's, storage and state live in their own
+modules, and protobuf is converted at this edge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -17,12 +17,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from gpuwarden.collector.admin import request_action
 from gpuwarden.collector.authz import current_caller
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.collector.validate import ReportInvalid, validate_report
 from gpuwarden.collector.visibility import (
     JobOwners,
     node_for_user,
@@ -39,7 +37,6 @@ from gpuwarden.common.convert import (
     window_record_to_pb,
 )
 from gpuwarden.common.types import AuditRecord
-from gpuwarden.common.wire import REJECTED_SEQ_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -59,108 +56,6 @@ class AuditSource(Protocol):
     def query(self, job_id: str, since: float, limit: int) -> list[AuditRecord]:
         """Records of ``job_id`` (all jobs when empty) from ``since``, newest first."""
         ...
-
-
-def _retrieve(fut: asyncio.Future[bool]) -> None:
-    """Mark an outcome nobody waits for any more as seen (no "never retrieved" noise)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _decoded(
-    messages: AsyncIterator[pb.NodeReport], collector: Collector, context: Ctx
-) -> AsyncIterator[pb.NodeReport]:
-    """The stream's messages; bytes that are no NodeReport end the stream with
-    INVALID_ARGUMENT (not UNKNOWN with a traceback in the log for each one)."""
-    try:
-        async for msg in messages:
-            yield msg
-    except DecodeError as exc:
-        collector.undecodable += 1
-        now = time.monotonic()
-        if now - collector.undecodable_logged >= 60.0:  # a flood is one line a minute
-            collector.undecodable_logged = now
-            log.warning(
-                "a stream sent bytes that are no NodeReport (%s); %d so far",
-                exc,
-                collector.undecodable,
-            )
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"message is not a gpuwarden.v1.NodeReport: {exc}"
-        )
-
-
-class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, collector: Collector) -> None:
-        self.c = collector
-
-    async def Report(self, request_iterator: AsyncIterator[pb.NodeReport], context: Ctx) -> None:
-        # Who may report for which node is checked by the Authorizer (collector/authz.py).
-        pending: asyncio.Queue[tuple[pb.NodeReport, asyncio.Future[bool]] | None] = asyncio.Queue()
-        node_seen: str | None = None
-
-        refused: list[tuple[int, ReportInvalid]] = []  # by the store, after validation
-        failed: list[Exception] = []  # the store could not write
-
-        async def write_acks() -> None:
-            while (item := await pending.get()) is not None:
-                msg, fut = item
-                try:
-                    duplicate = not await fut
-                except ReportInvalid as exc:  # valid on the wire, but the store refused it
-                    refused.append((msg.seq, exc))
-                    return
-                except Exception as exc:  # the store cannot write now: resend later
-                    failed.append(exc)
-                    return
-                await context.write(pb.Ack(node=msg.node, seq=msg.seq, duplicate=duplicate))
-
-        async def refuse(seq: int, node: str | None, exc: ReportInvalid) -> None:
-            self.c.rejected += 1
-            log.warning("rejected report seq=%d from %r: %s", seq, node, exc)
-            context.set_trailing_metadata(((REJECTED_SEQ_KEY, str(seq)),))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"report seq={seq}: {exc}")
-
-        acker = asyncio.create_task(write_acks())
-        try:
-            async for msg in _decoded(request_iterator, self.c, context):
-                if acker.done():
-                    break
-                try:
-                    report = validate_report(msg, now=time.time(), limits=self.c.limits)
-                except ReportInvalid as exc:
-                    await refuse(msg.seq, msg.node[:64], exc)
-                wait_s = self.c.rate_limiter.delay(report.node)
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)  # back-pressure: this node's stream waits
-                if node_seen != report.node:
-                    if node_seen is not None:
-                        self.c.stream_closed(node_seen)
-                    node_seen = report.node
-                    self.c.stream_opened(node_seen, context.peer())
-                # Stored as received: no second encoding (unknown fields are not kept).
-                msg.DiscardUnknownFields()
-                blobs = [g.SerializeToString() for g in msg.gpus]
-                pending.put_nowait((msg, self.c.ingestor.submit(report, blobs)))
-            pending.put_nowait(None)
-            await acker
-            if refused:
-                await refuse(refused[0][0], node_seen, refused[0][1])
-            if failed:
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the collector cannot store reports now: {failed[0]}; keep them and retry",
-                )
-        finally:
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await acker
-            while not pending.empty():  # never acked: the agent resends them
-                item = pending.get_nowait()
-                if item is not None:
-                    item[1].add_done_callback(_retrieve)
-            if node_seen is not None:
-                self.c.stream_closed(node_seen)
 
 
 class QueryServicer(pb_grpc.QueryServiceServicer):

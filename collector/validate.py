@@ -7,20 +7,40 @@ transaction later. Identities (node, GPU UUID, job id, user, account, partition,
 addresses) must match their whole pattern in ASCII; free text (job and GPU names, process
 names) may be any Unicode except control (C0, DEL, C1) and bidirectional or invisible format
 characters, which could hide or reorder what a sysadmin reads.
+
+Each message type's scalar fields are checked from a table (:mod:`fieldcheck`): one pass
+over the received protobuf reads each field once and builds the domain report directly.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
-from gpuwarden.common.convert import report_from_pb
-from gpuwarden.common.extra import MAX_EXTRA_FIELDS, extra_problem
-from gpuwarden.common.types import NodeReport
+from gpuwarden.collector.fieldcheck import (
+    Bounds,
+    Check,
+    ReportInvalid,
+    check_integer,
+    check_real,
+    check_text,
+    compile_builder,
+    compile_reader,
+    explain,
+    identity,
+    integer,
+    plain,
+    real,
+    text,
+    text_ok,
+)
+from gpuwarden.common.extra import MAX_EXTRA_ABS, MAX_EXTRA_FIELDS, extra_problem
+from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo, SlurmStatus
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.slurm import is_job_id, is_node_name
+
+__all__ = ["Limits", "ReportInvalid", "validate_report"]
 
 UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.:-]{0,95}", re.ASCII)
 # user, account, partition, QOS: POSIX/LDAP-like names (sssd users may carry '@domain')
@@ -31,20 +51,14 @@ DASK_ADDRESS_RE = re.compile(
     re.ASCII,
 )
 DASK_WORKER_RE = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}", re.ASCII)
-# C0, DEL, C1, soft hyphen, and the bidirectional / invisible format characters
-# (ALM, Mongolian vowel separator, zero-width, LRM/RLM, embeddings/overrides, isolates, BOM).
-UNSAFE_TEXT_RE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
-)
 
 MAX_SEQ = 2**53  # one report a millisecond for 285,000 years
 MAX_GPU_MEM_BYTES = 2**50  # 1 PiB: far above any GPU, far below SQLite's limit
 MAX_PID = 2**22  # Linux's pid_max ceiling
 MAX_TIME_S = 1e11  # Unix seconds (year 5138)
-
-
-class ReportInvalid(ValueError):
-    """The report breaks a bound; the message names the field and the value."""
+MAX_DEVICE_MINOR = (1 << 20) - 1  # Linux minor numbers have 20 bits
+MAX_GPU_INSTANCE_ID = 4096
+MAX_GPU_INDEX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +72,83 @@ class Limits:
     max_power_w: float = 5000.0
 
 
-def _finite(where: str, value: float, lo: float, hi: float) -> None:
-    if not math.isfinite(value):
-        raise ReportInvalid(f"{where}={value} is not a finite number")
-    if value < lo or value > hi:
-        raise ReportInvalid(f"{where}={value} is outside [{lo:g}, {hi:g}]")
+# ---- the tables: each message's scalar fields, in the order they are checked -------------
+
+_GPU_UUID = "a valid GPU UUID"
+GPU_CHECKS: tuple[Check, ...] = (
+    identity("uuid", UUID_RE.fullmatch, _GPU_UUID, required=True, shown=100),
+    identity("parent_uuid", UUID_RE.fullmatch, _GPU_UUID, shown=100),
+    integer("index", 0, MAX_GPU_INDEX, message="is out of range"),
+    integer("minor_number", 0, MAX_DEVICE_MINOR, optional=True),
+    integer("gpu_instance_id", 0, MAX_GPU_INSTANCE_ID, optional=True),
+    integer("mig_caps_minor", 0, MAX_DEVICE_MINOR, optional=True),
+    integer("samples", 0, "samples"),
+    text("name"),
+    real("util_mean", 0.0, 100.0),
+    real("util_max", 0.0, 100.0),
+    real("util_min", 0.0, 100.0),
+    real("mem_util_mean", 0.0, 100.0),
+    real("zero_frac", 0.0, 1.0),
+    real("power_mean_w", 0.0, "power_w"),
+    real("temperature_c", -50.0, 200.0),
+    integer("mem_used_max_bytes", 0, MAX_GPU_MEM_BYTES, optional=True),
+    integer("mem_total_bytes", 0, MAX_GPU_MEM_BYTES, optional=True),
+    plain("allocated"),
+)
+JOB_CHECKS: tuple[Check, ...] = (
+    identity("job_id", is_job_id, "a Slurm job id", required=True, shown=40),
+    identity("step", STEP_RE.fullmatch, "a Slurm step name"),
+    identity("user", NAME_RE.fullmatch, "a valid user name"),
+    identity("account", NAME_RE.fullmatch, "a valid account name"),
+    identity("partition", NAME_RE.fullmatch, "a valid partition name"),
+    identity("qos", NAME_RE.fullmatch, "a valid qos name"),
+    identity("dask_scheduler", DASK_ADDRESS_RE.fullmatch, "a scheduler URL"),
+    identity("dask_worker", DASK_WORKER_RE.fullmatch, "a Dask worker name"),
+    identity("source", STEP_RE.fullmatch, "an attribution source"),
+    text("name"),
+    real("cpu_util_pct", 0.0, 100_000.0),
+    integer("start_time", 0, "start_time"),
+    plain("batch"),
+    plain("requeue"),
+)
+PROCESS_CHECKS: tuple[Check, ...] = (
+    integer("pid", 0, MAX_PID),
+    integer("used_mem_bytes", 0, MAX_GPU_MEM_BYTES, optional=True),
+    text("name"),
+)
 
 
-def _integer(where: str, value: int, lo: int, hi: int) -> None:
-    if value < lo or value > hi:
-        raise ReportInvalid(f"{where}={value} is outside [{lo}, {hi}]")
+def _bad_gpu(g: Any, b: Bounds, i: int) -> NoReturn:
+    explain(f"gpus[{i}]", g, GPU_CHECKS, b)
 
 
-def _string(where: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        raise ReportInvalid(f"{where} is {len(value)} characters long (limit {limit})")
-    if UNSAFE_TEXT_RE.search(value):
-        raise ReportInvalid(f"{where} contains control characters or bidirectional marks")
+def _bad_job(job: Any, b: Bounds, i: int) -> NoReturn:
+    explain(f"gpus[{i}].job", job, JOB_CHECKS, b)
 
 
-def _identity(where: str, value: str, pattern: re.Pattern[str], what: str) -> None:
-    if value and not pattern.fullmatch(value):
-        raise ReportInvalid(f"{where}={value[:80]!r} is not {what}")
+def _bad_process(p: Any, b: Bounds, at: tuple[int, int]) -> NoReturn:
+    explain(f"gpus[{at[0]}].processes[{at[1]}]", p, PROCESS_CHECKS, b)
+
+
+_read_gpu = compile_reader("GpuWindow", GPU_CHECKS, _bad_gpu)
+_read_job = compile_reader("JobInfo", JOB_CHECKS, _bad_job)
+_read_process = compile_reader("ProcessInfo", PROCESS_CHECKS, _bad_process)
+_build_job = compile_builder(JobInfo, [c.name for c in JOB_CHECKS])
+_build_process = compile_builder(ProcessInfo, [c.name for c in PROCESS_CHECKS])
+_GPU_COMPOSITE = ("processes", "errors", "job", "extra_mean", "extra_max")  # built by hand
+_build_gpu = compile_builder(GpuWindow, [c.name for c in GPU_CHECKS] + list(_GPU_COMPOSITE))
+_AT = {c.name: k for k, c in enumerate(GPU_CHECKS)}  # where each field is in a reader's tuple
+_PARENT_UUID, _UTIL_MIN, _UTIL_MAX = _AT["parent_uuid"], _AT["util_min"], _AT["util_max"]
+_MEM_USED, _MEM_TOTAL = _AT["mem_used_max_bytes"], _AT["mem_total_bytes"]
+_EXTRA_NAMES: set[str] = set()  # extra-field names that passed (bounded as in fieldcheck)
+# A job's facts repeat in every window of its GPUs: the JobInfo built from the same bytes
+# under the same text limit is the same (frozen) object. start_time's bound moves with the
+# clock, so it is checked again on every hit. (A job with its CPU use, which changes every
+# window, is built each time; its identities are still remembered by the rows.)
+_JOBS: dict[tuple[bytes, int], JobInfo] = {}
+# Likewise a process seen in one window is mostly seen again, unchanged, in the next.
+_PROCESSES: dict[tuple[bytes, int], ProcessInfo] = {}
+_CACHE_MAX = 1 << 14  # entries of each cache before it starts again
 
 
 def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()) -> NodeReport:
@@ -89,139 +158,143 @@ def validate_report(msg: pb.NodeReport, *, now: float, limits: Limits = Limits()
     ``max_clock_skew_s``) is moved back to end at ``now``, keeping its length: a window from
     the future would otherwise make every honest window after it look late to the rules.
     """
-    if not is_node_name(msg.node):
-        raise ReportInvalid(f"node={msg.node[:80]!r} is not a valid node name")
-    _integer("seq", msg.seq, 1, MAX_SEQ)
-    for name in ("window_start", "window_end"):
-        value = getattr(msg, name)
-        _finite(name, value, 0, MAX_TIME_S)
+    node = msg.node
+    if not is_node_name(node):
+        raise ReportInvalid(f"node={node[:80]!r} is not a valid node name")
+    seq = msg.seq
+    check_integer("seq", seq, 1, MAX_SEQ)
+    start, end = msg.window_start, msg.window_end
+    for name, value in (("window_start", start), ("window_end", end)):
+        check_real(name, value, 0, MAX_TIME_S)
         if value > now + limits.max_clock_skew_s:
             raise ReportInvalid(
                 f"{name}={value} is {value - now:.0f} s ahead of the collector's clock "
                 f"(allowance {limits.max_clock_skew_s:g} s)"
             )
-    if msg.window_end < msg.window_start:
+    if end < start:
+        raise ReportInvalid(f"window_end={end} is before window_start={start}")
+    if end - start > limits.max_window_s:
         raise ReportInvalid(
-            f"window_end={msg.window_end} is before window_start={msg.window_start}"
+            f"window of {end - start:.0f} s is longer than {limits.max_window_s:.0f} s"
         )
-    if msg.window_end - msg.window_start > limits.max_window_s:
-        raise ReportInvalid(
-            f"window of {msg.window_end - msg.window_start:.0f} s is longer than "
-            f"{limits.max_window_s:.0f} s"
-        )
-    if len(msg.gpus) > limits.max_gpus_per_node:
-        raise ReportInvalid(
-            f"{len(msg.gpus)} GPUs in one report (limit {limits.max_gpus_per_node})"
-        )
-    _string("agent_id", msg.agent_id, limits.max_string_len)
-    _string("agent_version", msg.agent_version, limits.max_string_len)
-    _string("slurm.error", msg.slurm.error, 4 * limits.max_string_len)
-    seen: set[str] = set()
-    for i, g in enumerate(msg.gpus):
-        _validate_gpu(f"gpus[{i}]", g, limits, now)
-        if g.uuid in seen:
-            raise ReportInvalid(f"gpus[{i}].uuid={g.uuid!r} appears twice")
-        seen.add(g.uuid)
-    report = report_from_pb(msg)
-    ahead = report.window_end - now
+    gpus_pb = msg.gpus
+    if len(gpus_pb) > limits.max_gpus_per_node:
+        raise ReportInvalid(f"{len(gpus_pb)} GPUs in one report (limit {limits.max_gpus_per_node})")
+    check_text("agent_id", msg.agent_id, limits.max_string_len)
+    check_text("agent_version", msg.agent_version, limits.max_string_len)
+    has_slurm = msg.HasField("slurm")
+    slurm_pb = msg.slurm
+    check_text("slurm.error", slurm_pb.error, 4 * limits.max_string_len)
+    b = Bounds(
+        text=limits.max_string_len,
+        samples=int(limits.max_window_s * 1000),
+        power_w=limits.max_power_w,
+        start_time=int(now + limits.max_clock_skew_s),
+    )
+    gpus = tuple(_gpu(g, i, b, limits) for i, g in enumerate(gpus_pb))
+    if len({g.uuid for g in gpus}) < len(gpus):
+        seen: set[str] = set()
+        for i, g in enumerate(gpus):
+            if g.uuid in seen:
+                raise ReportInvalid(f"gpus[{i}].uuid={g.uuid!r} appears twice")
+            seen.add(g.uuid)
+    ahead = end - now
     if ahead > 0:
-        report = dataclasses.replace(
-            report, window_start=report.window_start - ahead, window_end=now
-        )
-    return report
+        start, end = start - ahead, now
+    return NodeReport(
+        node=node,
+        seq=seq,
+        window_start=start,
+        window_end=end,
+        gpus=gpus,
+        slurm=SlurmStatus(slurm_pb.available, slurm_pb.error)
+        if has_slurm
+        else SlurmStatus(available=False, error="not reported"),
+        agent_id=msg.agent_id,
+        agent_version=msg.agent_version,
+    )
 
 
-def _validate_gpu(where: str, g: pb.GpuWindow, limits: Limits, now: float) -> None:
-    if not UUID_RE.fullmatch(g.uuid):
-        raise ReportInvalid(f"{where}.uuid={g.uuid[:100]!r} is not a valid GPU UUID")
-    if g.parent_uuid and not UUID_RE.fullmatch(g.parent_uuid):
-        raise ReportInvalid(f"{where}.parent_uuid={g.parent_uuid[:100]!r} is not a valid GPU UUID")
-    if g.index > 4096:
-        raise ReportInvalid(f"{where}.index={g.index} is out of range")
-    _validate_identity(where, g)
-    _integer(f"{where}.samples", g.samples, 0, int(limits.max_window_s * 1000))
-    _string(f"{where}.name", g.name, limits.max_string_len)
-    for field in ("util_mean", "util_max", "util_min", "mem_util_mean"):
-        if g.HasField(field):
-            _finite(f"{where}.{field}", getattr(g, field), 0.0, 100.0)
-    if g.HasField("zero_frac"):
-        _finite(f"{where}.zero_frac", g.zero_frac, 0.0, 1.0)
-    if g.HasField("util_min") and g.HasField("util_max") and g.util_min > g.util_max:
-        raise ReportInvalid(f"{where}.util_min={g.util_min} is above util_max={g.util_max}")
-    if g.HasField("power_mean_w"):
-        _finite(f"{where}.power_mean_w", g.power_mean_w, 0.0, limits.max_power_w)
-    if g.HasField("temperature_c"):
-        _finite(f"{where}.temperature_c", g.temperature_c, -50.0, 200.0)
-    for field in ("mem_used_max_bytes", "mem_total_bytes"):
-        if g.HasField(field):
-            _integer(f"{where}.{field}", getattr(g, field), 0, MAX_GPU_MEM_BYTES)
-    if (
-        g.HasField("mem_used_max_bytes")
-        and g.HasField("mem_total_bytes")
-        and g.mem_used_max_bytes > g.mem_total_bytes
-    ):
+def _gpu(g: pb.GpuWindow, i: int, b: Bounds, limits: Limits) -> GpuWindow:
+    scalars = _read_gpu(g, b, i)  # GPU_CHECKS's fields, in the table's order
+    if not scalars[_PARENT_UUID]:
+        for field in ("gpu_instance_id", "mig_caps_minor"):
+            if scalars[_AT[field]] is not None:
+                raise ReportInvalid(f"gpus[{i}].{field} is set on a GPU without parent_uuid")
+    util_min, util_max = scalars[_UTIL_MIN], scalars[_UTIL_MAX]
+    if util_min is not None and util_max is not None and util_min > util_max:
+        raise ReportInvalid(f"gpus[{i}].util_min={util_min} is above util_max={util_max}")
+    used, total = scalars[_MEM_USED], scalars[_MEM_TOTAL]
+    if used is not None and total is not None and used > total:
+        raise ReportInvalid(f"gpus[{i}].mem_used_max_bytes={used} exceeds mem_total_bytes={total}")
+    gpu: GpuWindow = _build_gpu(
+        *scalars,
+        _processes(g.processes, i, b, limits) if g.processes else (),
+        _errors(g.errors, i, limits) if g.errors else (),
+        _job(g.job, i, b) if g.HasField("job") else None,
+        _extras(g.extra_mean, f"gpus[{i}].extra_mean") if g.extra_mean else {},
+        _extras(g.extra_max, f"gpus[{i}].extra_max") if g.extra_max else {},
+    )
+    return gpu
+
+
+def _job(msg: pb.JobInfo, i: int, b: Bounds) -> JobInfo:
+    if msg.HasField("cpu_util_pct"):  # new in every window: nothing worth remembering
+        built: JobInfo = _build_job(*_read_job(msg, b, i))
+        return built
+    key = (msg.SerializeToString(), b.text)
+    job = _JOBS.get(key)
+    if job is None or job.start_time > b.start_time:
+        job = _build_job(*_read_job(msg, b, i))
+        if len(_JOBS) >= _CACHE_MAX:
+            _JOBS.clear()
+        _JOBS[key] = job
+    return job
+
+
+def _processes(procs: Any, i: int, b: Bounds, limits: Limits) -> tuple[ProcessInfo, ...]:
+    if len(procs) > limits.max_processes_per_gpu:
         raise ReportInvalid(
-            f"{where}.mem_used_max_bytes={g.mem_used_max_bytes} exceeds "
-            f"mem_total_bytes={g.mem_total_bytes}"
+            f"gpus[{i}] has {len(procs)} processes (limit {limits.max_processes_per_gpu})"
         )
-    if len(g.processes) > limits.max_processes_per_gpu:
+    out = []
+    cache = _PROCESSES
+    for j, p in enumerate(procs):
+        key = (p.SerializeToString(), b.text)
+        proc = cache.get(key)
+        if proc is None:
+            proc = _build_process(*_read_process(p, b, (i, j)))
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[key] = proc
+        out.append(proc)
+    return tuple(out)
+
+
+def _errors(errors: Any, i: int, limits: Limits) -> tuple[str, ...]:
+    if len(errors) > limits.max_errors_per_gpu:
         raise ReportInvalid(
-            f"{where} has {len(g.processes)} processes (limit {limits.max_processes_per_gpu})"
+            f"gpus[{i}] has {len(errors)} errors (limit {limits.max_errors_per_gpu})"
         )
-    for j, p in enumerate(g.processes):
-        _integer(f"{where}.processes[{j}].pid", p.pid, 0, MAX_PID)
-        if p.HasField("used_mem_bytes"):
-            _integer(
-                f"{where}.processes[{j}].used_mem_bytes", p.used_mem_bytes, 0, MAX_GPU_MEM_BYTES
-            )
-        _string(f"{where}.processes[{j}].name", p.name, limits.max_string_len)
-    if len(g.errors) > limits.max_errors_per_gpu:
-        raise ReportInvalid(
-            f"{where} has {len(g.errors)} errors (limit {limits.max_errors_per_gpu})"
-        )
-    for j, e in enumerate(g.errors):
-        _string(f"{where}.errors[{j}]", e, limits.max_string_len)
-    for part in ("extra_mean", "extra_max"):
-        fields = getattr(g, part)
-        if len(fields) > MAX_EXTRA_FIELDS:
-            raise ReportInvalid(
-                f"{where}.{part} has {len(fields)} fields (limit {MAX_EXTRA_FIELDS})"
-            )
-        for name, value in fields.items():
-            problem = extra_problem(name, value)
-            if problem is not None:
-                raise ReportInvalid(f"{where}.{part}: {problem}")
-    if g.HasField("job"):
-        _validate_job(f"{where}.job", g.job, limits, now)
+    out = tuple(errors)
+    for j, e in enumerate(out):
+        if len(e) > limits.max_string_len or not text_ok(e):
+            check_text(f"gpus[{i}].errors[{j}]", e, limits.max_string_len)
+    return out
 
 
-MAX_DEVICE_MINOR = (1 << 20) - 1  # Linux minor numbers have 20 bits
-MAX_GPU_INSTANCE_ID = 4096
-
-
-def _validate_identity(where: str, g: pb.GpuWindow) -> None:
-    """Minor numbers within Linux's range; MIG identity only on a MIG instance."""
-    for field, top in (
-        ("minor_number", MAX_DEVICE_MINOR),
-        ("gpu_instance_id", MAX_GPU_INSTANCE_ID),
-        ("mig_caps_minor", MAX_DEVICE_MINOR),
-    ):
-        if g.HasField(field):
-            _integer(f"{where}.{field}", getattr(g, field), 0, top)
-            if field != "minor_number" and not g.parent_uuid:
-                raise ReportInvalid(f"{where}.{field} is set on a GPU without parent_uuid")
-
-
-def _validate_job(where: str, job: pb.JobInfo, limits: Limits, now: float) -> None:
-    if not is_job_id(job.job_id):
-        raise ReportInvalid(f"{where}.job_id={job.job_id[:40]!r} is not a Slurm job id")
-    _identity(f"{where}.step", job.step, STEP_RE, "a Slurm step name")
-    for field in ("user", "account", "partition", "qos"):
-        _identity(f"{where}.{field}", getattr(job, field), NAME_RE, f"a valid {field} name")
-    _identity(f"{where}.dask_scheduler", job.dask_scheduler, DASK_ADDRESS_RE, "a scheduler URL")
-    _identity(f"{where}.dask_worker", job.dask_worker, DASK_WORKER_RE, "a Dask worker name")
-    _identity(f"{where}.source", job.source, STEP_RE, "an attribution source")
-    _string(f"{where}.name", job.name, limits.max_string_len)
-    if job.HasField("cpu_util_pct"):
-        _finite(f"{where}.cpu_util_pct", job.cpu_util_pct, 0.0, 100_000.0)
-    _integer(f"{where}.start_time", job.start_time, 0, int(now + limits.max_clock_skew_s))
+def _extras(fields: Any, where: str) -> dict[str, float]:
+    if len(fields) > MAX_EXTRA_FIELDS:
+        raise ReportInvalid(f"{where} has {len(fields)} fields (limit {MAX_EXTRA_FIELDS})")
+    out = dict(fields)
+    known = _EXTRA_NAMES
+    for name, value in out.items():
+        if name in known and -MAX_EXTRA_ABS <= value <= MAX_EXTRA_ABS:
+            continue
+        problem = extra_problem(name, value)
+        if problem is not None:
+            raise ReportInvalid(f"{where}: {problem}")
+        if len(known) >= 1 << 12:
+            known.clear()
+        known.add(name)
+    return out

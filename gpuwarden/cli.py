@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING, cast
 
 import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
@@ -23,6 +21,9 @@ from gpuwarden.common.argtypes import (
 )
 from gpuwarden.common.config import ConfigError
 from gpuwarden.common.names import check_host, check_node, check_person
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("gpuwarden")
 
@@ -56,11 +57,13 @@ def _agent(args: argparse.Namespace) -> int:
             "slurm": args.slurm,
         },
     )
-    asyncio.run(run_agent(cfg))
+    run_agent(cfg)
     return 0
 
 
 def _collector(args: argparse.Namespace) -> int:
+    import asyncio
+
     from gpuwarden.collector.config import load_collector_config
     from gpuwarden.collector.main import run_collector
     from gpuwarden.collector.outputs.config import load_outputs
@@ -86,6 +89,8 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from gpuwarden.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
@@ -377,6 +382,19 @@ def _replay_passthrough(argv: Sequence[str]) -> list[str] | None:
     return list(argv[i + 1 :]) if i is not None and argv[i] == "replay" else None
 
 
+def _rpc_error() -> type[grpc.aio.AioRpcError]:
+    """grpcio's call error, when grpcio was loaded (the agent never loads it, and nothing
+    unloaded can have raised one)."""
+    loaded = sys.modules.get("grpc")
+    if loaded is None:
+        return cast("type[grpc.aio.AioRpcError]", _NoError)
+    return cast("type[grpc.aio.AioRpcError]", loaded.aio.AioRpcError)
+
+
+class _NoError(Exception):
+    """Matches nothing: stands for an error class whose module was never loaded."""
+
+
 def _store_error() -> type[Exception]:
     """Imported only when an error is being matched: the agent never loads the store."""
     from gpuwarden.collector.store import StoreError
@@ -403,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except grpc.aio.AioRpcError as exc:
+    except _rpc_error() as exc:
         target = getattr(args, "collector", "the collector")
         print(
             f"gpuwarden {args.command}: collector {target}: {exc.code().name}: {exc.details()}",

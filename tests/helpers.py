@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,12 +18,23 @@ from pathlib import Path
 import pytest
 
 from gpuwarden.agent.attribution import Attributor, NoAttribution
+from gpuwarden.agent.client import ReportStreamer
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint: for building wire bytes by hand (length prefixes)."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def free_port() -> int:
@@ -177,6 +189,20 @@ async def running_agent(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def streaming(streamer: ReportStreamer) -> AsyncIterator[ReportStreamer]:
+    """``streamer`` sending its spool from a thread of its own; stopped (and its thread
+    ended) on exit."""
+    thread = threading.Thread(target=streamer.run, name="test-streamer", daemon=True)
+    thread.start()
+    try:
+        yield streamer
+    finally:
+        streamer.stop()
+        await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive(), "the streamer did not stop"
 
 
 def sim_agent(

@@ -11,3 +11,7 @@ MAX_REPORT_BYTES = 4 << 20
 MUNGE_KEY = "gpuwarden-munge"
 # The payload of that credential: the collector refuses one made for another purpose.
 MUNGE_PURPOSE = "gpuwarden-query"
+# Request-metadata key and value by which an agent asks for cumulative acks on its report
+# stream (``Ack.cumulative``): one ack then covers every report up to its seq.
+ACKS_KEY = "gpuwarden-acks"
+ACKS_CUMULATIVE = "cumulative"

@@ -141,14 +141,24 @@ class NodeReport(_message.Message):
     def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., agent_id: _Optional[str] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[GpuWindow, _Mapping]]] = ..., slurm: _Optional[_Union[SlurmStatus, _Mapping]] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("node", "seq", "duplicate")
+    __slots__ = ("node", "seq", "duplicate", "cumulative")
     NODE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_FIELD_NUMBER: _ClassVar[int]
     node: str
     seq: int
     duplicate: bool
-    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    cumulative: bool
+    def __init__(self, node: _Optional[str] = ..., seq: _Optional[int] = ..., duplicate: _Optional[bool] = ..., cumulative: _Optional[bool] = ...) -> None: ...
+
+class NodeReportBatch(_message.Message):
+    __slots__ = ("node", "reports")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    reports: _containers.RepeatedCompositeFieldContainer[NodeReport]
+    def __init__(self, node: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[NodeReport, _Mapping]]] = ...) -> None: ...
 
 class GpuState(_message.Message):
     __slots__ = ("node", "latest", "window_end")

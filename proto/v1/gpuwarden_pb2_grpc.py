@@ -39,6 +39,11 @@ class AgentServiceStub:
                 request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReport.SerializeToString,
                 response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.FromString,
                 _registered_method=True)
+        self.ReportBatch = channel.stream_stream(
+                '/gpuwarden.v1.AgentService/ReportBatch',
+                request_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReportBatch.SerializeToString,
+                response_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -51,12 +56,26 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportBatch(self, request_iterator, context):
+        """The same for batches. Acks are cumulative (Ack.cumulative is true). A bad report refuses
+        the stream as on Report (its seq in the trailing metadata). A collector older than this
+        answers UNIMPLEMENTED: send single reports on Report then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Report': grpc.stream_stream_rpc_method_handler(
                     servicer.Report,
                     request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReport.FromString,
+                    response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.SerializeToString,
+            ),
+            'ReportBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReportBatch,
+                    request_deserializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReportBatch.FromString,
                     response_serializer=gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.SerializeToString,
             ),
     }
@@ -86,6 +105,33 @@ class AgentService:
             target,
             '/gpuwarden.v1.AgentService/Report',
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReport.SerializeToString,
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gpuwarden.v1.AgentService/ReportBatch',
+            gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.NodeReportBatch.SerializeToString,
             gpuwarden_dot_proto_dot_v1_dot_gpuwarden__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -19,6 +19,7 @@ from gpuwarden.collector.store import Store
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, ProcessInfo
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
+from tests.helpers import varint
 
 T = 1_700_000_000.0
 
@@ -59,7 +60,7 @@ async def test_windows_stored_as_received_read_back_equal_without_unknown_fields
     wire = bytearray()
     for g in report_to_pb(sent).gpus:
         body = g.SerializeToString() + unknown
-        wire += b"\x32" + _varint(len(body)) + body  # NodeReport.gpus is field 6
+        wire += b"\x32" + varint(len(body)) + body  # NodeReport.gpus is field 6
     msg = report_to_pb(sent)
     del msg.gpus[:]
     msg.MergeFromString(bytes(wire))
@@ -81,15 +82,6 @@ async def test_windows_stored_as_received_read_back_equal_without_unknown_fields
     with sqlite3.connect(tmp_path / "db") as db:
         sizes = [len(w) for (d,) in db.execute("SELECT data FROM reports") for *_, w in unpack(d)]
     assert len(sizes) == 2 and max(sizes) < 1024  # the 10 KiB of unknown bytes were dropped
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 class _CountingStore(Store):

@@ -22,7 +22,7 @@ from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query import QueryClient
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid
-from tests.helpers import Proc, free_port, running_agent, wait_for, wait_for_sync
+from tests.helpers import Proc, free_port, running_agent, streaming, wait_for, wait_for_sync
 
 GPU0, GPU1, GPU2, GPU3 = (default_gpu_uuid(i) for i in range(4))
 
@@ -171,13 +171,8 @@ async def test_agent_sets_aside_a_rejected_report_and_keeps_streaming(
     from gpuwarden.agent.client import ReportStreamer
 
     streamer = ReportStreamer(f"127.0.0.1:{collector.port}", spool, backoff_initial_s=0.05)
-    task = asyncio.create_task(streamer.run())
-    try:
+    async with streaming(streamer):
         await wait_for(lambda: len(spool) == 0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert streamer.rejected == 1
     assert (spool.directory / "rejected" / f"{bad:020d}.pb").exists()
     records, _ = collector.store.history(node="n9")

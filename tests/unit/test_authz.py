@@ -21,7 +21,7 @@ READS = ("GetSnapshot", "Watch", "GetHistory", "GetAudit")
 @pytest.mark.parametrize(
     ("role", "may"),
     [
-        ("node", {"AgentService/Report", "QueryService/Whoami"}),
+        ("node", {"AgentService/Report", "AgentService/ReportBatch", "QueryService/Whoami"}),
         ("reader", {f"QueryService/{r}" for r in (*READS, "Whoami")}),
         ("researcher", {f"QueryService/{r}" for r in (*READS, "Whoami")}),
         ("admin", {f"QueryService/{r}" for r in (*READS, "Whoami")} | {"AdminService/GetPolicy"}),
@@ -29,9 +29,12 @@ READS = ("GetSnapshot", "Watch", "GetHistory", "GetAudit")
     ],
 )
 def test_each_role_may_call_exactly_its_methods(role: str, may: set[str]) -> None:
-    every = {"AgentService/Report", "AdminService/GetPolicy", "AdminService/Future"} | {
-        f"QueryService/{r}" for r in (*READS, "Whoami")
-    }
+    every = {
+        "AgentService/Report",
+        "AgentService/ReportBatch",
+        "AdminService/GetPolicy",
+        "AdminService/Future",
+    } | {f"QueryService/{r}" for r in (*READS, "Whoami")}
     got = {m for m in every if allowed(role, f"/gpuwarden.v1.{m}")}
     assert got == may | ({"AdminService/Future"} if role == "admin" else set())
 
