@@ -79,13 +79,25 @@ def template(node: str, gpus: int) -> pb.NodeReport:
 
 
 async def one_agent(
-    target: str, node: str, gpus: int, interval: float, phase: float, until: float
+    target: str,
+    node: str,
+    gpus: int,
+    interval: float,
+    phase: float,
+    until: float,
+    *,
+    prepare: Callable[[pb.NodeReport, float], None] | None = None,
+    lags: list[tuple[float, float]] | None = None,
+    ended: list[str] | None = None,
 ) -> tuple[list[tuple[float, float]], list[str]]:
     """Send one report every ``interval`` s; returns the ack lags and, for every stream that
-    ended early, its status (the agent then opens a new stream, as a real agent does)."""
+    ended early, its status (the agent then opens a new stream, as a real agent does).
+    ``prepare(msg, now)`` changes each report before it is sent (e.g. jobs that come and
+    go); ``lags`` and ``ended``: lists to append to as it goes (read while it runs)."""
     msg = template(node, gpus)
-    lags: list[tuple[float, float]] = []  # (send time, lag), time.monotonic()
-    ended: list[str] = []
+    # (send time, lag), time.monotonic()
+    acked: list[tuple[float, float]] = [] if lags is None else lags
+    early: list[str] = [] if ended is None else ended
     sent: dict[int, float] = {}
     seq = 0
     next_at = time.monotonic() + phase
@@ -96,7 +108,7 @@ async def one_agent(
             async def reader(call: Any = call) -> None:
                 async for ack in call:
                     t = sent.pop(ack.seq)
-                    lags.append((t, time.monotonic() - t))
+                    acked.append((t, time.monotonic() - t))
 
             r = asyncio.create_task(reader())
             try:
@@ -105,6 +117,8 @@ async def one_agent(
                     seq += 1
                     now = time.time()
                     msg.seq, msg.window_start, msg.window_end = seq, now - interval, now
+                    if prepare is not None:
+                        prepare(msg, now)
                     sent[seq] = time.monotonic()
                     await call.write(msg)
                     next_at += interval
@@ -113,14 +127,14 @@ async def one_agent(
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 # a write after the RPC ended raises InvalidStateError: ask the call why
                 details = (await call.details() or "").replace("\n", " ")[:120]
-                ended.append(f"{(await call.code()).name} after {len(lags)} acks: {details}")
+                early.append(f"{(await call.code()).name} after {len(acked)} acks: {details}")
                 sent.clear()
                 next_at = max(next_at, time.monotonic() + 1.0)  # reconnect after a second
             finally:
                 r.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await r
-    return lags, ended
+    return acked, early
 
 
 async def agents(target: str, n: int, gpus: int, interval: float, duration: float) -> None:

@@ -199,6 +199,7 @@ class Replayer:
         self._observed.clear()
 
     def _collect(self) -> None:
+        self.engine.take_ended_runs()  # the live collector's summaries; the runs are kept
         for e in self.engine.take_events():
             self.ladder_events.append(e)
             self.events.append(to_replay_event(e))

@@ -46,6 +46,7 @@ MAX_JOB_WINDOWS = 5_000_000  # one job's windows read for a summary (8 GPUs x 7 
 MAX_AUDIT_RECORDS = 1000  # one job's decisions kept in its summary
 MAX_LIVE_JOBS = 100_000  # running jobs accumulated in memory
 STALE_S = 86_400.0  # a job without a window for this long is no longer accumulated
+STALE_SWEEP_S = 60.0  # how often (data time) the accumulators are checked for staleness
 
 
 class JobSummaries:
@@ -123,6 +124,10 @@ class JobStatsSource:
         self._audit_lock = threading.Lock()
         self._inbox: collections.deque[NodeReport] = collections.deque()
         self._live: dict[tuple[str, int], _Live] = {}
+        # job id -> the starts of its runs in _live: a run's end finds its entry at once
+        # (a scan of every running job per run end fell behind thousands of ends a minute)
+        self._starts: dict[str, set[int]] = {}
+        self._next_sweep = 0.0
         self._lock = threading.Lock()
         self._newest = 0.0
         self.written = 0
@@ -170,15 +175,33 @@ class JobStatsSource:
                     earlier, _ = self.store.history(
                         job_id=key[0], until=r.window_start - 1e-6, limit=1, resolution=RAW
                     )
-                    entry = live[key] = _Live(self._accumulator(key[0]), complete=not earlier)
+                    entry = self._put(key, _Live(self._accumulator(key[0]), not earlier))
                 elif r.window_end <= entry.read_until.get(r.node, -math.inf):
                     continue
                 entry.acc.add(WindowRecord(r.node, r.window_start, r.window_end, g))
-        for key in [k for k, e in live.items() if (e.acc.last or 0.0) < self._newest - STALE_S]:
-            del live[key]
+        if self._newest >= self._next_sweep:
+            self._next_sweep = self._newest + STALE_SWEEP_S
+            old = self._newest - STALE_S
+            for key in [k for k, e in live.items() if (e.acc.last or 0.0) < old]:
+                self._pop(key)
+
+    def _put(self, key: tuple[str, int], entry: _Live) -> _Live:
+        self._live[key] = entry
+        self._starts.setdefault(key[0], set()).add(key[1])
+        return entry
+
+    def _pop(self, key: tuple[str, int]) -> _Live | None:
+        entry = self._live.pop(key, None)
+        starts = self._starts.get(key[0])
+        if starts is not None:
+            starts.discard(key[1])
+            if not starts:
+                del self._starts[key[0]]
+        return entry
 
     def _find_live(self, job_id: str, start: int | None = None) -> tuple[str, int] | None:
-        keys = [k for k in self._live if k[0] == job_id and (start in (None, 0) or k[1] == start)]
+        starts = self._starts.get(job_id, ())
+        keys = [(job_id, s) for s in starts if start in (None, 0) or s == start]
         return max(keys, key=lambda k: self._live[k].acc.last or 0.0) if keys else None
 
     def _rebuild(self, key: tuple[str, int], since: float) -> _Live:
@@ -190,8 +213,7 @@ class JobStatsSource:
             acc.add(rec)
             if rec.window_end > read_until.get(rec.node, -math.inf):
                 read_until[rec.node] = rec.window_end
-        entry = self._live[key] = _Live(acc, True, read_until)
-        return entry
+        return self._put(key, _Live(acc, True, read_until))
 
     # -- reads and summaries ----------------------------------------------------------
     def _decisions(self, job_id: str, since: float = 0.0) -> list[AuditRecord]:
@@ -222,7 +244,7 @@ class JobStatsSource:
         with self._lock:
             self._drain()
             key = self._find_live(job_id, start)
-            entry = self._live.pop(key) if key is not None else None
+            entry = self._pop(key) if key is not None else None
         if entry is not None and entry.complete:
             stats = entry.acc.stats(self._decisions(job_id, since), end=end_ts, source="summary")
         else:
@@ -260,10 +282,11 @@ class JobStatsSource:
         entry = self._rebuild((job_id, 0), 0.0)
         job = entry.acc.job
         if job is None:
-            del self._live[(job_id, 0)]
+            self._pop((job_id, 0))
             return None
         if job.start_time:
-            self._live[(job_id, job.start_time)] = self._live.pop((job_id, 0))
+            self._put((job_id, job.start_time), entry)
+            self._pop((job_id, 0))
         return entry.acc.stats()
 
     def running(self) -> list[JobStats]:
