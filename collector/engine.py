@@ -26,11 +26,9 @@ out elsewhere and hands each outcome back with :meth:`Engine.on_action_result`.
 
 from __future__ import annotations
 
-import heapq
 import math
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from gpuwarden.collector.ladder import (
     ActionExecutor,
@@ -41,14 +39,13 @@ from gpuwarden.collector.ladder import (
     Status,
 )
 from gpuwarden.collector.policy import PolicySet
+from gpuwarden.collector.reorder import ReorderBuffer
 from gpuwarden.collector.rules import Allocation, Finding
 from gpuwarden.collector.run_table import RunTable
 from gpuwarden.collector.runs import JobRun, Observation, observe, run_key, same_run
 from gpuwarden.common.types import WindowRecord
 
 _START, _WINDOW, _END = 0, 1, 2
-# one buffered input, ordered within its time by (kind, node or job id, GPU UUID, arrival)
-_Item = tuple[int, str, str, int, Any]
 
 
 def _note_action(run: JobRun | None, e: LadderEvent) -> None:
@@ -86,12 +83,8 @@ class Engine:
         self.exempt: Callable[[str, float], str | None] | None = None
         self.windows = 0
         self.late_windows = 0
-        # The buffer, one list per time (window end, job start or end) and a heap of those
-        # times: most windows share their end with many others, so sorting a time's list once
-        # when it is processed costs less than keeping every input in one heap.
-        self._buffered: dict[float, list[_Item]] = {}
-        self._times: list[float] = []
-        self._seq = 0
+        self._buffer = ReorderBuffer()
+        self._push = self._buffer.push
         self._now = -math.inf  # data time processed so far
         self._next_sweep = -math.inf
         self._runs = self._table.runs  # the table's, read here on hot paths
@@ -120,15 +113,6 @@ class Engine:
                 run.policy = run.tracker.policy
 
     # -- input ---------------------------------------------------------------------------
-    def _push(self, ts: float, prio: int, a: str, b: str, payload: Any) -> None:
-        self._seq += 1
-        items = self._buffered.get(ts)
-        if items is None:
-            self._buffered[ts] = [(prio, a, b, self._seq, payload)]
-            heapq.heappush(self._times, ts)
-        else:
-            items.append((prio, a, b, self._seq, payload))
-
     def on_window(self, rec: WindowRecord, attributed: bool = True) -> None:
         """Buffer one stored window. ``attributed`` False: the node could not ask Slurm, so a
         GPU reported without a job says nothing about the job that held it."""
@@ -190,7 +174,7 @@ class Engine:
         Lets a caller advance in small steps (``advance_to`` each time in turn) with the same
         events as one :meth:`evaluate`."""
         with self._lock:
-            return self._times[0] if self._times else None
+            return self._buffer.next_time()
 
     def warm_up(self, records: Iterable[WindowRecord], until: float) -> None:
         """Rebuild the trackers from stored windows (after a restart) without producing
@@ -205,11 +189,9 @@ class Engine:
                 self._quiet = False
 
     def _advance(self, watermark: float) -> None:
-        times = self._times
-        while times and times[0] <= watermark:
-            ts = heapq.heappop(times)
-            items = self._buffered.pop(ts)
-            items.sort()
+        pop = self._buffer.pop
+        while (due := pop(watermark)) is not None:
+            ts, items = due
             for prio, _, _, _, payload in items:
                 if ts > self._now:
                     if self._dirty:
@@ -366,12 +348,11 @@ class Engine:
                 if since is None or since > f.since_ts:
                     return False
                 where.add((g.node, g.uuid))
-            for items in self._buffered.values():
-                for prio, node, uuid, _, o in items:
-                    if prio != _WINDOW or (node, uuid) not in where:
-                        continue
-                    if o.end > decision.ts and o.activity(run.policy):
-                        return False
+            for prio, node, uuid, _, o in self._buffer:
+                if prio != _WINDOW or (node, uuid) not in where:
+                    continue
+                if o.end > decision.ts and o.activity(run.policy):
+                    return False
             return True
 
     # -- inspection ----------------------------------------------------------------------
