@@ -40,7 +40,7 @@ from gpuwarden.collector.ladder import (
 )
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.reorder import ReorderBuffer
-from gpuwarden.collector.rules import Allocation, Finding
+from gpuwarden.collector.rules import Allocation, Finding, FindingKind
 from gpuwarden.collector.run_table import RunTable
 from gpuwarden.collector.runs import JobRun, Observation, observe, run_key, same_run
 from gpuwarden.common.types import WindowRecord
@@ -108,6 +108,7 @@ class Engine:
         with self._lock:
             self.policies = policies
             for run in self._runs.values():
+                run.quiet_until = -math.inf
                 run.policy = policies.for_job(run.job)
                 run.tracker.set_policy(run.policy)
                 run.policy = run.tracker.policy
@@ -278,6 +279,16 @@ class Engine:
         if run.stopped or run.ended:
             return
         tracker = run.tracker
+        if (
+            now < run.quiet_until
+            and run.quiet_revision == self.ladder.revision
+            and tracker.same_idle(run.idle_mark, now)
+            and (self.exempt is None or not self.exempt(run.job_id, now))
+        ):
+            # An idle job between warnings: the same findings as at the last step, and the
+            # ladder's next step for them is not due yet (Ladder.quiet_until).
+            return
+        run.quiet_until = -math.inf
         findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
@@ -292,11 +303,20 @@ class Engine:
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)
 
-        events = self.ladder.step(now, tracker.allocation, findings, run.policy, still_idle)
-        self._actions.extend(self.ladder.take_pending())
+        ladder = self.ladder
+        events = ladder.step(now, tracker.allocation, findings, run.policy, still_idle)
+        self._actions.extend(ladder.take_pending())
         for e in events:
             _note_action(run, e)
         self._events.extend(events)
+        if findings and findings[0].kind is FindingKind.IDLE and not run.stopped:
+            # all its GPUs idle (only then is an idle finding first): while they stay in
+            # the same streaks, nothing happens before the ladder's next step is due
+            until = ladder.quiet_until(run.key[0], run.policy)
+            if until > now:
+                run.quiet_until = until
+                run.quiet_revision = ladder.revision
+                run.idle_mark = tracker.idle_mark()
 
     def take_ended_runs(self) -> list[tuple[str, int, float]]:
         """(job id, start time or 0, end time) of the runs that ended since the last call."""

@@ -81,6 +81,9 @@ class AllocationTracker:
         self._report_cache: list[Finding] = []
         # pending() finds nothing before this time (see there); -inf: look
         self._quiet_until = -math.inf
+        # Counts the changes of what all-idle findings are decided on (a streak started or
+        # ended, memory figures, the GPUs, the policy): see idle_mark().
+        self._idle_gen = 0
         self.windows_seen = 0
         self.observed_s = 0.0
 
@@ -92,6 +95,7 @@ class AllocationTracker:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
         self._quiet_until = -math.inf
+        self._idle_gen += 1
         a = self.allocation
         self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
         started = a.started_ts
@@ -157,26 +161,30 @@ class AllocationTracker:
         if last is not None and end <= last:  # late or duplicate window
             if active and streak.since is not None and end > streak.since:
                 streak.end(p.idle_window)
+                self._idle_gen += 1
             return
         self.windows_seen += 1
         lo = start if last is None or start >= last else last
         counted_from = lo if lo >= grace_end else grace_end  # only time after grace counts
         if active:
-            streak.end(p.idle_window)
+            if streak.since is not None:
+                streak.end(p.idle_window)
+                self._idle_gen += 1
         else:
             self._quiet_until = -math.inf  # the streak grows: it may be idle now
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
-            if end > counted_from:
-                streak.extend(
-                    counted_from,
-                    end,
-                    0.0 if util_max is None else util_max,
-                    mem_used_bytes,
-                    mem_total_bytes,
-                    sm_active_max,
-                    basis,
-                )
+                self._idle_gen += 1
+            if end > counted_from and streak.extend(
+                counted_from,
+                end,
+                0.0 if util_max is None else util_max,
+                mem_used_bytes,
+                mem_total_bytes,
+                sm_active_max,
+                basis,
+            ):
+                self._idle_gen += 1
         g.last_end = end
         if end <= counted_from:
             return
@@ -238,8 +246,29 @@ class AllocationTracker:
             return pos
         self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
         self._gpus.append(GpuState(ref))  # not idle yet: pending() stays quiet
+        self._idle_gen += 1
         pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
         return pos
+
+    def idle_mark(self) -> int:
+        """Taken right after :meth:`pending` gave the all-idle findings: a mark for
+        :meth:`same_idle`."""
+        return self._idle_gen
+
+    def same_idle(self, mark: int, now: float) -> bool:
+        """Whether :meth:`pending` (``now``) would give the same all-idle findings (kinds,
+        codes and start; not words) as when ``mark`` was taken. Nothing they are decided on
+        has changed when the change count is the same: every streak is the one it was, its
+        covered time has only grown, its memory figures are as they were. What is left is
+        that every GPU's newest window is still fresh."""
+        if mark != self._idle_gen:
+            return False
+        max_gap = self.policy.max_gap
+        for g in self._gpus:
+            last = g.last_end
+            if last is None or now - last > max_gap:
+                return False
+        return True
 
     def _idle_positions(self, now: float) -> list[int]:
         """GPUs whose idle streak is long enough (:meth:`IdleStreak.is_idle`, inlined: this
