@@ -2,8 +2,8 @@
 
 One engine drives both the live collector (:mod:`enforce`) and ``gpuwarden replay``
 (:mod:`replay`), so replay shows literally what the collector would do. It owns the job
-table (one :class:`JobRun` per run of a job), their :class:`AllocationTracker` and the
-:class:`Ladder`; it never reads a clock.
+table (a :class:`RunTable`: one :class:`JobRun` per run of a job, each with its
+:class:`AllocationTracker`) and the :class:`Ladder`; it never reads a clock.
 
 Detection runs on data time. :meth:`Engine.on_window` only buffers; :meth:`Engine.evaluate`
 (``now``) processes the buffered windows whose end is at most ``now - reorder_s`` (the
@@ -13,13 +13,11 @@ when, or how often, the caller evaluates; a window that arrives after the waterm
 it (an agent's spool after an outage) is processed when it comes, conservatively (see
 :mod:`rules`).
 
-A job run is identified by (job id, start time). It starts with its first window (live) or
-an explicit :meth:`Engine.on_job` (replay's job lines, with all its GPUs). It ends when one
-of its GPUs is reported with another job or with none (only by a node whose Slurm view is
-available), when the same job id shows up with another start time (requeued), at an explicit
-:meth:`Engine.on_job_end` (replay's ``end``), or after ``job_gone_after_s`` without data. No
-event is produced for a run after its end. After an action is taken (or, in dry-run, would
-have been taken) the run is not evaluated again: its GPUs count as given back.
+Which run of which job a window belongs to, and when runs start and end
+(:meth:`Engine.on_job`, :meth:`Engine.on_job_end`, another job on a GPU, a requeue,
+silence), is the job table's business (:mod:`run_table`). No event is produced for a run
+after its end. After an action is taken (or, in dry-run, would have been taken) the run is
+not evaluated again: its GPUs count as given back.
 
 Actions: with a synchronous ``executor`` (replay) the ladder acts inside the evaluation.
 Without one (live), due actions wait in :meth:`Engine.take_actions`; the caller carries them
@@ -28,11 +26,9 @@ out elsewhere and hands each outcome back with :meth:`Engine.on_action_result`.
 
 from __future__ import annotations
 
-import heapq
 import math
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from gpuwarden.collector.ladder import (
     ActionExecutor,
@@ -43,21 +39,13 @@ from gpuwarden.collector.ladder import (
     Status,
 )
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.collector.rules import Allocation, AllocationTracker, Finding, GpuRef
-from gpuwarden.collector.runs import (
-    JobRun,
-    Observation,
-    RunKey,
-    job_facts,
-    observe,
-    run_key,
-    same_run,
-)
-from gpuwarden.common.types import JobInfo, WindowRecord
+from gpuwarden.collector.reorder import ReorderBuffer
+from gpuwarden.collector.rules import Allocation, Finding, FindingKind
+from gpuwarden.collector.run_table import RunTable
+from gpuwarden.collector.runs import JobRun, Observation, observe, run_key, same_run
+from gpuwarden.common.types import WindowRecord
 
 _START, _WINDOW, _END = 0, 1, 2
-# one buffered input, ordered within its time by (kind, node or job id, GPU UUID, arrival)
-_Item = tuple[int, str, str, int, Any]
 
 
 def _note_action(run: JobRun | None, e: LadderEvent) -> None:
@@ -83,24 +71,24 @@ class Engine:
         self.reorder_s = policies.default.window if reorder_s is None else reorder_s
         self.job_gone_after_s = job_gone_after_s
         self.ladder = Ladder(executor)
-        self.closed_runs: list[JobRun] | None = [] if keep_runs else None
+        self._table = RunTable(
+            lambda job: self.policies.for_job(job),
+            self._on_run_end,
+            job_gone_after_s=job_gone_after_s,
+            keep_runs=keep_runs,
+        )
+        self.closed_runs = self._table.closed_runs
         # Why a job must be left alone now (an admin's exemption), asked before each
         # evaluation and before each action; None: no such hook (replay).
         self.exempt: Callable[[str, float], str | None] | None = None
         self.windows = 0
-        self.unattributed = 0
         self.late_windows = 0
-        # The buffer, one list per time (window end, job start or end) and a heap of those
-        # times: most windows share their end with many others, so sorting a time's list once
-        # when it is processed costs less than keeping every input in one heap.
-        self._buffered: dict[float, list[_Item]] = {}
-        self._times: list[float] = []
-        self._seq = 0
+        self._buffer = ReorderBuffer()
+        self._push = self._buffer.push
         self._now = -math.inf  # data time processed so far
         self._next_sweep = -math.inf
-        self._runs: dict[str, JobRun] = {}
-        self._gpu: dict[tuple[str, str], JobRun] = {}
-        self._ended: dict[RunKey, None] = {}  # explicitly ended runs (bounded, oldest first)
+        self._runs = self._table.runs  # the table's, read here on hot paths
+        self._gpu = self._table.gpu
         self._dirty: list[JobRun] = []
         self._events: list[LadderEvent] = []
         self._actions: list[Decision] = []
@@ -109,26 +97,23 @@ class Engine:
         self._flushed = False
         self._lock = threading.RLock()
 
+    @property
+    def unattributed(self) -> int:
+        """Windows of no job, or of a run that had ended."""
+        return self._table.unattributed
+
     def set_policies(self, policies: PolicySet) -> None:
         """A reloaded policy: current runs follow it from their next evaluation (see
         :meth:`AllocationTracker.set_policy`), new runs start with it."""
         with self._lock:
             self.policies = policies
             for run in self._runs.values():
+                run.quiet_until = -math.inf
                 run.policy = policies.for_job(run.job)
                 run.tracker.set_policy(run.policy)
                 run.policy = run.tracker.policy
 
     # -- input ---------------------------------------------------------------------------
-    def _push(self, ts: float, prio: int, a: str, b: str, payload: Any) -> None:
-        self._seq += 1
-        items = self._buffered.get(ts)
-        if items is None:
-            self._buffered[ts] = [(prio, a, b, self._seq, payload)]
-            heapq.heappush(self._times, ts)
-        else:
-            items.append((prio, a, b, self._seq, payload))
-
     def on_window(self, rec: WindowRecord, attributed: bool = True) -> None:
         """Buffer one stored window. ``attributed`` False: the node could not ask Slurm, so a
         GPU reported without a job says nothing about the job that held it."""
@@ -190,7 +175,7 @@ class Engine:
         Lets a caller advance in small steps (``advance_to`` each time in turn) with the same
         events as one :meth:`evaluate`."""
         with self._lock:
-            return self._times[0] if self._times else None
+            return self._buffer.next_time()
 
     def warm_up(self, records: Iterable[WindowRecord], until: float) -> None:
         """Rebuild the trackers from stored windows (after a restart) without producing
@@ -205,17 +190,16 @@ class Engine:
                 self._quiet = False
 
     def _advance(self, watermark: float) -> None:
-        times = self._times
-        while times and times[0] <= watermark:
-            ts = heapq.heappop(times)
-            items = self._buffered.pop(ts)
-            items.sort()
+        pop = self._buffer.pop
+        while (due := pop(watermark)) is not None:
+            ts, items = due
             for prio, _, _, _, payload in items:
                 if ts > self._now:
                     if self._dirty:
                         self._flush()
                     if ts >= self._next_sweep:
-                        self._sweep(ts)
+                        self._table.sweep(ts)
+                        self._next_sweep = ts + self.job_gone_after_s / 8
                     self._now = ts
                     self._flushed = False
                 elif prio == _WINDOW and (ts < self._now or self._flushed):
@@ -223,9 +207,9 @@ class Engine:
                 if prio == _WINDOW:
                     self._on_window(payload)
                 elif prio == _START:
-                    self._on_start(payload)
+                    self._table.start(payload, self._now)
                 else:
-                    self._on_end(payload)
+                    self._table.end(payload, self._now)
         if self._dirty:
             self._flush()
         self._flushed = True
@@ -238,42 +222,6 @@ class Engine:
                 run.dirty = False
                 if not self._quiet:
                     self._evaluate(run, now)
-
-    def _sweep(self, ts: float) -> None:
-        """Forget runs silent for longer than job_gone_after_s (memory only: a silent run
-        produces nothing, and its next window would end it anyway)."""
-        gone = self.job_gone_after_s
-        for run in list(self._runs.values()):
-            if run.last_seen is not None and ts - run.last_seen > gone:
-                self._end_run(run, run.last_seen + gone, explicit=False)
-        self._next_sweep = ts + gone / 8
-
-    def _new_run(self, allocation: Allocation) -> JobRun:
-        job = allocation.job
-        old = self._runs.get(job.job_id)
-        if old is not None:
-            self._end_run(old, self._now, explicit=False)  # the same id again: requeued
-        policy = self.policies.for_job(job)
-        run = JobRun(
-            run_key(job), policy, AllocationTracker(allocation, policy), job_facts(job), job
-        )
-        self._runs[job.job_id] = run
-        for g in allocation.gpus:
-            holder = self._gpu.get((g.node, g.uuid))
-            if holder is not None and holder is not run:
-                self._end_run(holder, self._now, explicit=False)
-            self._gpu[(g.node, g.uuid)] = run
-        return run
-
-    def _on_start(self, allocation: Allocation) -> None:
-        self._ended.pop(run_key(allocation.job), None)
-        self._new_run(allocation)
-
-    def _on_end(self, key: tuple[str, int | None]) -> None:
-        run = self._runs.get(key[0])
-        if run is None or (key[1] is not None and run.key != key):
-            return
-        self._end_run(run, self._now, explicit=True)
 
     def _on_window(self, o: Observation) -> None:
         self.windows += 1
@@ -288,11 +236,11 @@ class Engine:
             or run.job is not job
             or (run.last_seen is not None and end - run.last_seen > self.job_gone_after_s)
         ):
-            run = self._run_of_window(o, run)
+            run = self._table.run_of_window(o, run, self._now)
             if run is None:
                 return
         pos = run.tracker.position_of(where)
-        assert pos is not None  # the GPU is the run's (see _run_of_window)
+        assert pos is not None  # the GPU is the run's (see RunTable.run_of_window)
         if run.last_seen is None or end > run.last_seen:
             run.last_seen = end
         if run.stopped:
@@ -316,89 +264,31 @@ class Engine:
             run.dirty = True
             self._dirty.append(run)
 
-    def _run_of_window(self, o: Observation, holder: JobRun | None) -> JobRun | None:
-        """The run a window belongs to, holding its GPU from now on, with the window's job
-        facts; None when the window is of no run (no job, or a run that has ended). Ends
-        the runs the window shows over: the GPU's holder when another job or none has it,
-        a run silent for longer than job_gone_after_s, the job's earlier run (requeued)."""
-        job = o.job
-        end = o.end
-        if job is None:
-            self.unattributed += 1
-            if holder is not None and o.attributed:
-                self._end_run(holder, end, explicit=False)  # the GPU is free
-            return None
-        key = (job.job_id, job.start_time)
-        if holder is not None and not same_run(holder.key, key):
-            self._end_run(holder, end, explicit=False)  # another job holds it
-        run = self._runs.get(job.job_id)
-        if run is not None and same_run(run.key, key):
-            last = run.last_seen
-            if last is not None and end - last > self.job_gone_after_s:
-                self._end_run(run, last + self.job_gone_after_s, explicit=False)
-                run = None
-        elif run is not None:
-            self._end_run(run, end, explicit=False)  # requeued: a new run
-            run = None
-        if run is None:
-            if key in self._ended:
-                self.unattributed += 1  # a straggler of a run that has ended
-                return None
-            run = self._new_run(Allocation(job=job, gpus=(GpuRef(o.node, o.uuid, o.gpu_index),)))
-        where = (o.node, o.uuid)
-        tracker = run.tracker
-        if tracker.position(o.node, o.uuid) is None:
-            tracker.add_gpu(GpuRef(o.node, o.uuid, o.gpu_index))
-            self._gpu[where] = run
-        elif holder is not run:
-            self._gpu[where] = run
-        if job is not run.job and (key[1] or not run.key[1]):  # never fewer facts than known
-            self._update_facts(run, job)
-        return run
-
-    @staticmethod
-    def _update_facts(run: JobRun, job: JobInfo) -> None:
-        """Newer facts of the job (e.g. Slurm answered again) replace the old ones."""
-        run.job = job
-        if job.start_time and not run.key[1]:
-            run.key = run_key(job)
-        facts = job_facts(job)
-        if facts != run.facts:
-            run.facts = facts
-            a = run.tracker.allocation
-            run.tracker.allocation = Allocation(
-                job=job, gpus=a.gpus, start_ts=a.start_ts, end_ts=a.end_ts
-            )
-
-    def _end_run(self, run: JobRun, ts: float, *, explicit: bool) -> None:
-        if run.ended:
-            return
+    def _on_run_end(self, run: JobRun, ts: float, current: bool) -> None:
+        """Right before a run ends: its last windows are evaluated, its ladder forgotten."""
         if run.dirty:
             run.dirty = False
             if not self._quiet:
                 self._evaluate(run, self._now)
-        run.ended = True
-        run.end_ts = ts
         if not self._quiet:
             self._ended_runs.append((run.job_id, run.key[1], ts))
-        for g in run.allocation.gpus:
-            where = (g.node, g.uuid)
-            if self._gpu.get(where) is run:
-                del self._gpu[where]
-        if self._runs.get(run.job_id) is run:
-            del self._runs[run.job_id]
+        if current:
             self.ladder.forget(run.job_id)
-        if explicit:
-            self._ended[run.key] = None
-            if len(self._ended) > 100_000:
-                del self._ended[next(iter(self._ended))]
-        if self.closed_runs is not None:
-            self.closed_runs.append(run)
 
     def _evaluate(self, run: JobRun, now: float) -> None:
         if run.stopped or run.ended:
             return
         tracker = run.tracker
+        if (
+            now < run.quiet_until
+            and run.quiet_revision == self.ladder.revision
+            and tracker.same_idle(run.idle_mark, now)
+            and (self.exempt is None or not self.exempt(run.job_id, now))
+        ):
+            # An idle job between warnings: the same findings as at the last step, and the
+            # ladder's next step for them is not due yet (Ladder.quiet_until).
+            return
+        run.quiet_until = -math.inf
         findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use
@@ -413,11 +303,20 @@ class Engine:
         def still_idle(f: Finding) -> bool:
             return tracker.still_idle(now, f.gpus)
 
-        events = self.ladder.step(now, tracker.allocation, findings, run.policy, still_idle)
-        self._actions.extend(self.ladder.take_pending())
+        ladder = self.ladder
+        events = ladder.step(now, tracker.allocation, findings, run.policy, still_idle)
+        self._actions.extend(ladder.take_pending())
         for e in events:
             _note_action(run, e)
         self._events.extend(events)
+        if findings and findings[0].kind is FindingKind.IDLE and not run.stopped:
+            # all its GPUs idle (only then is an idle finding first): while they stay in
+            # the same streaks, nothing happens before the ladder's next step is due
+            until = ladder.quiet_until(run.key[0], run.policy)
+            if until > now:
+                run.quiet_until = until
+                run.quiet_revision = ladder.revision
+                run.idle_mark = tracker.idle_mark()
 
     def take_ended_runs(self) -> list[tuple[str, int, float]]:
         """(job id, start time or 0, end time) of the runs that ended since the last call."""
@@ -469,12 +368,11 @@ class Engine:
                 if since is None or since > f.since_ts:
                     return False
                 where.add((g.node, g.uuid))
-            for items in self._buffered.values():
-                for prio, node, uuid, _, o in items:
-                    if prio != _WINDOW or (node, uuid) not in where:
-                        continue
-                    if o.end > decision.ts and o.activity(run.policy):
-                        return False
+            for prio, node, uuid, _, o in self._buffer:
+                if prio != _WINDOW or (node, uuid) not in where:
+                    continue
+                if o.end > decision.ts and o.activity(run.policy):
+                    return False
             return True
 
     # -- inspection ----------------------------------------------------------------------

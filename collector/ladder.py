@@ -21,76 +21,39 @@ ladder; an action is never taken twice for the same idle streak. Report-only fin
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
+from gpuwarden.collector.decisions import (
+    ENFORCING,
+    Action,
+    ActionExecutor,
+    ActionOutcome,
+    Decision,
+    LadderEvent,
+    Status,
+)
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.rules import Allocation, Finding, FindingKind, PendingFinding
+
+__all__ = [
+    "ENFORCING",
+    "NOT_IDLE_ANYMORE",
+    "Action",
+    "ActionExecutor",
+    "ActionOutcome",
+    "Decision",
+    "Ladder",
+    "LadderEvent",
+    "Status",
+    "action_chain",
+]
 
 log = logging.getLogger(__name__)
 
 
 NOT_IDLE_ANYMORE = "newest data is no longer idle: not acting"
-
-
-class Action(StrEnum):
-    NONE = "none"
-    WARN = "warn"
-    RELEASE_DASK_WORKER = "release_dask_worker"
-    REQUEUE = "requeue"
-    REQUEUEHOLD = "requeuehold"
-    CANCEL = "cancel"
-
-
-ENFORCING = frozenset(
-    {Action.RELEASE_DASK_WORKER, Action.REQUEUE, Action.REQUEUEHOLD, Action.CANCEL}
-)
-
-
-class Status(StrEnum):
-    REPORTED = "reported"  # report-only finding, action none
-    WARNED = "warned"  # a warning to deliver
-    DRY_RUN = "dry_run"  # enforcement off: the action that would have been taken
-    DONE = "done"  # the executor carried the action out
-    FAILED = "failed"  # the executor failed; retry or fall back (see detail)
-    ABORTED = "aborted"  # the re-check right before acting found the allocation in use
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    ts: float
-    allocation: Allocation
-    finding: Finding
-    action: Action
-    attempt: int = 0  # warning number for warn, attempt number for an action
-    reason: str = ""
-
-    @property
-    def job_id(self) -> str:
-        return self.allocation.job.job_id
-
-
-@dataclass(frozen=True, slots=True)
-class ActionOutcome:
-    ok: bool
-    detail: str = ""
-
-
-class ActionExecutor(Protocol):
-    def execute(self, decision: Decision) -> ActionOutcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LadderEvent:
-    decision: Decision
-    status: Status
-    detail: str
-
-    @property
-    def dry_run(self) -> bool:
-        return self.status is Status.DRY_RUN
 
 
 def action_chain(allocation: Allocation, policy: Policy) -> tuple[Action, ...]:
@@ -151,11 +114,39 @@ class Ladder:
         self._finished: dict[str, set[tuple[tuple[str, str], float]]] = {}
         self._pending: list[Decision] = []
         self._changed: set[str] = set()  # jobs whose state changed since take_changed()
+        # Counts the changes of state made outside step() (action results, restore): a
+        # quiet_until() answer holds only while it is unchanged.
+        self.revision = 0
 
     def has_state(self, job_id: str) -> bool:
         """Whether the job has ladder state: a step without findings changes nothing (and
         need not be taken) when it has none."""
         return bool(self._states.get(job_id))
+
+    def quiet_until(self, job_id: str, policy: Policy) -> float:
+        """Asked right after a :meth:`step`: until the time returned, another step of the job
+        with findings of the same keys and starts, under the same ``policy`` and the same
+        :attr:`revision`, emits nothing and changes nothing (-inf: no such time). Each of
+        its findings is then report-only and reported, finished, or not due for its next
+        warning or action; anything else (an action in flight, a retry waiting) gives -inf."""
+        states = self._states.get(job_id)
+        if not states:
+            return -math.inf
+        finished = self._finished.get(job_id) or ()
+        until = math.inf
+        for key, st in states.items():
+            if st.pos < 0 or (key, st.since) in finished:
+                continue
+            last = st.last_warn_ts
+            if last is None:
+                return -math.inf
+            due = last + policy.warn_interval
+            # a few units in the last place early, so that ``now < until`` implies the
+            # step's own test (``now - last < warn_interval``) whatever the rounding
+            due -= 4 * math.ulp(max(abs(due), abs(last), abs(policy.warn_interval)))
+            if due < until:
+                until = due
+        return until
 
     def forget(self, job_id: str) -> None:
         """Drop all state of a job that has ended."""
@@ -195,6 +186,7 @@ class Ladder:
     def restore(self, saved: Mapping[str, Mapping[str, Any]]) -> None:
         """Take back what :meth:`take_changed` gave (after a restart). An action that was
         being carried out is not: the ladder decides it again."""
+        self.revision += 1
         for job_id, data in saved.items():
             states: dict[tuple[str, str], _State] = {}
             for kind, code, since, sent, last_warn, pos, failures, next_try in data["states"]:
@@ -348,6 +340,7 @@ class Ladder:
     def on_aborted(self, d: Decision, detail: str) -> LadderEvent:
         """An action taken off :meth:`take_pending` was not carried out: the newest data,
         checked right before acting, was no longer idle."""
+        self.revision += 1
         self._changed.add(d.job_id)
         self._state_of(d)
         return LadderEvent(d, Status.ABORTED, detail)
@@ -355,6 +348,7 @@ class Ladder:
     def on_result(self, d: Decision, outcome: ActionOutcome, policy: Policy) -> LadderEvent:
         """The outcome of an action taken off :meth:`take_pending`. A retry after a failure
         is timed from the decision, so the ladder does not depend on how long it took."""
+        self.revision += 1
         st = self._state_of(d)
         if st is None:  # the finding is gone (active again, job ended): report what happened
             st = _State(d.finding.since_ts)

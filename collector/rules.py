@@ -4,8 +4,8 @@ No I/O and no clock: the caller passes ``now``. The collector and ``gpuwarden re
 windows to one :class:`AllocationTracker` per allocation (a job and its GPUs) and call
 :meth:`AllocationTracker.evaluate`, which is cheap (a few comparisons per GPU) and keeps
 bounded state: one idle streak per GPU plus 30 buckets covering ``underuse_window``. The
-engine calls :meth:`AllocationTracker.pending` instead, which builds the words and evidence
-of an idle finding only for the ladder's events.
+engine calls :meth:`AllocationTracker.pending` instead, whose idle findings get their words
+and evidence (:mod:`idle_findings`) only for the ladder's events.
 
 Coverage rule (missing data is unknown, never idle; docs/architecture.md). Per GPU, an *idle
 streak* is a run of report windows none of which is active. Only the part of a window that lies
@@ -21,18 +21,14 @@ whose newest window ended at most ``max_gap`` before ``now`` (fresh data).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 
-from gpuwarden.collector import wording
+from gpuwarden.collector import idle_findings
 from gpuwarden.collector.activity import window_activity
 from gpuwarden.collector.advice import usage_findings
 from gpuwarden.collector.findings import (
-    DRAM,
     MIB,
-    SM,
-    TENSOR,
     AdviceCode,
     Allocation,
     Finding,
@@ -43,9 +39,9 @@ from gpuwarden.collector.findings import (
     PendingFinding,
     Profile,
 )
+from gpuwarden.collector.idle_findings import GpuState, gpu_evidence
 from gpuwarden.collector.policy import Policy
-from gpuwarden.collector.streaks import IdleStreak
-from gpuwarden.collector.usage import BUCKETS, UsageWindow
+from gpuwarden.collector.usage import BUCKETS
 
 __all__ = [
     "MIB",
@@ -63,43 +59,6 @@ __all__ = [
 REPORT_EVERY_BUCKETS = 5  # under-use and advice are re-checked every underuse_window / 6
 
 
-class _Gpu:
-    """Per-GPU state; bounded whatever the stream length."""
-
-    __slots__ = ("last_end", "ref", "streak", "usage")
-
-    def __init__(self, ref: GpuRef) -> None:
-        self.ref = ref
-        self.last_end: float | None = None
-        self.streak = IdleStreak()
-        self.usage = UsageWindow()
-
-
-class _IdleBuild:
-    """Builds the findings of an all-idle evaluation once, for whichever is asked first."""
-
-    __slots__ = ("built", "held", "since", "tracker")
-
-    def __init__(self, tracker: AllocationTracker, since: float, held: list[int]) -> None:
-        self.tracker = tracker
-        self.since = since
-        self.held = held
-        self.built: tuple[Finding, Finding | None] | None = None
-
-    def _both(self) -> tuple[Finding, Finding | None]:
-        if self.built is None:
-            self.built = self.tracker._build_idle(self.since, self.held)
-        return self.built
-
-    def idle(self) -> Finding:
-        return self._both()[0]
-
-    def memory_held(self) -> Finding:
-        advice = self._both()[1]
-        assert advice is not None  # asked for only when memory is held
-        return advice
-
-
 class AllocationTracker:
     """Incremental detection state of one allocation under one policy.
 
@@ -113,7 +72,7 @@ class AllocationTracker:
         self.policy = policy
         nodes = {g.node for g in allocation.gpus}
         self.exempt_reason = policy.exemption(allocation.job, sorted(nodes))
-        self._gpus = [_Gpu(ref) for ref in allocation.gpus]
+        self._gpus = [GpuState(ref) for ref in allocation.gpus]
         self._pos = {(g.node, g.uuid): i for i, g in enumerate(allocation.gpus)}
         started = allocation.started_ts
         self._grace_end: float | None = None if started is None else started + policy.grace_period
@@ -122,6 +81,9 @@ class AllocationTracker:
         self._report_cache: list[Finding] = []
         # pending() finds nothing before this time (see there); -inf: look
         self._quiet_until = -math.inf
+        # Counts the changes of what all-idle findings are decided on (a streak started or
+        # ended, memory figures, the GPUs, the policy): see idle_mark().
+        self._idle_gen = 0
         self.windows_seen = 0
         self.observed_s = 0.0
 
@@ -133,6 +95,7 @@ class AllocationTracker:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
         self._quiet_until = -math.inf
+        self._idle_gen += 1
         a = self.allocation
         self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
         started = a.started_ts
@@ -198,26 +161,30 @@ class AllocationTracker:
         if last is not None and end <= last:  # late or duplicate window
             if active and streak.since is not None and end > streak.since:
                 streak.end(p.idle_window)
+                self._idle_gen += 1
             return
         self.windows_seen += 1
         lo = start if last is None or start >= last else last
         counted_from = lo if lo >= grace_end else grace_end  # only time after grace counts
         if active:
-            streak.end(p.idle_window)
+            if streak.since is not None:
+                streak.end(p.idle_window)
+                self._idle_gen += 1
         else:
             self._quiet_until = -math.inf  # the streak grows: it may be idle now
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
-            if end > counted_from:
-                streak.extend(
-                    counted_from,
-                    end,
-                    0.0 if util_max is None else util_max,
-                    mem_used_bytes,
-                    mem_total_bytes,
-                    sm_active_max,
-                    basis,
-                )
+                self._idle_gen += 1
+            if end > counted_from and streak.extend(
+                counted_from,
+                end,
+                0.0 if util_max is None else util_max,
+                mem_used_bytes,
+                mem_total_bytes,
+                sm_active_max,
+                basis,
+            ):
+                self._idle_gen += 1
         g.last_end = end
         if end <= counted_from:
             return
@@ -278,9 +245,30 @@ class AllocationTracker:
         if pos is not None:
             return pos
         self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
-        self._gpus.append(_Gpu(ref))  # not idle yet: pending() stays quiet
+        self._gpus.append(GpuState(ref))  # not idle yet: pending() stays quiet
+        self._idle_gen += 1
         pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
         return pos
+
+    def idle_mark(self) -> int:
+        """Taken right after :meth:`pending` gave the all-idle findings: a mark for
+        :meth:`same_idle`."""
+        return self._idle_gen
+
+    def same_idle(self, mark: int, now: float) -> bool:
+        """Whether :meth:`pending` (``now``) would give the same all-idle findings (kinds,
+        codes and start; not words) as when ``mark`` was taken. Nothing they are decided on
+        has changed when the change count is the same: every streak is the one it was, its
+        covered time has only grown, its memory figures are as they were. What is left is
+        that every GPU's newest window is still fresh."""
+        if mark != self._idle_gen:
+            return False
+        max_gap = self.policy.max_gap
+        for g in self._gpus:
+            last = g.last_end
+            if last is None or now - last > max_gap:
+                return False
+        return True
 
     def _idle_positions(self, now: float) -> list[int]:
         """GPUs whose idle streak is long enough (:meth:`IdleStreak.is_idle`, inlined: this
@@ -301,28 +289,6 @@ class AllocationTracker:
                 out.append(i)
         return out
 
-    def _evidence(self, g: _Gpu) -> GpuEvidence:
-        streak = g.streak
-        return GpuEvidence(
-            node=g.ref.node,
-            uuid=g.ref.uuid,
-            index=g.ref.index,
-            since_ts=streak.since,
-            last_end_ts=g.last_end,
-            covered_s=streak.covered_s,
-            windows=streak.windows,
-            util_max_pct=streak.util_max_pct if streak.windows else None,
-            util_mean_pct=g.usage.mean_util_pct(),
-            mem_used_max_bytes=streak.mem_max_bytes,
-            mem_total_bytes=streak.mem_total_bytes,
-            cpu_util_mean_pct=g.usage.mean_cpu_pct(),
-            active_by=streak.bases,
-            sm_active_max_pct=streak.sm_max_pct,
-            sm_active_mean_pct=g.usage.mean_profile_pct(SM),
-            tensor_active_mean_pct=g.usage.mean_profile_pct(TENSOR),
-            dram_active_mean_pct=g.usage.mean_profile_pct(DRAM),
-        )
-
     def evaluate(self, now: float) -> list[Finding]:
         """Findings of this allocation at ``now``; an exempt allocation has none."""
         return [f.finding() for f in self.pending(now)]
@@ -341,18 +307,11 @@ class AllocationTracker:
         n = len(gpus)
         idle = self._idle_positions(now)
         if idle and len(idle) == n:
-            return self._idle_findings()
+            return idle_findings.idle(self.allocation.job.job_id, p, gpus)
         findings: list[Finding | PendingFinding] = []
         if idle and n >= 2 and (n - len(idle)) / n < p.gpu_frac:
             chosen = [gpus[i] for i in idle]
-            since = max(g.streak.since or 0.0 for g in chosen)
-            findings.append(
-                PendingFinding(
-                    FindingKind.PARTLY_IDLE,
-                    since,
-                    functools.partial(self._partly_idle, chosen, since, n),
-                )
-            )
+            findings.append(idle_findings.partly_idle(self.allocation.job.job_id, p, chosen, n))
         if not n:
             return findings
         if now >= self._next_report_ts:
@@ -368,85 +327,13 @@ class AllocationTracker:
         # ladder has already taken these report-only findings (Engine._evaluate).
         return cache
 
-    def _partly_idle(self, chosen: list[_Gpu], since: float, n: int) -> Finding:
-        return Finding(
-            kind=FindingKind.PARTLY_IDLE,
-            job_id=self.allocation.job.job_id,
-            gpus=tuple(g.ref for g in chosen),
-            since_ts=since,
-            detail=wording.partly_idle(self.policy, len(chosen), n),
-            evidence=tuple(self._evidence(g) for g in chosen),
-        )
-
-    def _idle_findings(self) -> list[Finding | PendingFinding]:
-        """The idle finding (and memory-held advice) of an allocation whose GPUs are all
-        idle: what the ladder decides on (since when, whether memory is held) in one pass
-        over the GPUs; the rest when an event needs it (see :class:`_IdleBuild`)."""
-        p = self.policy
-        since = 0.0
-        held: list[int] = []  # positions of GPUs holding memory
-        for i, g in enumerate(self._gpus):
-            streak = g.streak
-            since = max(since, streak.since or 0.0)
-            used, total = streak.mem_max_bytes, streak.mem_total_bytes
-            if used is not None and total and used >= total * p.mem_held_pct / 100.0:
-                held.append(i)
-        build = _IdleBuild(self, since, held)
-        out: list[Finding | PendingFinding] = [PendingFinding(FindingKind.IDLE, since, build.idle)]
-        if held:
-            out.append(
-                PendingFinding(
-                    FindingKind.ADVICE, since, build.memory_held, AdviceCode.MEMORY_HELD_IDLE
-                )
-            )
-        return out
-
-    def _build_idle(self, since: float, held: list[int]) -> tuple[Finding, Finding | None]:
-        """The words and evidence of :meth:`_idle_findings`; each GPU's evidence is built
-        once for both findings."""
-        p = self.policy
-        covered = math.inf
-        peak_mem = 0
-        bases: set[str] = set()
-        evidence = []
-        for g in self._gpus:
-            streak = g.streak
-            covered = min(covered, streak.covered_s)
-            peak_mem = max(peak_mem, streak.mem_max_bytes or 0)
-            bases.update(streak.bases)
-            evidence.append(self._evidence(g))
-        gpus = self._gpus
-        job_id = self.allocation.job.job_id
-        idle = Finding(
-            kind=FindingKind.IDLE,
-            job_id=job_id,
-            gpus=tuple(g.ref for g in gpus),
-            since_ts=since,
-            detail=wording.idle(p, len(gpus), covered, peak_mem, bases),
-            evidence=tuple(evidence),
-        )
-        if not held:
-            return idle, None
-        advice = Finding(
-            kind=FindingKind.ADVICE,
-            job_id=job_id,
-            gpus=tuple(gpus[i].ref for i in held),
-            since_ts=since,
-            code=AdviceCode.MEMORY_HELD_IDLE,
-            detail=wording.memory_held_idle(
-                [(gpus[i].streak.mem_max_bytes, gpus[i].streak.mem_total_bytes) for i in held]
-            ),
-            evidence=tuple(evidence[i] for i in held),
-        )
-        return idle, advice
-
     def _report_findings(self, now: float) -> list[Finding]:
         gpus = self._gpus
         return usage_findings(
             self.allocation.job.job_id,
             [g.ref for g in gpus],
             [g.usage for g in gpus],
-            lambda: tuple(self._evidence(g) for g in gpus),
+            lambda: tuple(gpu_evidence(g) for g in gpus),
             self.policy,
             now,
             self._grace_end,

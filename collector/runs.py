@@ -3,6 +3,7 @@ job (:class:`JobRun`), with the rules that say which run a window belongs to."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -114,6 +115,11 @@ class JobRun:
     # the findings the ladder took at the run's last step, when they were the tracker's
     # cached report-only ones (see Engine._evaluate)
     stepped: Sequence[object] | None = None
+    # Until quiet_until, while the ladder's revision is quiet_revision and the tracker's
+    # findings are those of idle_mark: an evaluation would do nothing (Engine._evaluate).
+    quiet_until: float = -math.inf
+    quiet_revision: int = -1
+    idle_mark: int = -1
 
     @property
     def allocation(self) -> Allocation:

@@ -42,10 +42,13 @@ class IdleStreak:
         mem_total_bytes: int | None,
         sm_max_pct: float | None = None,
         basis: str = "",
-    ) -> None:
-        """Count ``counted_from``..``end`` of an idle window."""
+    ) -> bool:
+        """Count ``counted_from``..``end`` of an idle window. True when what an idle finding
+        is decided on changed: the streak started, or its memory figures moved."""
+        changed = False
         if self.since is None:
             self.since = counted_from
+            changed = True
         self.covered_s += end - counted_from
         self.windows += 1
         if util_max_pct > self.util_max_pct:
@@ -54,12 +57,16 @@ class IdleStreak:
             self.mem_max_bytes is None or mem_used_bytes > self.mem_max_bytes
         ):
             self.mem_max_bytes = mem_used_bytes
+            changed = True
         if mem_total_bytes is not None:
+            if mem_total_bytes != self.mem_total_bytes:
+                changed = True
             self.mem_total_bytes = mem_total_bytes
         if sm_max_pct is not None and (self.sm_max_pct is None or sm_max_pct > self.sm_max_pct):
             self.sm_max_pct = sm_max_pct
         if basis and basis not in self.bases:
             self.bases = (*self.bases, basis)
+        return changed
 
     def end(self, idle_window_s: float) -> None:
         """The streak is over (activity, or a gap longer than max_gap)."""

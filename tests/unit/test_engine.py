@@ -249,3 +249,44 @@ def test_an_underused_job_is_reported_once_while_it_lasts_and_again_after_an_exe
         (1860, "underused", Status.REPORTED),  # under-use checked at 1860, 2160, 2460, ...
         (2640, "underused", Status.REPORTED),
     ]
+
+
+def test_an_idle_job_between_warnings_is_warned_on_time_and_sees_what_changes_meanwhile() -> None:
+    """Between two warnings the engine does not re-decide an idle job (nothing is due), yet
+    memory held from the middle of it is reported at once, an exemption granted then
+    silences the job at once, and warnings come back on time when it is over."""
+    policy = Policy(
+        idle_window=600.0, grace_period=0.0, warnings=9, warn_interval=300.0, mem_held_pct=50.0
+    )
+    engine = Engine(PolicySet(default=policy), reorder_s=0.0)
+    engine.exempt = lambda _job, now: "exempt" if T0 + 1320 <= now < T0 + 1440 else None
+    idle = job("9")
+    events: list[LadderEvent] = []
+    for i in range(1, 41):
+        t = T0 + i * W
+        held = t >= T0 + 720  # from the 12th minute on, 60 of 80 GiB held
+        gpu = GpuWindow(
+            uuid="GPU-0",
+            index=0,
+            util_max=0.0,
+            util_mean=0.0,
+            mem_used_max_bytes=(60 if held else 1) << 30,
+            mem_total_bytes=80 << 30,
+            job=idle,
+        )
+        engine.on_window(WindowRecord("n1", t - W, t, gpu))
+        events += engine.evaluate(t)
+    got = [(e.decision.ts - T0, e.status, e.decision.finding.code, e.detail[:12]) for e in events]
+    warned, reported, held = Status.WARNED, Status.REPORTED, "memory_held_idle"
+    assert got == [
+        (600, warned, "", "warning 1 of"),
+        (720, reported, held, "GPU memory h"),  # between warnings: at once
+        (900, warned, "", "warning 2 of"),
+        (1200, warned, "", "warning 3 of"),
+        # exempt from 1320 to 1440, before warning 4 was due: the ladder starts afresh
+        (1440, warned, "", "warning 1 of"),
+        (1440, reported, held, "GPU memory h"),
+        (1740, warned, "", "warning 2 of"),
+        (2040, warned, "", "warning 3 of"),
+        (2340, warned, "", "warning 4 of"),
+    ]
