@@ -25,6 +25,7 @@ import socket
 import struct
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,7 @@ class GrpcStream:
         max_send_bytes: int,
         max_receive_bytes: int,
         max_buffered_bytes: int,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._sock = sock
         self._keepalive = keepalive
@@ -137,6 +139,7 @@ class GrpcStream:
                 (b"content-type", b"application/grpc"),
                 (b"te", b"trailers"),
                 (b"user-agent", user_agent.encode()),
+                *((k.encode(), v.encode()) for k, v in metadata),
             ],
         )
         self._flush()
@@ -156,6 +159,7 @@ class GrpcStream:
         max_receive_bytes: int = 64 << 10,
         max_buffered_bytes: int = 1 << 20,
         user_agent: str = "gpuwarden-agent",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> GrpcStream:
         """Connect to ``host:port`` (``host`` may be ``[v6]``) and start the call ``path``.
         StreamError (UNAVAILABLE, ``transport``) when the connection cannot be made."""
@@ -183,6 +187,7 @@ class GrpcStream:
                 max_send_bytes=max_send_bytes,
                 max_receive_bytes=max_receive_bytes,
                 max_buffered_bytes=max_buffered_bytes,
+                metadata=metadata,
             )
         except BaseException:
             sock.close()
@@ -306,6 +311,19 @@ class GrpcStream:
         if not messages:
             self.raise_status()
         return messages
+
+    def status_after(self, error: StreamError, wait_s: float = 0.5) -> StreamError:
+        """How the call itself ended, when a write failed with ``error``: a peer that ended
+        the call and closed the connection makes the write fail first, and its status
+        (say UNIMPLEMENTED, or a refused report's seq in the trailers) is what matters.
+        Reads what is left for at most ``wait_s``; ``error`` when no status came."""
+        until = time.monotonic() + wait_s
+        with contextlib.suppress(StreamError):
+            while not self._outcome.ended and (left := until - time.monotonic()) > 0:
+                if not self.ready(None, left):
+                    break
+                self._receive()
+        return self._outcome.error or error
 
     def raise_status(self) -> None:
         """Raise how the call ended, if it ended with anything but OK."""

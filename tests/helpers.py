@@ -23,6 +23,8 @@ from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
+from gpuwarden.common.convert import report_to_pb
+from gpuwarden.common.types import GpuWindow, NodeReport
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,23 @@ def varint(n: int) -> bytes:
         out.append(b | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def spool_reports(spool: Spool, count: int, node: str = "n1", util: float = 10.0) -> list[int]:
+    """Spool ``count`` one-GPU reports of ``node`` (numbered by the spool); their seqs."""
+    seqs = []
+    for _ in range(count):
+        seq = spool.next_seq()
+        report = NodeReport(
+            node=node,
+            seq=seq,
+            window_start=1_700_000_000,
+            window_end=1_700_000_005,
+            gpus=(GpuWindow(uuid=f"GPU-{node}", index=0, samples=5, util_max=util),),
+        )
+        spool.put(seq, report_to_pb(report).SerializeToString())
+        seqs.append(seq)
+    return seqs
 
 
 def free_port() -> int:
