@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError
 
 import gpuwarden
-from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive
+from gpuwarden.agent.grpc_h2 import GrpcStream
 from gpuwarden.agent.grpc_status import StatusCode, StreamError
 from gpuwarden.agent.grpc_tls import client_tls_context
+from gpuwarden.agent.h2_connection import Keepalive
 from gpuwarden.agent.report_wire import BatchBuilder, report_fields
 from gpuwarden.agent.spool import Spool, SpoolCorrupt
 from gpuwarden.common.address import split_host_port

@@ -20,7 +20,7 @@ import h2.events
 import pytest
 
 from gpuwarden.agent.client import ReportStreamer, TlsFiles
-from gpuwarden.agent.grpc_h2 import Keepalive
+from gpuwarden.agent.h2_connection import Keepalive
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb

@@ -13,8 +13,9 @@ import h2.errors
 import h2.events
 import pytest
 
-from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive
+from gpuwarden.agent.grpc_h2 import GrpcStream
 from gpuwarden.agent.grpc_status import StatusCode, StreamError
+from gpuwarden.agent.h2_connection import Keepalive
 
 GRPC_OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
