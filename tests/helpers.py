@@ -19,6 +19,7 @@ import pytest
 
 from gpuwarden.agent.attribution import Attributor, NoAttribution
 from gpuwarden.agent.client import ReportStreamer
+from gpuwarden.agent.report_wire import varint as varint  # for wire bytes built by hand
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
@@ -27,16 +28,6 @@ from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, NodeReport
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def varint(n: int) -> bytes:
-    """``n`` as a protobuf varint: for building wire bytes by hand (length prefixes)."""
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def spool_reports(spool: Spool, count: int, node: str = "n1", util: float = 10.0) -> list[int]:
