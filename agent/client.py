@@ -383,13 +383,15 @@ class ReportStreamer:
         self.connected = True
         in_flight, spool = self._in_flight, self.spool
         if not ack.cumulative:  # a collector that acks report by report
-            spool.ack(ack.seq)
-            self.acked += 1
             if in_flight and in_flight[0] == ack.seq:
                 in_flight.popleft()
             else:
-                with contextlib.suppress(ValueError):
+                try:
                     in_flight.remove(ack.seq)
+                except ValueError:  # not sent on this call: no ack can cover it
+                    return
+            spool.ack(ack.seq)
+            self.acked += 1
             return
         while in_flight and in_flight[0] <= ack.seq:  # all the call sent up to ack.seq
             spool.ack(in_flight.popleft())

@@ -117,8 +117,3 @@ class BatchBuilder:
 
     def message(self) -> bytes:
         return b"".join(self._parts)
-
-
-def alone_too_large(node: bytes, report: bytes) -> bool:
-    """Whether even a batch of this report alone would be over the limit."""
-    return not BatchBuilder(node).fits(node, report)

@@ -401,3 +401,31 @@ async def test_acks_split_across_many_frames_and_trailers_with_huffman_and_dynam
     assert streamer.acked == 1 and streamer.rejected == 1
     assert (spool.directory / "rejected" / f"{second:020d}.pb").exists()
     assert "util 150% out of range" in caplog.text
+
+
+async def test_an_ack_for_a_report_not_yet_sent_on_the_call_deletes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One report in flight at a time: the server acks the second, which the agent has not
+    sent, then ends the call. Both stay spooled: an ack covers only what the call sent."""
+    spool = Spool(tmp_path / "spool")
+    _first, second = spool_reports(spool, 2)
+
+    def server(conn: socket.socket) -> None:
+        h2c = h2_server(conn)
+        if srv.connections > 1:
+            hold(conn, 5)
+            return
+        h2c.send_headers(1, grpc_headers())
+        ack = pb.Ack(node="n1", seq=second).SerializeToString()
+        h2c.send_data(1, struct.pack(">BI", 0, len(ack)) + ack)
+        h2c.send_headers(1, [("grpc-status", "14"), ("grpc-message", "bye now")], end_stream=True)
+        conn.sendall(h2c.data_to_send())
+        hold(conn, 1)
+
+    with hostile(server) as srv:
+        streamer = ReportStreamer(f"127.0.0.1:{srv.port}", spool, keepalive=QUICK, max_in_flight=1)
+        with caplog.at_level(logging.INFO, logger="gpuwarden.agent.client"):
+            async with streaming(streamer):
+                await wait_for(lambda: "bye now" in caplog.text, 15)
+    assert len(spool) == 2 and streamer.acked == 0
