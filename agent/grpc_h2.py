@@ -1,39 +1,34 @@
-"""gRPC's wire protocol for one bidirectional stream, spoken over HTTP/2 on a blocking socket.
+"""gRPC's wire protocol for one bidirectional call, spoken over HTTP/2 on a blocking socket.
 
-The agent sends reports on one long ``AgentService.Report`` stream and reads acks; grpcio
+The agent sends reports on one long call (``Report`` or ``ReportBatch``) and reads acks; grpcio
 (its C core, its threads and asyncio) would be most of the agent's memory and CPU for that.
 This module speaks what the collector's grpcio server expects (the gRPC over HTTP/2
 protocol): a POST with ``content-type: application/grpc`` and ``te: trailers``, messages
 with a 5-byte prefix (compressed flag, big-endian length), and the call's status in the
 trailers (``grpc-status``, percent-encoded ``grpc-message`` and trailing metadata), or in a
 trailers-only response. HTTP/2 itself (framing, HPACK with Huffman and the dynamic table,
-flow control both ways, SETTINGS and PING answers, GOAWAY) is the ``h2`` package; TLS is
-the standard library's, with ALPN ``h2``.
+flow control both ways, SETTINGS and PING answers, GOAWAY) is the ``h2`` package; the
+connection under the call (connecting, TLS, frame checks, keepalive) is ``h2_connection``.
 
-Nothing here trusts the peer: a frame h2 refuses, a header block past ``MAX_HEADER_LIST``,
-a message over ``max_message_bytes``, a compressed message, a non-gRPC response or a peer
-that falls silent past the keepalive all end the stream with a ``StreamError`` that says
-what happened; memory stays bounded by the flow-control window and those limits.
+Nothing here trusts the peer: a message over ``max_receive_bytes``, a compressed message, a
+non-gRPC response or a call that ends without a status end the stream with a
+``StreamError`` that says what happened (as the connection's own checks do); memory stays
+bounded by the flow-control window and those limits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import socket
 import struct
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import h2.config
-import h2.connection
-import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
 
 from gpuwarden.agent.grpc_status import (
     HTTP_TO_GRPC,
@@ -42,32 +37,13 @@ from gpuwarden.agent.grpc_status import (
     StreamError,
     transport_error,
 )
-from gpuwarden.agent.grpc_tls import tls_handshake
+from gpuwarden.agent.h2_connection import Http2Connection, Keepalive, connect, text
 
 if TYPE_CHECKING:
     import ssl
 
 _PREFIX = struct.Struct(">BI")  # compressed flag, message length
-MAX_HEADER_LIST = 16 << 10  # the largest header block (headers or trailers) accepted
-_RECV_BYTES = 64 << 10
 _STREAM_ID = 1  # the connection's one stream
-_FRAME_HEADER = 9  # bytes: length (3), type, flags, stream id (4)
-_SETTINGS = 0x4  # the frame type a server's connection preface begins with
-
-
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """A PING after ``time_s`` without a byte from the peer; the connection is dead when
-    nothing arrives ``timeout_s`` after it. At most ``max_pings_without_data`` PINGs go out
-    between two messages sent (a gRPC server counts more as abuse and sends GOAWAY)."""
-
-    time_s: float = 20.0
-    timeout_s: float = 10.0
-    max_pings_without_data: int = 2
-
-
-def _text(value: bytes, limit: int = 512) -> str:
-    return value[:limit].decode("utf-8", "replace")
 
 
 @dataclass(slots=True)
@@ -99,34 +75,18 @@ class GrpcStream:
         max_send_bytes: int,
         max_receive_bytes: int,
         max_buffered_bytes: int,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self._sock = sock
-        self._keepalive = keepalive
+        self._conn = Http2Connection(sock, keepalive)
+        self._h2 = self._conn.h2
         self._max_send = max_send_bytes
         self._max_receive = max_receive_bytes
         self._max_buffered = max_buffered_bytes
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
-        self._h2 = h2.connection.H2Connection(config=config)
-        self._h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
-            },
-        )
-        self._h2.max_inbound_frame_size = self._h2.local_settings.max_frame_size
-        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST  # before SETTINGS are acked too
-        self._frames = _FrameCheck(self._h2.local_settings.max_frame_size)
         self._outbox = bytearray()  # message bytes waiting for flow-control window
         self._inbox = bytearray()  # DATA received, not yet a whole message
         self._outcome = _Outcome()
         self._half_closed = False
         self._end_sent = False
-        self._goaway: str | None = None
-        self._last_recv = time.monotonic()
-        self._ping_sent_at: float | None = None
-        self._pings_without_data = 0
-        self._h2.initiate_connection()
         self._h2.send_headers(
             _STREAM_ID,
             [
@@ -137,9 +97,10 @@ class GrpcStream:
                 (b"content-type", b"application/grpc"),
                 (b"te", b"trailers"),
                 (b"user-agent", user_agent.encode()),
+                *((k.encode(), v.encode()) for k, v in metadata),
             ],
         )
-        self._flush()
+        self._conn.flush()
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -156,23 +117,13 @@ class GrpcStream:
         max_receive_bytes: int = 64 << 10,
         max_buffered_bytes: int = 1 << 20,
         user_agent: str = "gpuwarden-agent",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> GrpcStream:
         """Connect to ``host:port`` (``host`` may be ``[v6]``) and start the call ``path``.
         StreamError (UNAVAILABLE, ``transport``) when the connection cannot be made."""
-        bare = host[1:-1] if host.startswith("[") else host
         keepalive = keepalive or Keepalive()
+        sock = connect(host, port, tls=tls, timeout_s=connect_timeout_s, keepalive=keepalive)
         try:
-            sock = socket.create_connection((bare, port), timeout=connect_timeout_s)
-        except OSError as exc:
-            raise transport_error(
-                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
-                sock = tls_handshake(sock, tls, bare)
-            # Every later read and write waits at most as long as the keepalive allows.
-            sock.settimeout(keepalive.timeout_s)
             return cls(
                 sock,
                 authority=f"{host}:{port}",
@@ -183,6 +134,7 @@ class GrpcStream:
                 max_send_bytes=max_send_bytes,
                 max_receive_bytes=max_receive_bytes,
                 max_buffered_bytes=max_buffered_bytes,
+                metadata=metadata,
             )
         except BaseException:
             sock.close()
@@ -203,7 +155,7 @@ class GrpcStream:
             raise ValueError(f"a {len(message)}-byte message is over {self._max_send} bytes")
         self._outbox += _PREFIX.pack(0, len(message))
         self._outbox += message
-        self._pings_without_data = 0
+        self._conn.data_sent()
         self._pump()
 
     def half_close(self) -> None:
@@ -212,17 +164,8 @@ class GrpcStream:
         self._pump()
 
     def close(self) -> None:
-        """Say goodbye (GOAWAY) when possible and close the socket."""
-        try:
-            if not self._outcome.ended:
-                self._h2.reset_stream(_STREAM_ID, h2.errors.ErrorCodes.CANCEL)
-            self._h2.close_connection()
-            self._sock.settimeout(0.2)
-            self._sock.sendall(self._h2.data_to_send())
-        except (OSError, h2.exceptions.H2Error):
-            pass  # closing anyway
-        finally:
-            self._sock.close()
+        """Say goodbye (GOAWAY, the call cancelled unless it ended) and close the socket."""
+        self._conn.close(None if self._outcome.ended else _STREAM_ID)
 
     @property
     def ended(self) -> bool:
@@ -247,20 +190,7 @@ class GrpcStream:
             pass  # the peer ended the call; ``wait`` reports how
         except h2.exceptions.ProtocolError as exc:
             raise transport_error(f"HTTP/2 connection unusable: {exc}") from exc
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self._h2.data_to_send()
-        if not data:
-            return
-        try:
-            self._sock.sendall(data)
-        except TimeoutError as exc:
-            raise transport_error(
-                f"the collector took no data for {self._keepalive.timeout_s:g} s"
-            ) from exc
-        except OSError as exc:
-            raise transport_error(f"connection lost while sending: {exc.strerror or exc}") from exc
+        self._conn.flush()
 
     # -- receiving ---------------------------------------------------------------------
     def wait(self, wake_fd: int | None, timeout_s: float | None) -> list[bytes]:
@@ -278,9 +208,9 @@ class GrpcStream:
     def wait_time(self, timeout_s: float | None) -> float:
         """How long ``ready`` may block: ``timeout_s`` or less, to the next keepalive step;
         0 when data is already buffered or the call has ended."""
-        if self._outcome.ended or self._pending_tls():
+        if self._outcome.ended or self._conn.pending_tls():
             return 0.0
-        wait_s = self._keepalive_deadline() - time.monotonic()
+        wait_s = self._conn.keepalive_deadline() - time.monotonic()
         if timeout_s is not None:
             wait_s = min(wait_s, timeout_s)
         return max(0.0, wait_s)
@@ -288,9 +218,7 @@ class GrpcStream:
     def ready(self, wake_fd: int | None, wait_s: float) -> bool:
         """Block up to ``wait_s`` for the socket (or ``wake_fd``); whether the socket is
         readable. Touches no state of the stream: safe without the caller's lock."""
-        fd = self._sock.fileno()
-        ready, _, _ = select.select([fd] if wake_fd is None else [fd, wake_fd], [], [], wait_s)
-        return fd in ready
+        return self._conn.ready(wake_fd, wait_s)
 
     def service(self, readable: bool) -> list[bytes]:
         """Read what the peer sent (``readable``, or TLS data already buffered), or take the
@@ -298,70 +226,37 @@ class GrpcStream:
         if self._outcome.ended:
             self.raise_status()
             return []
-        if readable or self._pending_tls():
+        if readable or self._conn.pending_tls():
             self._receive()
-        elif time.monotonic() >= self._keepalive_deadline():
-            self._keepalive_tick()
+        elif time.monotonic() >= self._conn.keepalive_deadline():
+            self._conn.keepalive_tick()
         messages = self._messages()
         if not messages:
             self.raise_status()
         return messages
+
+    def status_after(self, error: StreamError, wait_s: float = 0.5) -> StreamError:
+        """How the call itself ended, when a write failed with ``error``: a peer that ended
+        the call and closed the connection makes the write fail first, and its status
+        (say UNIMPLEMENTED, or a refused report's seq in the trailers) is what matters.
+        Reads what is left for at most ``wait_s``; ``error`` when no status came."""
+        until = time.monotonic() + wait_s
+        with contextlib.suppress(StreamError):
+            while not self._outcome.ended and (left := until - time.monotonic()) > 0:
+                if not self.ready(None, left):
+                    break
+                self._receive()
+        return self._outcome.error or error
 
     def raise_status(self) -> None:
         """Raise how the call ended, if it ended with anything but OK."""
         if self._outcome.error is not None:
             raise self._outcome.error
 
-    def _pending_tls(self) -> bool:
-        pending = getattr(self._sock, "pending", None)
-        return bool(pending and pending())
-
-    def _keepalive_deadline(self) -> float:
-        if self._ping_sent_at is not None:
-            return self._ping_sent_at + self._keepalive.timeout_s
-        return self._last_recv + self._keepalive.time_s
-
-    def _keepalive_tick(self) -> None:
-        if self._ping_sent_at is not None:
-            raise transport_error(
-                f"no answer from the collector for {self._keepalive.time_s:g} s "
-                f"and {self._keepalive.timeout_s:g} s after a PING"
-            )
-        if self._pings_without_data >= self._keepalive.max_pings_without_data:
-            self._last_recv = time.monotonic()  # no PING now; wait for the next message
-            return
-        self._pings_without_data += 1
-        self._ping_sent_at = time.monotonic()
-        try:
-            self._h2.ping(os.urandom(8))
-        except h2.exceptions.ProtocolError as exc:
-            raise transport_error(f"HTTP/2 connection unusable: {exc}") from exc
-        self._flush()
-
     def _receive(self) -> None:
-        try:
-            data = self._sock.recv(_RECV_BYTES)
-        except TimeoutError as exc:
-            raise transport_error("the collector stopped in the middle of a TLS record") from exc
-        except OSError as exc:
-            raise transport_error(f"connection lost: {exc.strerror or exc}") from exc
-        if not data:
-            raise transport_error(self._goaway or "the collector closed the connection")
-        self._last_recv = time.monotonic()
-        self._ping_sent_at = None
-        self._frames.check(data)
-        try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._flush_quietly()  # h2 queued a GOAWAY saying why
-            raise transport_error(f"the collector broke the HTTP/2 protocol: {exc}") from exc
-        for event in events:
+        for event in self._conn.receive():
             self._on_event(event)
         self._pump()  # window updates, PING and SETTINGS answers, acknowledged data
-
-    def _flush_quietly(self) -> None:
-        with contextlib.suppress(StreamError):
-            self._flush()
 
     def _on_event(self, event: h2.events.Event) -> None:
         out = self._outcome
@@ -401,9 +296,9 @@ class GrpcStream:
         would still serve): what is in flight is sent again on the next connection and
         the collector, which de-duplicates by (node, seq), acks it again."""
         why = f"the collector is closing the connection (GOAWAY {event.error_code!r}"
-        extra = _text(event.additional_data or b"", 128)
-        self._goaway = f"{why}{': ' + extra if extra else ''})"
-        self._fail(transport_error(self._goaway))
+        extra = text(event.additional_data or b"", 128)
+        self._conn.goaway = f"{why}{': ' + extra if extra else ''})"
+        self._fail(transport_error(self._conn.goaway))
 
     def _finish_with_status(self) -> None:
         if self._outcome.error is not None:
@@ -447,50 +342,10 @@ class GrpcStream:
         return out
 
 
-class _FrameCheck:
-    """Frame lengths checked as their headers arrive, before h2 buffers a frame's body (it
-    waits for a whole frame, up to 16 MiB, before it looks at the length), and the
-    server's preface: its first frame must be SETTINGS."""
-
-    def __init__(self, max_frame_size: int) -> None:
-        self._max = max_frame_size
-        self._head = bytearray()
-        self._left = 0  # bytes of the current frame's body still to come
-        self._first = True
-
-    def check(self, data: bytes) -> None:
-        pos, end = 0, len(data)
-        while pos < end:
-            if self._left:
-                took = min(self._left, end - pos)
-                self._left -= took
-                pos += took
-                continue
-            took = min(_FRAME_HEADER - len(self._head), end - pos)
-            self._head += data[pos : pos + took]
-            pos += took
-            if len(self._head) < _FRAME_HEADER:
-                return
-            length, kind = int.from_bytes(self._head[:3], "big"), self._head[3]
-            if self._first and kind != _SETTINGS:
-                start = bytes(self._head) + data[pos : pos + 16]
-                raise transport_error(
-                    f"the collector does not speak HTTP/2 (it began with {start!r})"
-                )
-            if length > self._max:
-                raise transport_error(
-                    f"the collector broke the HTTP/2 protocol: a {length}-byte frame "
-                    f"(over {self._max})"
-                )
-            self._first = False
-            self._left = length
-            self._head.clear()
-
-
 def _decode_headers(raw: object) -> list[tuple[str, str]]:
     out = []
     for name, value in raw:  # type: ignore[attr-defined]
-        n = name if isinstance(name, str) else _text(name, 256)
-        v = value if isinstance(value, str) else _text(value, 4096)
+        n = name if isinstance(name, str) else text(name, 256)
+        v = value if isinstance(value, str) else text(value, 4096)
         out.append((n, v))
     return out

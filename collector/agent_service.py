@@ -24,7 +24,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from gpuwarden.collector.validate import ReportInvalid, validate_report
-from gpuwarden.common.wire import ACKS_CUMULATIVE, ACKS_KEY, REJECTED_SEQ_KEY
+from gpuwarden.common.wire import (
+    ACKS_CUMULATIVE,
+    ACKS_KEY,
+    MAX_BATCH_REPORTS,
+    REJECTED_SEQ_KEY,
+)
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -34,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-MAX_BATCH_REPORTS = 256  # per NodeReportBatch (the .proto says so to agents)
 
 
 def _retrieve(fut: asyncio.Future[bool]) -> None:

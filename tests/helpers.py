@@ -19,22 +19,32 @@ import pytest
 
 from gpuwarden.agent.attribution import Attributor, NoAttribution
 from gpuwarden.agent.client import ReportStreamer
+from gpuwarden.agent.report_wire import varint as varint  # for wire bytes built by hand
 from gpuwarden.agent.runtime import Agent
 from gpuwarden.agent.sampler import Sampler
 from gpuwarden.agent.spool import Spool
 from gpuwarden.collector.server import Collector
+from gpuwarden.common.convert import report_to_pb
+from gpuwarden.common.types import GpuWindow, NodeReport
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def varint(n: int) -> bytes:
-    """``n`` as a protobuf varint: for building wire bytes by hand (length prefixes)."""
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def spool_reports(spool: Spool, count: int, node: str = "n1", util: float = 10.0) -> list[int]:
+    """Spool ``count`` one-GPU reports of ``node`` (numbered by the spool); their seqs."""
+    seqs = []
+    for _ in range(count):
+        seq = spool.next_seq()
+        report = NodeReport(
+            node=node,
+            seq=seq,
+            window_start=1_700_000_000,
+            window_end=1_700_000_005,
+            gpus=(GpuWindow(uuid=f"GPU-{node}", index=0, samples=5, util_max=util),),
+        )
+        spool.put(seq, report_to_pb(report).SerializeToString())
+        seqs.append(seq)
+    return seqs
 
 
 def free_port() -> int:

@@ -15,3 +15,5 @@ MUNGE_PURPOSE = "gpuwarden-query"
 # stream (``Ack.cumulative``): one ack then covers every report up to its seq.
 ACKS_KEY = "gpuwarden-acks"
 ACKS_CUMULATIVE = "cumulative"
+# Most reports one NodeReportBatch may hold (the collector refuses a larger batch whole).
+MAX_BATCH_REPORTS = 256

@@ -20,57 +20,14 @@ import h2.events
 import pytest
 
 from gpuwarden.agent.client import ReportStreamer, TlsFiles
-from gpuwarden.agent.grpc_h2 import Keepalive
+from gpuwarden.agent.h2_connection import Keepalive
 from gpuwarden.agent.spool import Spool
-from gpuwarden.collector.ratelimit import RateLimiter
 from gpuwarden.collector.server import Collector
-from gpuwarden.common.convert import report_to_pb
-from gpuwarden.common.types import GpuWindow, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
-from tests.helpers import free_port, streaming, wait_for
+from tests.helpers import free_port, spool_reports, streaming, wait_for
 from tests.pki import TestCA, server_tls
 
 QUICK = Keepalive(time_s=0.3, timeout_s=0.5)
-
-
-def spool_reports(spool: Spool, count: int, node: str = "n1", util: float = 10.0) -> list[int]:
-    seqs = []
-    for _ in range(count):
-        seq = spool.next_seq()
-        report = NodeReport(
-            node=node,
-            seq=seq,
-            window_start=1_700_000_000,
-            window_end=1_700_000_005,
-            gpus=(GpuWindow(uuid=f"GPU-{node}", index=0, samples=5, util_max=util),),
-        )
-        spool.put(seq, report_to_pb(report).SerializeToString())
-        seqs.append(seq)
-    return seqs
-
-
-async def test_a_backlog_of_10000_spooled_reports_drains_through_one_stream(
-    tmp_path: Path,
-) -> None:
-    # no per-node rate limit here (the default lets a node catch up at 100 reports/s)
-    collector = Collector(
-        db_path=tmp_path / "db", listen="127.0.0.1:0", rate_limiter=RateLimiter(1e6, 1e6)
-    )
-    await collector.start()
-    spool = Spool(tmp_path / "spool", max_reports=20_000)
-    spool_reports(spool, 10_000)
-    streamer = ReportStreamer(f"127.0.0.1:{collector.port}", spool)
-    try:
-        async with streaming(streamer):
-            await wait_for(lambda: len(spool) == 0, timeout_s=120)
-        stored = collector.store.count_reports()
-    finally:
-        await collector.stop()
-    assert stored == 10_000
-    assert streamer.acked == 10_000
-    # far more than HTTP/2's initial 64 KiB window went both ways on one connection
-    assert streamer.connections == 1
-    assert spool.size_bytes == 0
 
 
 async def test_reports_keep_flowing_across_a_collector_restart_each_stored_once(
@@ -444,3 +401,31 @@ async def test_acks_split_across_many_frames_and_trailers_with_huffman_and_dynam
     assert streamer.acked == 1 and streamer.rejected == 1
     assert (spool.directory / "rejected" / f"{second:020d}.pb").exists()
     assert "util 150% out of range" in caplog.text
+
+
+async def test_an_ack_for_a_report_not_yet_sent_on_the_call_deletes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One report in flight at a time: the server acks the second, which the agent has not
+    sent, then ends the call. Both stay spooled: an ack covers only what the call sent."""
+    spool = Spool(tmp_path / "spool")
+    _first, second = spool_reports(spool, 2)
+
+    def server(conn: socket.socket) -> None:
+        h2c = h2_server(conn)
+        if srv.connections > 1:
+            hold(conn, 5)
+            return
+        h2c.send_headers(1, grpc_headers())
+        ack = pb.Ack(node="n1", seq=second).SerializeToString()
+        h2c.send_data(1, struct.pack(">BI", 0, len(ack)) + ack)
+        h2c.send_headers(1, [("grpc-status", "14"), ("grpc-message", "bye now")], end_stream=True)
+        conn.sendall(h2c.data_to_send())
+        hold(conn, 1)
+
+    with hostile(server) as srv:
+        streamer = ReportStreamer(f"127.0.0.1:{srv.port}", spool, keepalive=QUICK, max_in_flight=1)
+        with caplog.at_level(logging.INFO, logger="gpuwarden.agent.client"):
+            async with streaming(streamer):
+                await wait_for(lambda: "bye now" in caplog.text, 15)
+    assert len(spool) == 2 and streamer.acked == 0

@@ -13,8 +13,9 @@ import h2.errors
 import h2.events
 import pytest
 
-from gpuwarden.agent.grpc_h2 import GrpcStream, Keepalive
+from gpuwarden.agent.grpc_h2 import GrpcStream
 from gpuwarden.agent.grpc_status import StatusCode, StreamError
+from gpuwarden.agent.h2_connection import Keepalive
 
 GRPC_OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
@@ -196,3 +197,33 @@ def test_half_close_ends_the_request_and_an_ok_status_ends_the_call_quietly(
             break
     assert stream.ended
     stream.raise_status()  # OK: nothing to raise
+
+
+def write_after_the_peer_hung_up(stream: GrpcStream) -> StreamError:
+    with pytest.raises(StreamError) as failed:
+        for _ in range(50):  # the first writes may still fit in the socket's buffer
+            stream.send(b"report" * 1000)
+    assert failed.value.transport
+    return failed.value
+
+
+def test_a_write_that_fails_after_the_call_ended_yields_the_calls_own_status(
+    pair: tuple[GrpcStream, Peer],
+) -> None:
+    stream, peer = pair
+    peer.h2.send_headers(
+        1, [*GRPC_OK_HEADERS, ("grpc-status", "12"), ("grpc-message", "no ReportBatch")], True
+    )
+    peer.flush()
+    peer.sock.close()
+    status = stream.status_after(write_after_the_peer_hung_up(stream))
+    assert status.code == StatusCode.UNIMPLEMENTED and status.details == "no ReportBatch"
+
+
+def test_a_write_that_fails_without_a_status_stays_a_lost_connection(
+    pair: tuple[GrpcStream, Peer],
+) -> None:
+    stream, peer = pair
+    peer.sock.close()
+    failed = write_after_the_peer_hung_up(stream)
+    assert stream.status_after(failed) is failed

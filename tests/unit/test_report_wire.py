@@ -1,4 +1,5 @@
-"""The agent sends spooled reports as they are: reading their seq without decoding them."""
+"""The agent sends spooled reports as they are: reading their seq and node without decoding
+them, and wrapping them unchanged in NodeReportBatch messages."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 
 import pytest
 
-from gpuwarden.agent.client import report_seq
+from gpuwarden.agent.report_wire import BatchBuilder, report_fields, report_seq
 from gpuwarden.agent.spool import SpoolCorrupt
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, NodeReport
@@ -52,3 +53,35 @@ def test_random_bytes_give_a_seq_or_a_corrupt_error_never_a_crash() -> None:
         data = rng.randbytes(rng.randrange(1, 64))
         with contextlib.suppress(SpoolCorrupt):
             assert report_seq(data) >= 0
+
+
+def test_the_node_is_read_beside_the_seq() -> None:
+    assert report_fields(serialized(7)) == (7, b"gpu01")
+    assert report_fields(pb.NodeReport(seq=3).SerializeToString()) == (3, b"")
+
+
+def test_a_batch_holds_the_spooled_bytes_unchanged_and_decodes_as_a_batch() -> None:
+    reports = [serialized(s) for s in range(1, 6)]
+    batch = BatchBuilder(b"gpu01")
+    for seq, report in enumerate(reports, start=1):
+        assert batch.fits(b"gpu01", report)
+        batch.add(seq, report)
+    decoded = pb.NodeReportBatch.FromString(batch.message())
+    assert decoded.node == "gpu01"
+    assert [r.SerializeToString() for r in decoded.reports] == reports
+    assert batch.seqs == [1, 2, 3, 4, 5]
+
+
+def test_a_batch_takes_no_report_of_another_node_nor_past_its_limits() -> None:
+    report = serialized(1)
+    assert not BatchBuilder(b"gpu01").fits(b"gpu02", report)
+    by_count = BatchBuilder(b"gpu01", max_reports=2)
+    by_count.add(1, report)
+    by_count.add(2, report)
+    assert not by_count.fits(b"gpu01", report)
+    by_bytes = BatchBuilder(b"gpu01", max_bytes=2 * len(report) + 16)
+    by_bytes.add(1, report)
+    assert by_bytes.fits(b"gpu01", report)
+    by_bytes.add(2, report)
+    assert not by_bytes.fits(b"gpu01", report)
+    assert len(by_bytes.message()) <= 2 * len(report) + 16
