@@ -297,3 +297,30 @@ def test_a_sample_belongs_to_the_newest_job_line_covering_its_time() -> None:
         holder = attribution.holder(parse_sample(s, 3))
         holders.append(None if holder is None else holder.job.job_id)
     assert holders == ["1", "2", "2", "1"]
+
+
+def test_back_to_back_jobs_on_one_gpu_are_one_run_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A job that starts the moment the last one ended (a busy Slurm partition): the window
+    that ends at that instant is the old job's, so each job is one run and no window is
+    counted twice. Before, the new job's start was taken first, the old job's last window
+    then ended it, and each hand-over split into three runs: 4 idle jobs showed as 99 % idle
+    over 4.05 GPU-hours."""
+    lines = []
+    for n in range(4):
+        start = T0 + n * 7200
+        gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+        lines.append(
+            {"type": "job", "job_id": str(1000 + n), "start": start, "end": start + 7200,
+             "requeue": True, "gpus": gpus}
+        )  # fmt: skip
+        for t in range(start + 60, start + 7201, 60):
+            lines.append({"type": "sample", "ts": t, "node": "n1", "uuid": "GPU-a", "util_gpu": 0})
+    path = tmp_path / "back-to-back.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert replay_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 jobs, 480 samples" in out
+    assert "GPU-hours observed: 4.0; idle (>= idle_window, reported time): 4.0 (100 %)" in out
+    assert "would have taken: requeue 4" in out
