@@ -324,3 +324,22 @@ def test_back_to_back_jobs_on_one_gpu_are_one_run_each(
     assert "4 jobs, 480 samples" in out
     assert "GPU-hours observed: 4.0; idle (>= idle_window, reported time): 4.0 (100 %)" in out
     assert "would have taken: requeue 4" in out
+
+
+def test_the_window_ending_as_a_job_starts_is_the_previous_jobs() -> None:
+    """A sample ends its window: at the very instant a job starts the window behind it is
+    the previous job's, wherever the job lines stand in the trace."""
+    from gpuwarden.collector.policy import PolicySet
+    from gpuwarden.collector.trace import TraceAttribution, parse_job, parse_sample
+
+    attribution = TraceAttribution(PolicySet())
+    gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+    for line_no, (job_id, start, end) in enumerate([("1", 0, 100), ("2", 100, 200)], 1):
+        d = {"type": "job", "job_id": job_id, "start": start, "end": end, "gpus": gpus}
+        attribution.add_job(*parse_job(d, line_no))
+    holders = []
+    for ts in (0, 60, 100, 160, 200):
+        s = {"type": "sample", "ts": ts, "node": "n1", "uuid": "GPU-a", "util_gpu": 0.0}
+        holder = attribution.holder(parse_sample(s, 3))
+        holders.append(None if holder is None else holder.job.job_id)
+    assert holders == [None, "1", "1", "2", "2"]
