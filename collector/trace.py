@@ -313,7 +313,8 @@ class _Claim:
 class TraceAttribution:
     """Turns sample lines into the stored windows a collector would have: each attributed
     to the job that holds its GPU at its time (the newest job line whose start..end covers
-    it: after the start, up to the end, since a sample ends a window), as the node agent attributes GPUs; a GPU of no job is reported free."""
+    it: after the start, up to the end, since a sample ends a window), as the node agent
+    attributes GPUs; a GPU of no job is reported free."""
 
     def __init__(self, policies: PolicySet) -> None:
         self.policies = policies
