@@ -45,7 +45,10 @@ from gpuwarden.collector.run_table import RunTable
 from gpuwarden.collector.runs import JobRun, Observation, observe, run_key, same_run
 from gpuwarden.common.types import WindowRecord
 
-_START, _WINDOW, _END = 0, 1, 2
+# At one instant: the windows that end then, then the jobs that end, then those that start. A
+# window ending when the next job starts covers time before that start, so it is the old
+# job's; taken after the new job's start it would end the new run and split each hand-over.
+_WINDOW, _END, _START = 0, 1, 2
 
 
 def _note_action(run: JobRun | None, e: LadderEvent) -> None:

@@ -313,7 +313,8 @@ class _Claim:
 class TraceAttribution:
     """Turns sample lines into the stored windows a collector would have: each attributed
     to the job that holds its GPU at its time (the newest job line whose start..end covers
-    it), as the node agent attributes GPUs; a GPU of no job is reported free."""
+    it: after the start, up to the end, since a sample ends a window), as the node agent
+    attributes GPUs; a GPU of no job is reported free."""
 
     def __init__(self, policies: PolicySet) -> None:
         self.policies = policies
@@ -337,14 +338,14 @@ class TraceAttribution:
         cached = self._last.get(where)
         if cached is not None:
             last, newer_from = cached
-            if last.start <= ts < newer_from and (last.end is None or ts <= last.end):
+            if last.start < ts <= newer_from and (last.end is None or ts <= last.end):
                 return last
         claims = self._claims.get(where)
         if not claims:
             return None
         found = None
         for c in claims:
-            covers = c.start <= ts and (c.end is None or ts <= c.end)
+            covers = c.start < ts and (c.end is None or ts <= c.end)
             if covers and (found is None or c.start >= found.start):
                 found = c
         if len(claims) > 4:

@@ -297,3 +297,49 @@ def test_a_sample_belongs_to_the_newest_job_line_covering_its_time() -> None:
         holder = attribution.holder(parse_sample(s, 3))
         holders.append(None if holder is None else holder.job.job_id)
     assert holders == ["1", "2", "2", "1"]
+
+
+def test_back_to_back_jobs_on_one_gpu_are_one_run_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A job that starts the moment the last one ended (a busy Slurm partition): the window
+    that ends at that instant is the old job's, so each job is one run and no window is
+    counted twice. Before, the new job's start was taken first, the old job's last window
+    then ended it, and each hand-over split into three runs: 4 idle jobs showed as 99 % idle
+    over 4.05 GPU-hours."""
+    lines = []
+    for n in range(4):
+        start = T0 + n * 7200
+        gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+        lines.append(
+            {"type": "job", "job_id": str(1000 + n), "start": start, "end": start + 7200,
+             "requeue": True, "gpus": gpus}
+        )  # fmt: skip
+        for t in range(start + 60, start + 7201, 60):
+            lines.append({"type": "sample", "ts": t, "node": "n1", "uuid": "GPU-a", "util_gpu": 0})
+    path = tmp_path / "back-to-back.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert replay_main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 jobs, 480 samples" in out
+    assert "GPU-hours observed: 4.0; idle (>= idle_window, reported time): 4.0 (100 %)" in out
+    assert "would have taken: requeue 4" in out
+
+
+def test_the_window_ending_as_a_job_starts_is_the_previous_jobs() -> None:
+    """A sample ends its window: at the very instant a job starts the window behind it is
+    the previous job's, wherever the job lines stand in the trace."""
+    from gpuwarden.collector.policy import PolicySet
+    from gpuwarden.collector.trace import TraceAttribution, parse_job, parse_sample
+
+    attribution = TraceAttribution(PolicySet())
+    gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+    for line_no, (job_id, start, end) in enumerate([("1", 0, 100), ("2", 100, 200)], 1):
+        d = {"type": "job", "job_id": job_id, "start": start, "end": end, "gpus": gpus}
+        attribution.add_job(*parse_job(d, line_no))
+    holders = []
+    for ts in (0, 60, 100, 160, 200):
+        s = {"type": "sample", "ts": ts, "node": "n1", "uuid": "GPU-a", "util_gpu": 0.0}
+        holder = attribution.holder(parse_sample(s, 3))
+        holders.append(None if holder is None else holder.job.job_id)
+    assert holders == [None, "1", "1", "2", "2"]
