@@ -30,7 +30,7 @@ from gpuwarden.collector.authz import current_caller
 from gpuwarden.collector.findings import Allocation, Finding, FindingKind, GpuRef
 from gpuwarden.collector.ladder import Action, ActionExecutor, Decision
 from gpuwarden.collector.policy import PolicySet
-from gpuwarden.common.convert import action_reply_to_pb, action_request_from_pb
+from gpuwarden.common.convert_query import action_reply_to_pb, action_request_from_pb
 from gpuwarden.common.types import (
     ADMIN_ACTIONS,
     ActionReply,

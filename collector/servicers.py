@@ -27,14 +27,14 @@ from gpuwarden.collector.visibility import (
     snapshot_for_user,
     windows_for_user,
 )
-from gpuwarden.common.convert import (
+from gpuwarden.common.convert import window_record_to_pb
+from gpuwarden.common.convert_query import (
     audit_record_to_pb,
     cluster_event_to_pb,
     job_stats_to_pb,
     node_state_to_pb,
     snapshot_to_pb,
     waste_rows_to_pb,
-    window_record_to_pb,
 )
 from gpuwarden.common.types import AuditRecord
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb

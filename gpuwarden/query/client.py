@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from gpuwarden.common.convert import (
+from gpuwarden.common.convert_query import (
     action_reply_from_pb,
     action_request_to_pb,
     audit_record_from_pb,

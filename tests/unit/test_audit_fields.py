@@ -10,7 +10,7 @@ from gpuwarden.collector.audit import AuditLog, record_from_event
 from gpuwarden.collector.ladder import Ladder
 from gpuwarden.collector.policy import Policy
 from gpuwarden.collector.rules import Allocation, Finding, FindingKind, GpuRef
-from gpuwarden.common.convert import audit_record_from_pb, audit_record_to_pb
+from gpuwarden.common.convert_query import audit_record_from_pb, audit_record_to_pb
 from gpuwarden.common.types import AuditRecord, JobInfo
 
 T0 = 1_700_000_000.0
