@@ -143,10 +143,8 @@ class _Stream:
                         c.stream_closed(self.node)
                     self.node = report.node
                     c.stream_opened(report.node, self.context.peer())
-                # Stored as received: no second encoding (unknown fields are not kept).
-                msg.DiscardUnknownFields()
-                blobs = [g.SerializeToString() for g in msg.gpus]
-                pending.append((report.seq, report.node, ingestor.submit(report, blobs)))
+                # Stored as received, handed over parsed (the store drops unknown fields).
+                pending.append((report.seq, report.node, ingestor.submit(report, msg.gpus)))
             more.set()
 
     async def _batch(self, batch: pb.NodeReportBatch) -> Sequence[pb.NodeReport]:

@@ -26,10 +26,11 @@ from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store, StoreUnavailable
 from gpuwarden.collector.validate import ReportInvalid
 from gpuwarden.common.types import NodeReport
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[NodeReport, Sequence[bytes] | None, asyncio.Future[bool]]
+_Item = tuple[NodeReport, Sequence[pb.GpuWindow] | None, asyncio.Future[bool]]
 StoredListener = Callable[[Sequence[NodeReport]], None]
 
 # What SQLite raises for a value it cannot bind: the report's fault, not the store's.
@@ -79,12 +80,13 @@ class Ingestor:
         self._task = None
 
     def submit(
-        self, report: NodeReport, blobs: Sequence[bytes] | None = None
+        self, report: NodeReport, received_pb: Sequence[pb.GpuWindow] | None = None
     ) -> asyncio.Future[bool]:
-        """Queue ``report`` for the next transaction. ``blobs``: its GPU windows serialized as
-        received, stored as they are (None: the store encodes them)."""
+        """Queue ``report`` for the next transaction. ``received_pb``: its GPU windows'
+        messages as received, which the store keeps (and changes: the caller is done with
+        them); None: the store encodes the windows."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((report, blobs, fut))
+        self._queue.put_nowait((report, received_pb, fut))
         return fut
 
     async def _run(self) -> None:
@@ -123,11 +125,11 @@ class Ingestor:
     async def _write(self, batch: list[_Item]) -> list[bool | BaseException]:
         """Per report: True stored, False duplicate, or the exception to hand its stream."""
         reports = [r for r, _, _ in batch]
-        blobs = [b for _, b, _ in batch]
+        received_pb = [m for _, m, _ in batch]
         now = time.time()
         try:
             results: list[bool | BaseException] = list(
-                await asyncio.to_thread(self.store.write_reports, reports, now, blobs)
+                await asyncio.to_thread(self.store.write_reports, reports, now, received_pb)
             )
         except StoreUnavailable as exc:
             self._set_fault(str(exc))
@@ -139,9 +141,9 @@ class Ingestor:
                 "a transaction of %d reports failed (%s); writing each alone", len(batch), exc
             )
             results = []
-            for r, b in zip(reports, blobs, strict=True):
+            for r, m in zip(reports, received_pb, strict=True):
                 try:
-                    results.extend(await asyncio.to_thread(self.store.write_reports, [r], now, [b]))
+                    results.extend(await asyncio.to_thread(self.store.write_reports, [r], now, [m]))
                 except Exception as exc:
                     results.append(self._blame(r, exc))
         self._set_fault(None)

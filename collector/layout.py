@@ -278,19 +278,22 @@ class Writer:
         for facts in [f for f, k in self._jobs.items() if k in gone]:
             del self._jobs[facts]
 
-    def rows(self, r: NodeReport, received: float, blobs: Sequence[bytes] | None) -> ReportRows:
-        """The rows of ``r``. ``blobs``: each GPU window's serialized
-        ``gpuwarden.v1.GpuWindow`` as received; None to encode them here."""
+    def rows(
+        self, r: NodeReport, received: float, received_pb: Sequence[pb.GpuWindow] | None
+    ) -> ReportRows:
+        """The rows of ``r``. ``received_pb``: its GPU windows' messages as received, stored
+        as they are less what the dictionaries hold (:func:`strip` clears those fields in
+        them); None to encode the windows here."""
         if len(r.gpus) > MAX_GPUS:
             raise ValueError(f"{len(r.gpus)} GPU windows in one report (limit {MAX_GPUS})")
-        if blobs is not None and len(blobs) != len(r.gpus):
-            raise ValueError(f"{len(blobs)} serialized windows for {len(r.gpus)} GPUs")
+        if received_pb is not None and len(received_pb) != len(r.gpus):
+            raise ValueError(f"{len(received_pb)} received windows for {len(r.gpus)} GPUs")
         keys: list[int] = []
         windows: list[bytes] = []
         job_keys: list[int] = []
         for i, g in enumerate(r.gpus):
             _check_storable(g)
-            msg = gpu_to_pb(g) if blobs is None else pb.GpuWindow.FromString(blobs[i])
+            msg = gpu_to_pb(g) if received_pb is None else received_pb[i]
             job_key = 0 if g.job is None else self.job_key(g.job)
             keys += (self.gpu_key(r.node, g), job_key)
             windows.append(strip(msg))

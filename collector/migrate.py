@@ -31,7 +31,7 @@ def statements(script: str) -> Iterator[str]:
             yield part
 
 
-def _v1_reports(conn: sqlite3.Connection) -> Iterator[tuple[NodeReport, float, list[bytes]]]:
+def _v1_reports(conn: sqlite3.Connection) -> Iterator[tuple[NodeReport, float, list[pb.GpuWindow]]]:
     """Every version-1 report that still has windows, with its windows' stored bytes."""
     rows = conn.execute(
         "SELECT w.node, w.seq, w.window_start, w.window_end, w.data, r.agent_id, r.received,"
@@ -42,10 +42,11 @@ def _v1_reports(conn: sqlite3.Connection) -> Iterator[tuple[NodeReport, float, l
     head: tuple[float, float, str | None, float | None, int | None] = (0.0, 0.0, None, None, None)
     blobs: list[bytes] = []
 
-    def report() -> tuple[NodeReport, float, list[bytes]]:
+    def report() -> tuple[NodeReport, float, list[pb.GpuWindow]]:
         assert key is not None
         ws, we, agent_id, received, slurm = head
-        gpus = tuple(gpu_from_pb(pb.GpuWindow.FromString(b)) for b in blobs)
+        msgs = [pb.GpuWindow.FromString(b) for b in blobs]
+        gpus = tuple(gpu_from_pb(m) for m in msgs)
         r = NodeReport(
             node=key[0],
             seq=key[1],
@@ -55,7 +56,7 @@ def _v1_reports(conn: sqlite3.Connection) -> Iterator[tuple[NodeReport, float, l
             slurm=SlurmStatus(available=slurm is None or bool(slurm)),
             agent_id=agent_id or "",
         )
-        return r, we if received is None else received, blobs
+        return r, we if received is None else received, msgs
 
     for node, seq, ws, we, data, agent_id, received, slurm in rows:
         if (node, seq) != key:
@@ -84,8 +85,8 @@ def v1_to_v2(conn: sqlite3.Connection, writer: layout.Writer, rollup_schema: str
         for sql in statements(layout.SCHEMA + rollup_schema):
             conn.execute(sql)
         windows = 0
-        for r, received, blobs in _v1_reports(conn):
-            rows = writer.rows(r, received, blobs)
+        for r, received, msgs in _v1_reports(conn):
+            rows = writer.rows(r, received, msgs)
             cur = conn.execute(layout.INSERT_REPORT, rows.report)
             conn.executemany(layout.INSERT_REPORT_JOB, [(j, cur.lastrowid) for j in rows.job_keys])
             windows += len(r.gpus)

@@ -28,6 +28,7 @@ from gpuwarden.collector import layout, migrate, rollup
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
 from gpuwarden.common.types import NodeReport, WindowRecord
+from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +192,21 @@ class Store:
         self,
         reports: Sequence[NodeReport],
         received: float,
-        blobs: Sequence[Sequence[bytes] | None] | None = None,
+        received_pb: Sequence[Sequence[pb.GpuWindow] | None] | None = None,
     ) -> list[bool]:
         """Store ``reports`` in one transaction. Returns, per report, True if stored now and
         False if it was a duplicate (already stored). Raises on failure: nothing is stored.
-        ``blobs``: per report, its GPU windows as received (see :meth:`layout.Writer.rows`)."""
-        if blobs is None:
-            blobs = [None] * len(reports)
+        ``received_pb``: per report, its GPU windows' messages as received (see
+        :meth:`layout.Writer.rows`)."""
+        if received_pb is None:
+            received_pb = [None] * len(reports)
         results: list[bool] = []
         stored: list[tuple[int, NodeReport]] = []
         with self._wlock:
             flush = self._pending.due(FLUSH_ROWS) if self.retention.rollups else []
             with self._transaction() as cur:
-                for r, gpu_blobs in zip(reports, blobs, strict=True):
-                    rows = self._rows.rows(r, received, gpu_blobs)
+                for r, windows in zip(reports, received_pb, strict=True):
+                    rows = self._rows.rows(r, received, windows)
                     cur.execute(layout.INSERT_REPORT, rows.report)
                     if cur.rowcount == 0:
                         results.append(False)

@@ -108,12 +108,15 @@ def records(rs: list[NodeReport]) -> list[WindowRecord]:
     return [WindowRecord(r.node, r.window_start, r.window_end, g) for r in rs for g in r.gpus]
 
 
-def test_every_field_a_reader_uses_comes_back_whether_received_bytes_or_objects(
+def test_every_field_a_reader_uses_comes_back_whether_received_messages_or_objects(
     tmp_path: Path,
 ) -> None:
     store = Store(tmp_path / "db")
     rs = reports(6)
-    received = [[gpu_to_pb(g).SerializeToString() for g in r.gpus] for r in rs[:3]]
+    # the windows' messages as a stream parses them off the wire
+    received = [
+        [pb.GpuWindow.FromString(gpu_to_pb(g).SerializeToString()) for g in r.gpus] for r in rs[:3]
+    ]
     assert store.write_reports(rs[:3], T0, received) == [True] * 3
     assert store.write_reports(rs[3:], T0) == [True] * 3
     got, truncated = store.history(node="n1", resolution=0)
