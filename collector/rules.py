@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 
 from gpuwarden.collector import idle_findings
-from gpuwarden.collector.activity import window_activity
+from gpuwarden.collector.activity import Basis, window_activity
 from gpuwarden.collector.advice import usage_findings
 from gpuwarden.collector.findings import (
     MIB,
@@ -59,6 +59,13 @@ __all__ = [
 REPORT_EVERY_BUCKETS = 5  # under-use and advice are re-checked every underuse_window / 6
 
 
+def _activity_rule(policy: Policy) -> tuple[bool, Basis]:
+    """(whether SM activity decides where a window has it, the basis of a window decided by
+    its utilisation): :func:`window_activity`'s first two cases, for its inlined form."""
+    by_sm = policy.active_sm_pct > 0
+    return by_sm, Basis.UTIL_NO_SM if by_sm else Basis.UTIL
+
+
 class AllocationTracker:
     """Incremental detection state of one allocation under one policy.
 
@@ -78,6 +85,7 @@ class AllocationTracker:
         self._grace_end: float | None = None if started is None else started + policy.grace_period
         self._bucket_s = policy.underuse_window / BUCKETS
         self._next_report_ts = -math.inf
+        self._by_sm, self._util_basis = _activity_rule(policy)
         self._report_cache: list[Finding] = []
         # pending() finds nothing before this time (see there); -inf: look
         self._quiet_until = -math.inf
@@ -94,6 +102,7 @@ class AllocationTracker:
         if policy.underuse_window != self.policy.underuse_window:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
+        self._by_sm, self._util_basis = _activity_rule(policy)
         self._quiet_until = -math.inf
         self._idle_gen += 1
         a = self.allocation
@@ -146,17 +155,22 @@ class AllocationTracker:
     ) -> None:
         """Add one window of GPU number ``pos`` (see :meth:`position`)."""
         p = self.policy
-        active, basis = window_activity(
-            p, util_max, sm_active_max, mig, processes, mem_used_bytes, mem_total_bytes
-        )
-        if active is None:  # unknown activity: a gap, never idle
-            return
+        if util_max is not None and (sm_active_max is None or not self._by_sm):
+            # window_activity's utilisation case, inlined: by far the most common one
+            active: bool | None = util_max >= p.active_util_pct
+            basis = self._util_basis
+        else:
+            active, basis = window_activity(
+                p, util_max, sm_active_max, mig, processes, mem_used_bytes, mem_total_bytes
+            )
+            if active is None:  # unknown activity: a gap, never idle
+                return
         g = self._gpus[pos]
         streak = g.streak
         start = end - duration_s
-        if self._grace_end is None:  # start unknown: grace runs from the first window
-            self._grace_end = start + p.grace_period
         grace_end = self._grace_end
+        if grace_end is None:  # start unknown: grace runs from the first window
+            grace_end = self._grace_end = start + p.grace_period
         last = g.last_end
         if last is not None and end <= last:  # late or duplicate window
             if active and streak.since is not None and end > streak.since:
