@@ -56,6 +56,14 @@ _new_sample = _new_observation = tuple.__new__
 # the keys that may carry profiling fields: a line with none of them (the common case) skips
 # their parsing with one set operation instead of a look-up per field
 _PROFILING_KEYS = frozenset(("extra", "extra_max", *PROFILING_FIELDS))
+# every key of a sample line that most lines lack: a line with none of them skips each look-up
+_RARE_KEYS = _PROFILING_KEYS | {
+    "util_gpu_mean",
+    "util_mem",
+    "cpu_util_pct",
+    "window_s",
+    "processes",
+}
 
 
 class TraceError(ValueError):
@@ -247,7 +255,9 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
             raise _where(line_no, "util_gpu", "is missing")
     elif type(util) is not float or not 0.0 <= util <= 100.0:
         util = _number(d, "util_gpu", line_no, 0.0, 100.0)
-    mean = get("util_gpu_mean")
+    # the keys most lines lack: one set operation says whether to look for any of them
+    rare = not _RARE_KEYS.isdisjoint(d)
+    mean = get("util_gpu_mean") if rare else None
     if mean is not None:
         mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
         if mean is not None and util is not None and mean > util + 1e-9:
@@ -259,26 +269,28 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
     total = get("mem_total_mib")
     if total is not None and (type(total) is not int or not 0 <= total <= 1e9):
         total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
-    if get("util_mem") is not None:
+    if rare and get("util_mem") is not None:
         _number(d, "util_mem", line_no, 0.0, 100.0)  # checked, not used
     power = get("power_w")
     if power is not None and (type(power) is not float or not 0.0 <= power <= 1e5):
         power = _number(d, "power_w", line_no, 0.0, 1e5)
-    cpu = get("cpu_util_pct")
-    if cpu is not None:
-        cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
-    window = get("window_s")
-    if window is not None:
-        window = _number(d, "window_s", line_no, 0.001, 86400.0)
+    cpu = window = extra_mean = extra_max = procs = None
+    if rare:
+        cpu = get("cpu_util_pct")
+        if cpu is not None:
+            cpu = _number(d, "cpu_util_pct", line_no, 0.0, 1e6)
+        window = get("window_s")
+        if window is not None:
+            window = _number(d, "window_s", line_no, 0.001, 86400.0)
     idx = get("index", -1)
     if type(idx) is not int or idx < -1:
         raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
-    extra_mean = extra_max = None
-    if not _PROFILING_KEYS.isdisjoint(d):  # null values give (None, None) there too
-        extra_mean, extra_max = _extra_fields(d, line_no)
-    procs = get("processes")
-    if procs is not None and (type(procs) is not int or not 0 <= procs <= 100_000):
-        raise _where(line_no, "processes", f"must be a number of processes, got {procs!r}")
+    if rare:
+        if not _PROFILING_KEYS.isdisjoint(d):  # null values give (None, None) there too
+            extra_mean, extra_max = _extra_fields(d, line_no)
+        procs = get("processes")
+        if procs is not None and (type(procs) is not int or not 0 <= procs <= 100_000):
+            raise _where(line_no, "processes", f"must be a number of processes, got {procs!r}")
     return _new_sample(
         Sample,
         (
