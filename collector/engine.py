@@ -88,6 +88,7 @@ class Engine:
         self.late_windows = 0
         self._buffer = ReorderBuffer()
         self._push = self._buffer.push
+        self._push_window = self._buffer.push_window
         self._now = -math.inf  # data time processed so far
         self._next_sweep = -math.inf
         self._runs = self._table.runs  # the table's, read here on hot paths
@@ -125,14 +126,20 @@ class Engine:
     def on_observation(self, o: Observation) -> None:
         """:meth:`on_window` for a window already in the engine's terms."""
         with self._lock:
-            self._push(o.end, _WINDOW, o.node, o.uuid, o)
+            self._push_window(o)
 
     def on_observations(self, batch: Iterable[Observation]) -> None:
-        """:meth:`on_observation` of each, in order, under one lock (replay's path)."""
-        push = self._push
+        """:meth:`on_observation` of each, in order, under one lock."""
+        push = self._push_window
         with self._lock:
             for o in batch:
-                push(o.end, _WINDOW, o.node, o.uuid, o)
+                push(o)
+
+    def on_observations_at(self, ts: float, batch: list[Observation]) -> None:
+        """:meth:`on_observations` of windows that all end at ``ts`` (replay's path: the
+        lines of one time of a trace in order). The engine keeps ``batch`` itself."""
+        with self._lock:
+            self._buffer.push_windows_at(ts, batch)
 
     def on_job(self, allocation: Allocation) -> None:
         """A job known in advance (replay's job line): it starts at its start with all its
@@ -194,22 +201,23 @@ class Engine:
 
     def _advance(self, watermark: float) -> None:
         pop = self._buffer.pop
+        on_window = self._on_window
         while (due := pop(watermark)) is not None:
-            ts, items = due
-            for prio, _, _, _, payload in items:
-                if ts > self._now:
-                    if self._dirty:
-                        self._flush()
-                    if ts >= self._next_sweep:
-                        self._table.sweep(ts)
-                        self._next_sweep = ts + self.job_gone_after_s / 8
-                    self._now = ts
-                    self._flushed = False
-                elif prio == _WINDOW and (ts < self._now or self._flushed):
-                    self.late_windows += 1
-                if prio == _WINDOW:
-                    self._on_window(payload)
-                elif prio == _START:
+            ts, windows, others = due
+            if ts > self._now:
+                if self._dirty:
+                    self._flush()
+                if ts >= self._next_sweep:
+                    self._table.sweep(ts)
+                    self._next_sweep = ts + self.job_gone_after_s / 8
+                self._now = ts
+                self._flushed = False
+            elif ts < self._now or self._flushed:
+                self.late_windows += len(windows)
+            for o in windows:
+                on_window(o)
+            for prio, _, _, _, payload in others:
+                if prio == _START:
                     self._table.start(payload, self._now)
                 else:
                     self._table.end(payload, self._now)
@@ -371,8 +379,8 @@ class Engine:
                 if since is None or since > f.since_ts:
                     return False
                 where.add((g.node, g.uuid))
-            for prio, node, uuid, _, o in self._buffer:
-                if prio != _WINDOW or (node, uuid) not in where:
+            for o in self._buffer.windows():
+                if (o.node, o.uuid) not in where:
                     continue
                 if o.end > decision.ts and o.activity(run.policy):
                     return False

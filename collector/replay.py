@@ -125,7 +125,8 @@ class Replayer:
         self.ladder_events: list[LadderEvent] = []
         self.attribution = TraceAttribution(policies)
         self._allocations: list[Allocation] = []
-        self._observed: list[Observation] = []  # read, not yet handed to the engine
+        # the observations of the newest time read, not yet handed to the engine
+        self._observed: list[Observation] = []
         self._max_ts = -math.inf
         self._first_ts: float | None = None
         self.lines = 0
@@ -141,6 +142,7 @@ class Replayer:
         one. One loop with its look-ups made once: it runs for every line of a trace."""
         observed = self._observed
         observation = self.attribution.observation
+        engine = self.engine
         tolerance = self.tolerance_s
         max_ts = self._max_ts
         samples = unattributed = 0
@@ -169,15 +171,20 @@ class Replayer:
                     o = observation(s, max_ts)
                     if o.job is None:
                         unattributed += 1
-                    observed.append(o)
-                    if ts > max_ts:
+                    if ts == max_ts:  # the common case: more lines of the newest time
+                        observed.append(o)
+                    elif ts > max_ts:
                         if self._first_ts is None:
                             self._first_ts = ts
-                        max_ts = self._max_ts = ts
                         self._hand_over()
+                        observed = self._observed
+                        max_ts = self._max_ts = ts
                         # strictly older than the tolerance: a later line may still have that time
-                        self.engine.advance_to(math.nextafter(ts - tolerance, -math.inf))
+                        engine.advance_to(math.nextafter(ts - tolerance, -math.inf))
                         self._collect()
+                        observed.append(o)
+                    else:  # late, within the tolerance: its time is still buffered
+                        engine.on_observation(o)
                 elif kind == "job":
                     alloc, start = parse_job(d, line_no)
                     self._allocations.append(alloc)
@@ -193,10 +200,11 @@ class Replayer:
             self.unattributed += unattributed
 
     def _hand_over(self) -> None:
-        """Give the engine the observations read since the last time (one call for the
-        many lines between two advances of the trace's time)."""
-        self.engine.on_observations(self._observed)
-        self._observed.clear()
+        """Give the engine the observations of the newest time read (one call for the many
+        lines of one time of the trace), before the next time comes."""
+        if self._observed:
+            self.engine.on_observations_at(self._max_ts, self._observed)
+            self._observed = []
 
     def _collect(self) -> None:
         self.engine.take_ended_runs()  # the live collector's summaries; the runs are kept
