@@ -149,11 +149,11 @@ class Replayer:
         line_no = first_line_no - 1
         try:
             for line_no, raw in enumerate(lines, first_line_no):
-                if not raw or raw.isspace():  # a blank line (isspace: no stripped copy made)
-                    continue
                 try:
                     d = loads(raw)
                 except ValueError as exc:
+                    if not raw or raw.isspace():  # a blank line (asked only of what fails)
+                        continue
                     raise TraceError(line_no, f"not valid JSON: {exc}") from None
                 if type(d) is not dict:
                     raise TraceError(line_no, "expected a JSON object")
