@@ -332,8 +332,9 @@ class TraceAttribution:
         self.policies = policies
         self.default_window_s = policies.default.window
         self._claims: dict[tuple[str, str], list[_Claim]] = {}
-        # per GPU: the claim found last, and until when no newer claim can start
-        self._last: dict[tuple[str, str], tuple[_Claim, float]] = {}
+        # per GPU: (start, until, claim) of the claim found last; it holds the GPU at any
+        # time in start < ts <= until (its end, or the start of a newer claim)
+        self._last: dict[tuple[str, str], tuple[float, float, _Claim]] = {}
 
     def add_job(self, allocation: Allocation, start: float) -> None:
         window_s = self.policies.for_job(allocation.job).window
@@ -348,10 +349,12 @@ class TraceAttribution:
         where = (s.node, s.uuid)
         ts = s.ts
         cached = self._last.get(where)
-        if cached is not None:
-            last, newer_from = cached
-            if last.start < ts <= newer_from and (last.end is None or ts <= last.end):
-                return last
+        if cached is not None and cached[0] < ts <= cached[1]:
+            return cached[2]
+        return self._find(where, ts, horizon)
+
+    def _find(self, where: tuple[str, str], ts: float, horizon: float) -> _Claim | None:
+        """:meth:`holder` when the claim found last does not hold the GPU at ``ts``."""
         claims = self._claims.get(where)
         if not claims:
             return None
@@ -363,15 +366,23 @@ class TraceAttribution:
         if len(claims) > 4:
             claims[:] = [c for c in claims if c.end is None or c.end >= horizon]
         if found is not None:
-            newer = [c.start for c in claims if c.start > found.start]
-            self._last[where] = (found, min(newer, default=math.inf))
+            until = min([c.start for c in claims if c.start > found.start], default=math.inf)
+            if found.end is not None and found.end < until:
+                until = found.end
+            self._last[where] = (found.start, until, found)
         return found
 
     def observation(self, s: Sample, newest_ts: float = -math.inf) -> Observation:
         """The sample as the engine reads a stored window of it (replay's fast path)."""
-        claim = self.holder(s, newest_ts - 2 * self.default_window_s)
         # one unpacking instead of a field look-up each: this runs for every sample line
         ts, node, uuid, index, umax, umean, used, total, _, cpu, window_s, mean, peak, procs = s
+        # holder(), its common case inlined: the claim found last still holds the GPU
+        where = (node, uuid)
+        cached = self._last.get(where)
+        if cached is not None and cached[0] < ts <= cached[1]:
+            claim: _Claim | None = cached[2]
+        else:
+            claim = self._find(where, ts, newest_ts - 2 * self.default_window_s)
         job = None
         if claim is None:
             if window_s is None:
