@@ -300,6 +300,8 @@ class Engine:
             # ladder's next step for them is not due yet (Ladder.quiet_until).
             return
         run.quiet_until = -math.inf
+        if now < tracker.quiet_until and not self.ladder.has_state(run.key[0]):
+            return  # pending() would find nothing, and there is nothing to reset
         findings = tracker.pending(now)
         if findings and self.exempt is not None and self.exempt(run.job_id, now):
             findings = []  # exempted: the ladder resets, as when the job is in use

@@ -87,8 +87,9 @@ class AllocationTracker:
         self._next_report_ts = -math.inf
         self._by_sm, self._util_basis = _activity_rule(policy)
         self._report_cache: list[Finding] = []
-        # pending() finds nothing before this time (see there); -inf: look
-        self._quiet_until = -math.inf
+        # pending() finds nothing before this time (see there); -inf: look. Read by the
+        # engine, which then need not ask.
+        self.quiet_until = -math.inf
         # Counts the changes of what all-idle findings are decided on (a streak started or
         # ended, memory figures, the GPUs, the policy): see idle_mark().
         self._idle_gen = 0
@@ -103,7 +104,7 @@ class AllocationTracker:
             policy = dataclasses.replace(policy, underuse_window=self.policy.underuse_window)
         self.policy = policy
         self._by_sm, self._util_basis = _activity_rule(policy)
-        self._quiet_until = -math.inf
+        self.quiet_until = -math.inf
         self._idle_gen += 1
         a = self.allocation
         self.exempt_reason = policy.exemption(a.job, sorted({g.node for g in a.gpus}))
@@ -185,7 +186,7 @@ class AllocationTracker:
                 streak.end(p.idle_window)
                 self._idle_gen += 1
         else:
-            self._quiet_until = -math.inf  # the streak grows: it may be idle now
+            self.quiet_until = -math.inf  # the streak grows: it may be idle now
             if streak.since is not None and last is not None and start - last > p.max_gap:
                 streak.end(p.idle_window)  # a long gap: unknown, so the streak starts anew
                 self._idle_gen += 1
@@ -314,7 +315,7 @@ class AllocationTracker:
         When it finds nothing, nothing can be found before the next under-use check unless
         a GPU gets an idle window: without one, time only ends idle streaks (their data grows
         old) and never starts them. Until then it answers at once."""
-        if self.exempt_reason is not None or now < self._quiet_until:
+        if self.exempt_reason is not None or now < self.quiet_until:
             return []
         p = self.policy
         gpus = self._gpus
@@ -336,7 +337,7 @@ class AllocationTracker:
             return findings
         cache = self._report_cache
         if not cache:
-            self._quiet_until = self._next_report_ts
+            self.quiet_until = self._next_report_ts
         # The list itself while it lasts (not to be changed): the engine sees that the
         # ladder has already taken these report-only findings (Engine._evaluate).
         return cache
