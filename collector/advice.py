@@ -86,10 +86,14 @@ def usage_findings(
     if dram is not None and pipes and dram >= p.dram_bound_pct and max(pipes) < p.pipes_low_pct:
         detail = wording.memory_bound(p, dram, max(pipes))
         out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
-    if any(r.uuid.startswith("MIG-") for r in gpus):
-        return out  # already a MIG slice
-    if not any(u.any_active() for u in usages):
-        return out
+    for r in gpus:  # loops, not any() over a generator: this runs every few windows
+        if r.uuid.startswith("MIG-"):
+            return out  # already a MIG slice
+    for u in usages:
+        if u.active_buckets:
+            break
+    else:
+        return out  # never active
     peaks = [u.peak_mem() for u in usages]
     known = [x for x in peaks if x is not None]
     if len(known) < len(peaks):
@@ -103,7 +107,10 @@ def usage_findings(
 def _profile_means(usages: Sequence[UsageWindow], need_s: float) -> list[float | None]:
     """Per profiling field, its time-weighted mean over all GPUs; None unless reports with
     it cover ``need_s`` (the coverage the other rules need, summed over the GPUs)."""
-    if not any(u.profiled for u in usages):
+    for u in usages:
+        if u.profiled:
+            break
+    else:
         return [None] * len(PROFILE_FIELDS)  # no time with any of them: the sums are 0
     out: list[float | None] = []
     for i in range(len(PROFILE_FIELDS)):

@@ -139,17 +139,23 @@ class UsageWindow:
 
     def peak_mem(self) -> tuple[int, int] | None:
         """(peak memory used, card memory) over the buckets kept; None when unknown."""
-        peak: int | None = None
-        total: int | None = None
-        for b in self.buckets:  # one pass: checked every few windows of every job
-            used, card = b.mem_max_bytes, b.mem_total_bytes
-            if used is not None and (peak is None or used > peak):
-                peak = used
-            if card is not None and (total is None or card > total):
-                total = card
+        # checked every few windows of every job: the maxima taken in C where no bucket
+        # lacks the figure (the usual case)
+        used = [b.mem_max_bytes for b in self.buckets]
+        cards = [b.mem_total_bytes for b in self.buckets]
+        peak = _max_known(used)
+        total = _max_known(cards)
         if peak is None or not total:
             return None
         return peak, total
 
     def any_active(self) -> bool:
         return self.active_buckets > 0
+
+
+def _max_known(values: list[int | None]) -> int | None:
+    """The largest value that is not None; None when there is none."""
+    if None not in values:
+        return max(values) if values else None  # type: ignore[type-var]
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
