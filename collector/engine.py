@@ -214,6 +214,7 @@ class Engine:
                 self._flushed = False
             elif ts < self._now or self._flushed:
                 self.late_windows += len(windows)
+            self.windows += len(windows)
             for o in windows:
                 on_window(o)
             for prio, _, _, _, payload in others:
@@ -228,14 +229,17 @@ class Engine:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         now = self._now
+        if self._quiet:
+            for run in dirty:
+                run.dirty = False
+            return
+        evaluate = self._evaluate
         for run in dirty:
             if run.dirty:
                 run.dirty = False
-                if not self._quiet:
-                    self._evaluate(run, now)
+                evaluate(run, now)
 
     def _on_window(self, o: Observation) -> None:
-        self.windows += 1
         # one unpacking instead of a field look-up each: this runs for every window
         node, uuid, _, job, start, end, umax, umean, used, total, _, sm, profile, procs, mig = o
         where = (node, uuid)
@@ -245,19 +249,21 @@ class Engine:
         if (
             run is None
             or run.job is not job
-            or (run.last_seen is not None and end - run.last_seen > self.job_gone_after_s)
+            or ((last := run.last_seen) is not None and end - last > self.job_gone_after_s)
         ):
             run = self._table.run_of_window(o, run, self._now)
             if run is None:
                 return
-        pos = run.tracker.position_of(where)
+            last = run.last_seen
+        tracker = run.tracker
+        pos = tracker.positions.get(where)
         assert pos is not None  # the GPU is the run's (see RunTable.run_of_window)
-        if run.last_seen is None or end > run.last_seen:
+        if last is None or end > last:
             run.last_seen = end
         if run.stopped:
             return
         assert job is not None  # a window of no job has no run
-        run.tracker.add_values(
+        tracker.add_values(
             pos,
             end,
             end - start if end > start else 0.0,

@@ -80,7 +80,8 @@ class AllocationTracker:
         nodes = {g.node for g in allocation.gpus}
         self.exempt_reason = policy.exemption(allocation.job, sorted(nodes))
         self._gpus = [GpuState(ref) for ref in allocation.gpus]
-        self._pos = {(g.node, g.uuid): i for i, g in enumerate(allocation.gpus)}
+        # (node, GPU UUID) -> the GPU's number in the allocation (see position())
+        self.positions = {(g.node, g.uuid): i for i, g in enumerate(allocation.gpus)}
         started = allocation.started_ts
         self._grace_end: float | None = None if started is None else started + policy.grace_period
         self._bucket_s = policy.underuse_window / BUCKETS
@@ -113,14 +114,10 @@ class AllocationTracker:
 
     def position(self, node: str, uuid: str) -> int | None:
         """Index of a GPU in the allocation, or None when it is not one of its GPUs."""
-        return self._pos.get((node, uuid))
-
-    def position_of(self, where: tuple[str, str]) -> int | None:
-        """:meth:`position` of (node, uuid)."""
-        return self._pos.get(where)
+        return self.positions.get((node, uuid))
 
     def add(self, w: ObservedWindow) -> bool:
-        pos = self._pos.get((w.node, w.uuid))
+        pos = self.positions.get((w.node, w.uuid))
         if pos is None:
             return False
         self.add_values(
@@ -246,23 +243,23 @@ class AllocationTracker:
         idle = self._idle_positions(now)
         if gpus is None:
             return len(idle) == len(self._gpus) > 0
-        wanted = [self._pos.get((g.node, g.uuid)) for g in gpus]
+        wanted = [self.positions.get((g.node, g.uuid)) for g in gpus]
         return bool(wanted) and all(p is not None and p in idle for p in wanted)
 
     def idle_since(self, node: str, uuid: str) -> float | None:
         """Start of the GPU's current idle streak (None: no streak, or not one of its GPUs)."""
-        pos = self._pos.get((node, uuid))
+        pos = self.positions.get((node, uuid))
         return None if pos is None else self._gpus[pos].streak.since
 
     def add_gpu(self, ref: GpuRef) -> int:
         """Add a GPU the allocation turned out to hold (live: learnt from its windows)."""
-        pos = self._pos.get((ref.node, ref.uuid))
+        pos = self.positions.get((ref.node, ref.uuid))
         if pos is not None:
             return pos
         self.allocation = dataclasses.replace(self.allocation, gpus=(*self.allocation.gpus, ref))
         self._gpus.append(GpuState(ref))  # not idle yet: pending() stays quiet
         self._idle_gen += 1
-        pos = self._pos[(ref.node, ref.uuid)] = len(self._gpus) - 1
+        pos = self.positions[(ref.node, ref.uuid)] = len(self._gpus) - 1
         return pos
 
     def idle_mark(self) -> int:

@@ -45,6 +45,7 @@ class UsageWindow:
         "buckets",
         "cpu_dur_s",
         "cpu_s",
+        "current",
         "dur_s",
         "prof_dur_s",
         "prof_s",
@@ -54,6 +55,7 @@ class UsageWindow:
 
     def __init__(self) -> None:
         self.buckets: deque[UsageBucket] = deque()
+        self.current: UsageBucket | None = None  # the newest bucket (buckets[-1])
         self.dur_s = 0.0
         self.util_s = 0.0
         self.cpu_dur_s = 0.0
@@ -74,12 +76,10 @@ class UsageWindow:
         active: bool,
         profile: Profile | None = None,
     ) -> None:
-        b = self.buckets
-        if b and b[-1].index == index:
-            bucket = b[-1]
-        else:
-            bucket = UsageBucket(index)
-            b.append(bucket)
+        bucket = self.current
+        if bucket is None or bucket.index != index:
+            bucket = self.current = UsageBucket(index)
+            self.buckets.append(bucket)
             self.prune(index - BUCKETS + 1)
         bucket.dur_s += dur_s
         bucket.util_s += mean_pct * dur_s
@@ -115,6 +115,8 @@ class UsageWindow:
         b = self.buckets
         while b and b[0].index < first_index:
             old = b.popleft()
+            if old is self.current:
+                self.current = None
             self.dur_s -= old.dur_s
             self.util_s -= old.util_s
             self.cpu_dur_s -= old.cpu_dur_s
