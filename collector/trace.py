@@ -255,23 +255,28 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
             raise _where(line_no, "util_gpu", "is missing")
     elif type(util) is not float or not 0.0 <= util <= 100.0:
         util = _number(d, "util_gpu", line_no, 0.0, 100.0)
-    # the keys most lines lack: one set operation says whether to look for any of them
-    rare = not _RARE_KEYS.isdisjoint(d)
+    used = get("mem_used_mib")
+    total = get("mem_total_mib")
+    power = get("power_w")
+    idx = get("index")  # None: absent (-1) or null (wrong), told apart where it is checked
+    # Whether to look for the keys most lines lack: not when the line has nothing but type,
+    # ts, node, uuid, util_gpu and those four (the usual line; len is cheaper than a set
+    # operation), else when it has any of them.
+    rare = (
+        len(d) != 9 or used is None or total is None or power is None or idx is None
+    ) and not _RARE_KEYS.isdisjoint(d)
     mean = get("util_gpu_mean") if rare else None
     if mean is not None:
         mean = _number(d, "util_gpu_mean", line_no, 0.0, 100.0)
         if mean is not None and util is not None and mean > util + 1e-9:
             raise _where(line_no, "util_gpu_mean", f"({mean:g}) exceeds util_gpu ({util:g})")
     # memory: an int in range stays one (it is only multiplied and rounded, exactly)
-    used = get("mem_used_mib")
     if used is not None and (type(used) is not int or not 0 <= used <= 1e9):
         used = _number(d, "mem_used_mib", line_no, 0.0, 1e9)
-    total = get("mem_total_mib")
     if total is not None and (type(total) is not int or not 0 <= total <= 1e9):
         total = _number(d, "mem_total_mib", line_no, 0.0, 1e9)
     if rare and get("util_mem") is not None:
         _number(d, "util_mem", line_no, 0.0, 100.0)  # checked, not used
-    power = get("power_w")
     if power is not None and (type(power) is not float or not 0.0 <= power <= 1e5):
         power = _number(d, "power_w", line_no, 0.0, 1e5)
     cpu = window = extra_mean = extra_max = procs = None
@@ -282,7 +287,8 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
         window = get("window_s")
         if window is not None:
             window = _number(d, "window_s", line_no, 0.001, 86400.0)
-    idx = get("index", -1)
+    if idx is None and "index" not in d:
+        idx = -1
     if type(idx) is not int or idx < -1:
         raise _where(line_no, "index", f"must be a GPU index, got {idx!r}")
     if rare:
