@@ -155,14 +155,15 @@ class AllocationTracker:
         p = self.policy
         if util_max is not None and (sm_active_max is None or not self._by_sm):
             # window_activity's utilisation case, inlined: by far the most common one
-            active: bool | None = util_max >= p.active_util_pct
+            active = util_max >= p.active_util_pct
             basis = self._util_basis
         else:
-            active, basis = window_activity(
+            known, basis = window_activity(
                 p, util_max, sm_active_max, mig, processes, mem_used_bytes, mem_total_bytes
             )
-            if active is None:  # unknown activity: a gap, never idle
+            if known is None:  # unknown activity: a gap, never idle
                 return
+            active = known
         g = self._gpus[pos]
         streak = g.streak
         start = end - duration_s
