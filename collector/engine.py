@@ -49,6 +49,7 @@ from gpuwarden.common.types import WindowRecord
 # window ending when the next job starts covers time before that start, so it is the old
 # job's; taken after the new job's start it would end the new run and split each hand-over.
 _WINDOW, _END, _START = 0, 1, 2
+_NO_TIME = -math.inf
 
 
 def _note_action(run: JobRun | None, e: LadderEvent) -> None:
@@ -277,9 +278,20 @@ class Engine:
             procs,
             mig,
         )
-        if not run.dirty:
-            run.dirty = True
-            self._dirty.append(run)
+        if run.dirty:
+            return
+        if (
+            self._now < tracker.quiet_until
+            and run.quiet_until == _NO_TIME
+            and not self.ladder.has_state(run.key[0])
+        ):
+            # Its evaluation now would do nothing (see _evaluate): the tracker would find
+            # nothing, the ladder has nothing to reset, no quiet mark to clear. Nothing
+            # between here and the evaluation at this same time can change that but another
+            # window of the run, which asks again.
+            return
+        run.dirty = True
+        self._dirty.append(run)
 
     def _on_run_end(self, run: JobRun, ts: float, current: bool) -> None:
         """Right before a run ends: its last windows are evaluated, its ladder forgotten."""
@@ -305,7 +317,7 @@ class Engine:
             # An idle job between warnings: the same findings as at the last step, and the
             # ladder's next step for them is not due yet (Ladder.quiet_until).
             return
-        run.quiet_until = -math.inf
+        run.quiet_until = _NO_TIME
         if now < tracker.quiet_until and not self.ladder.has_state(run.key[0]):
             return  # pending() would find nothing, and there is nothing to reset
         findings = tracker.pending(now)
