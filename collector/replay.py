@@ -40,13 +40,8 @@ from gpuwarden.collector.ladder import Action, ActionOutcome, Decision, LadderEv
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, FindingKind
 from gpuwarden.collector.runs import Observation
-from gpuwarden.collector.trace import (
-    TraceAttribution,
-    TraceError,
-    loads,
-    parse_job,
-    parse_sample,
-)
+from gpuwarden.collector.trace import TraceError, loads, parse_job, parse_sample
+from gpuwarden.collector.trace_attribution import TraceAttribution
 
 _KIND = {
     FindingKind.IDLE: "idle",

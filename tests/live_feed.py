@@ -23,7 +23,8 @@ from gpuwarden.collector.enforce import Enforcer, attach_enforcement
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.replay import RecordingExecutor, replay_lines
 from gpuwarden.collector.server import Collector
-from gpuwarden.collector.trace import TraceAttribution, loads, parse_job, parse_sample
+from gpuwarden.collector.trace import loads, parse_job, parse_sample
+from gpuwarden.collector.trace_attribution import TraceAttribution
 from gpuwarden.common.types import NodeReport, SlurmStatus, WindowRecord
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -284,7 +284,8 @@ def test_jobs_ending_at_the_same_time_and_gpus_of_no_job(
 
 def test_a_sample_belongs_to_the_newest_job_line_covering_its_time() -> None:
     from gpuwarden.collector.policy import PolicySet
-    from gpuwarden.collector.trace import TraceAttribution, parse_job, parse_sample
+    from gpuwarden.collector.trace import parse_job, parse_sample
+    from gpuwarden.collector.trace_attribution import TraceAttribution
 
     attribution = TraceAttribution(PolicySet())
     gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
@@ -330,7 +331,8 @@ def test_the_window_ending_as_a_job_starts_is_the_previous_jobs() -> None:
     """A sample ends its window: at the very instant a job starts the window behind it is
     the previous job's, wherever the job lines stand in the trace."""
     from gpuwarden.collector.policy import PolicySet
-    from gpuwarden.collector.trace import TraceAttribution, parse_job, parse_sample
+    from gpuwarden.collector.trace import parse_job, parse_sample
+    from gpuwarden.collector.trace_attribution import TraceAttribution
 
     attribution = TraceAttribution(PolicySet())
     gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
