@@ -40,7 +40,7 @@ from gpuwarden.collector.ladder import Action, ActionOutcome, Decision, LadderEv
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation, FindingKind
 from gpuwarden.collector.runs import Observation
-from gpuwarden.collector.trace import TraceError, loads, parse_job, parse_sample
+from gpuwarden.collector.trace import TraceError, loads, parse_job, sample_values
 from gpuwarden.collector.trace_attribution import TraceAttribution
 
 _KIND = {
@@ -154,8 +154,8 @@ class Replayer:
                     raise TraceError(line_no, "expected a JSON object")
                 kind = d.get("type")
                 if kind == "sample":
-                    s = parse_sample(d, line_no)
-                    ts = s.ts
+                    s = sample_values(d, line_no)
+                    ts = s[0]
                     if ts < max_ts - tolerance:
                         raise TraceError(
                             line_no,
@@ -164,7 +164,7 @@ class Replayer:
                         )
                     samples += 1
                     o = observation(s, max_ts)
-                    if o.job is None:
+                    if o[3] is None:  # its job (a field look-up costs a call)
                         unattributed += 1
                     if ts == max_ts:  # the common case: more lines of the newest time
                         observed.append(o)

@@ -91,6 +91,25 @@ class Sample(NamedTuple):
     processes: int | None = None
 
 
+# the fields of a Sample as a plain tuple (see sample_values)
+SampleValues = tuple[
+    float,
+    str,
+    str,
+    int,
+    float | None,
+    float | None,
+    int | None,
+    int | None,
+    float | None,
+    float | None,
+    float | None,
+    dict[str, float] | None,
+    dict[str, float] | None,
+    int | None,
+]
+
+
 def _where(line_no: int, key: str, what: str) -> TraceError:
     return TraceError(line_no, f"{key!r} {what}")
 
@@ -228,7 +247,13 @@ def _extra_fields(
 
 
 def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
-    """A sample line -> :class:`Sample`; raises TraceError naming the line and key.
+    """A sample line -> :class:`Sample`; raises TraceError naming the line and key."""
+    return _new_sample(Sample, sample_values(d, line_no))
+
+
+def sample_values(d: dict[str, Any], line_no: int) -> SampleValues:
+    """:func:`parse_sample`'s fields as a plain tuple, in :class:`Sample`'s order (replay
+    unpacks them at once: no named tuple need be made); raises TraceError likewise.
 
     Run once per line of a trace, so the common case is checked inline: an absent key costs
     one look-up, a valid value of the usual type a test or two; anything else goes through
@@ -295,22 +320,19 @@ def parse_sample(d: dict[str, Any], line_no: int) -> Sample:
         procs = get("processes")
         if procs is not None and (type(procs) is not int or not 0 <= procs <= 100_000):
             raise _where(line_no, "processes", f"must be a number of processes, got {procs!r}")
-    return _new_sample(
-        Sample,
-        (
-            float(ts),
-            node,
-            uuid,
-            idx,
-            util,
-            mean,
-            None if used is None else used * MIB if type(used) is int else round(used * MIB),
-            None if total is None else total * MIB if type(total) is int else round(total * MIB),
-            power,
-            cpu,
-            window,
-            extra_mean,
-            extra_max,
-            procs,
-        ),
+    return (
+        float(ts),
+        node,
+        uuid,
+        idx,
+        util,
+        mean,
+        None if used is None else used * MIB if type(used) is int else round(used * MIB),
+        None if total is None else total * MIB if type(total) is int else round(total * MIB),
+        power,
+        cpu,
+        window,
+        extra_mean,
+        extra_max,
+        procs,
     )

@@ -14,7 +14,7 @@ from gpuwarden.collector.findings import profile_of
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.rules import Allocation
 from gpuwarden.collector.runs import Observation
-from gpuwarden.collector.trace import Sample
+from gpuwarden.collector.trace import Sample, SampleValues
 from gpuwarden.common.types import GpuWindow, JobInfo, ProcessInfo, WindowRecord
 
 # a NamedTuple from a tuple of all its fields, without the Python-level __new__ it generates
@@ -81,7 +81,7 @@ class TraceAttribution:
             self._last[where] = (found.start, until, found)
         return found
 
-    def observation(self, s: Sample, newest_ts: float = -math.inf) -> Observation:
+    def observation(self, s: SampleValues, newest_ts: float = -math.inf) -> Observation:
         """The sample as the engine reads a stored window of it (replay's fast path)."""
         # one unpacking instead of a field look-up each: this runs for every sample line
         ts, node, uuid, index, umax, umean, used, total, _, cpu, window_s, mean, peak, procs = s
