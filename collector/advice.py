@@ -82,10 +82,11 @@ def usage_findings(
             detail = wording.no_tensor_cores(p, mean, tensor)
             out.append(finding(FindingKind.ADVICE, detail, AdviceCode.NO_TENSOR_CORES))
     dram = prof[DRAM]
-    pipes = [v for i in PIPES if (v := prof[i]) is not None]
-    if dram is not None and pipes and dram >= p.dram_bound_pct and max(pipes) < p.pipes_low_pct:
-        detail = wording.memory_bound(p, dram, max(pipes))
-        out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
+    if dram is not None:  # (most cards have no profiling counters)
+        pipes = [v for i in PIPES if (v := prof[i]) is not None]
+        if pipes and dram >= p.dram_bound_pct and max(pipes) < p.pipes_low_pct:
+            detail = wording.memory_bound(p, dram, max(pipes))
+            out.append(finding(FindingKind.ADVICE, detail, AdviceCode.MEMORY_BOUND))
     for r in gpus:  # loops, not any() over a generator: this runs every few windows
         if r.uuid.startswith("MIG-"):
             return out  # already a MIG slice
@@ -94,13 +95,17 @@ def usage_findings(
             break
     else:
         return out  # never active
-    peaks = [u.peak_mem() for u in usages]
-    known = [x for x in peaks if x is not None]
-    if len(known) < len(peaks):
-        return out
-    if all(peak < total * p.mig_mem_pct / 100.0 for peak, total in known):
-        worst = max(peak / total for peak, total in known)
-        out.append(finding(FindingKind.ADVICE, wording.use_mig(p, worst), AdviceCode.USE_MIG))
+    worst = 0.0  # the largest share of its card's memory a GPU used at its peak
+    for u in usages:  # a loop, not comprehensions: this runs every few windows of every job
+        peak_total = u.peak_mem()
+        if peak_total is None:
+            return out  # unknown for a GPU
+        peak, total = peak_total
+        if not peak < total * p.mig_mem_pct / 100.0:
+            return out  # one GPU uses too much of its card
+        if peak / total > worst:
+            worst = peak / total
+    out.append(finding(FindingKind.ADVICE, wording.use_mig(p, worst), AdviceCode.USE_MIG))
     return out
 
 
