@@ -1,0 +1,100 @@
+"""Replay's fast paths give what the general ones give: lines of one time in any order, late
+lines within the reorder window, blank lines, and sample lines with or without the rare keys."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuwarden.collector.policy import PolicySet, load_policy
+from gpuwarden.collector.replay import replay_lines
+from gpuwarden.collector.trace import TraceError, loads, parse_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from gen_trace import cluster_lines  # noqa: E402
+
+
+def _replayed(lines: list[str], policies: PolicySet) -> list[tuple[object, ...]]:
+    """Every ladder event, with its words and evidence, as the audit would keep it."""
+    replayer, _ = replay_lines((x.encode() for x in lines), policies)
+    return [
+        (e.decision.ts, e.decision.job_id, e.status.value, e.detail, e.decision.finding.evidence)
+        for e in replayer.ladder_events
+    ]
+
+
+def _shuffled(lines: list[str], seed: int) -> list[str]:
+    """The job lines, then the sample lines of each time in a random order, some of them held
+    back until after the first lines of the next time (late by less than one window)."""
+    rng = random.Random(seed)
+    jobs = [x for x in lines if json.loads(x)["type"] == "job"]
+    by_ts: dict[float, list[str]] = {}
+    for x in lines:
+        d = json.loads(x)
+        if d["type"] == "sample":
+            by_ts.setdefault(d["ts"], []).append(x)
+    out: list[str] = []
+    held: list[str] = []
+    for ts in sorted(by_ts):
+        group = by_ts[ts]
+        rng.shuffle(group)
+        cut = rng.randrange(1, len(group) + 1)
+        out += group[:cut] + held
+        held = group[cut:]
+    return jobs + out + held
+
+
+def test_lines_of_one_time_in_any_order_and_late_lines_give_the_same_events() -> None:
+    lines = list(cluster_lines(24, 0.5, 60, seed=3))
+    policies = load_policy(None, {"window": 60.0, "idle_window": 1200.0, "enforce": True})
+    expected = _replayed(lines, policies)
+    assert len(expected) > 20  # warnings, actions and reports to compare
+    shuffled = _shuffled(lines, seed=11)
+    assert shuffled != lines
+    assert _replayed(shuffled, policies) == expected
+
+
+def test_blank_lines_are_skipped_and_a_line_that_is_not_json_is_still_an_error() -> None:
+    lines = list(cluster_lines(8, 0.25, 60, seed=2))
+    policies = PolicySet()
+    expected = _replayed(lines, policies)
+    spaced = lines[:40] + ["", "   ", "\t"] + lines[40:]
+    assert _replayed(spaced, policies) == expected
+    with pytest.raises(TraceError, match="line 41: not valid JSON"):
+        replay_lines((x.encode() for x in [*lines[:40], "  nonsense", *lines[40:]]), policies)
+
+
+def _sample(**keys: object) -> dict[str, object]:
+    d: dict[str, object] = {"type": "sample", "ts": 1_700_000_060, "node": "n1", "uuid": "GPU-1"}
+    d.update(keys)
+    return d
+
+
+def test_a_line_of_nine_keys_with_rare_ones_among_them_has_them_read() -> None:
+    # nine keys, as many as the usual line, but util_gpu_mean and processes instead of
+    # power_w and index: both are read and checked
+    d = _sample(util_gpu=50.0, mem_used_mib=10, mem_total_mib=100, util_gpu_mean=20.0, processes=3)
+    assert len(d) == 9
+    s = parse_sample(d, 1)
+    assert (s.util_mean_pct, s.processes, s.power_w, s.gpu_index) == (20.0, 3, None, -1)
+    bad = _sample(util_gpu=50.0, mem_used_mib=10, mem_total_mib=100, power_w=1.0, processes=-1)
+    assert len(bad) == 9
+    with pytest.raises(TraceError, match="'processes' must be a number of processes"):
+        parse_sample(bad, 1)
+
+
+def test_the_usual_line_and_one_with_an_unknown_key_read_alike() -> None:
+    usual = _sample(util_gpu=5.0, mem_used_mib=1, mem_total_mib=80, power_w=60.0, index=0)
+    assert len(usual) == 9
+    more = dict(usual, comment="from the export")
+    assert parse_sample(usual, 1) == parse_sample(more, 1)
+    null_index = dict(usual, index=None)
+    with pytest.raises(TraceError, match="'index' must be a GPU index, got None"):
+        parse_sample(null_index, 1)
+    no_index = {k: v for k, v in usual.items() if k != "index"}
+    assert parse_sample(no_index, 1).gpu_index == -1
+    assert loads(json.dumps(usual).encode()) == usual
