@@ -15,7 +15,7 @@ from gpuwarden.collector.replay import replay_lines
 from gpuwarden.collector.trace import TraceError, loads, parse_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from gen_trace import cluster_lines  # noqa: E402
+from gen_trace import cluster_lines
 
 
 def _replayed(lines: list[str], policies: PolicySet) -> list[tuple[object, ...]]:
@@ -62,7 +62,7 @@ def test_blank_lines_are_skipped_and_a_line_that_is_not_json_is_still_an_error()
     lines = list(cluster_lines(8, 0.25, 60, seed=2))
     policies = PolicySet()
     expected = _replayed(lines, policies)
-    spaced = lines[:40] + ["", "   ", "\t"] + lines[40:]
+    spaced = [*lines[:40], "", "   ", "\t", *lines[40:]]
     assert _replayed(spaced, policies) == expected
     with pytest.raises(TraceError, match="line 41: not valid JSON"):
         replay_lines((x.encode() for x in [*lines[:40], "  nonsense", *lines[40:]]), policies)
