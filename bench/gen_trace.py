@@ -334,6 +334,30 @@ def cluster_lines(gpus: int, days: float, window_s: int, seed: int) -> Iterator[
             )
 
 
+def shuffled_lines(lines: list[str], seed: int) -> list[str]:
+    """The same trace in another order that replay must read alike: the job lines, then the
+    sample lines of each time in a random order, some of them held back until after the
+    first lines of the next time (late by less than one window)."""
+    rng = random.Random(seed)
+    jobs: list[str] = []
+    by_ts: dict[float, list[str]] = {}
+    for x in lines:
+        d = json.loads(x)
+        if d["type"] == "sample":
+            by_ts.setdefault(d["ts"], []).append(x)
+        else:
+            jobs.append(x)
+    out: list[str] = []
+    held: list[str] = []
+    for ts in sorted(by_ts):
+        group = by_ts[ts]
+        rng.shuffle(group)
+        cut = rng.randrange(1, len(group) + 1)
+        out += group[:cut] + held
+        held = group[cut:]
+    return jobs + out + held
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gpus", type=int, default=64)

@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -62,34 +61,15 @@ def _write_traces(folder: Path) -> list[Path]:
         path = folder / f"cluster-{gpus}x{days}d-{window_s}s.jsonl"
         path.write_text("".join(x + "\n" for x in cluster_lines(gpus, days, window_s, seed)))
         out.append(path)
-    out.append(_shuffled(out[-2], folder / "cluster-40x1.0d-shuffled.jsonl", 60, seed=5))
+    out.append(_shuffled(out[-2], folder / "cluster-40x1.0d-shuffled.jsonl", seed=5))
     return out
 
 
-def _shuffled(src: Path, dst: Path, window_s: int, seed: int) -> Path:
-    """The sample lines of ``src`` in another order that replay still accepts: lines of one
-    time shuffled, and some held back behind the next time's lines (late by < one window)."""
-    rng = random.Random(seed)
-    jobs: list[str] = []
-    by_ts: dict[int, list[str]] = {}
-    for raw in src.read_text().splitlines():
-        d = json.loads(raw)
-        if d["type"] == "job":
-            jobs.append(raw)
-        else:
-            by_ts.setdefault(d["ts"], []).append(raw)
-    lines: list[str] = []
-    held: list[str] = []
-    for ts in sorted(by_ts):
-        group = by_ts[ts]
-        rng.shuffle(group)
-        cut = rng.randrange(len(group) + 1) if rng.random() < 0.3 else len(group)
-        lines.extend(group[:cut])
-        lines.extend(held)  # the previous time's late lines, after this time's first ones
-        held = group[cut:]
-    lines.extend(held)
-    assert window_s > 0
-    dst.write_text("".join(x + "\n" for x in jobs + lines))
+def _shuffled(src: Path, dst: Path, seed: int) -> Path:
+    from gen_trace import shuffled_lines
+
+    lines = shuffled_lines(src.read_text().splitlines(), seed)
+    dst.write_text("".join(x + "\n" for x in lines))
     return dst
 
 

@@ -4,7 +4,6 @@ lines within the reorder window, blank lines, and sample lines with or without t
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from gpuwarden.collector.replay import replay_lines
 from gpuwarden.collector.trace import TraceError, loads, parse_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from gen_trace import cluster_lines
+from gen_trace import cluster_lines, shuffled_lines
 
 
 def _replayed(lines: list[str], policies: PolicySet) -> list[tuple[object, ...]]:
@@ -27,33 +26,12 @@ def _replayed(lines: list[str], policies: PolicySet) -> list[tuple[object, ...]]
     ]
 
 
-def _shuffled(lines: list[str], seed: int) -> list[str]:
-    """The job lines, then the sample lines of each time in a random order, some of them held
-    back until after the first lines of the next time (late by less than one window)."""
-    rng = random.Random(seed)
-    jobs = [x for x in lines if json.loads(x)["type"] == "job"]
-    by_ts: dict[float, list[str]] = {}
-    for x in lines:
-        d = json.loads(x)
-        if d["type"] == "sample":
-            by_ts.setdefault(d["ts"], []).append(x)
-    out: list[str] = []
-    held: list[str] = []
-    for ts in sorted(by_ts):
-        group = by_ts[ts]
-        rng.shuffle(group)
-        cut = rng.randrange(1, len(group) + 1)
-        out += group[:cut] + held
-        held = group[cut:]
-    return jobs + out + held
-
-
 def test_lines_of_one_time_in_any_order_and_late_lines_give_the_same_events() -> None:
     lines = list(cluster_lines(24, 0.5, 60, seed=3))
     policies = load_policy(None, {"window": 60.0, "idle_window": 1200.0, "enforce": True})
     expected = _replayed(lines, policies)
     assert len(expected) > 20  # warnings, actions and reports to compare
-    shuffled = _shuffled(lines, seed=11)
+    shuffled = shuffled_lines(lines, seed=11)
     assert shuffled != lines
     assert _replayed(shuffled, policies) == expected
 
