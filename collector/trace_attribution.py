@@ -42,8 +42,9 @@ class TraceAttribution:
         self.default_window_s = policies.default.window
         self._claims: dict[tuple[str, str], list[_Claim]] = {}
         # per GPU: (start, until, claim) of the claim found last; it holds the GPU at any
-        # time in start < ts <= until (its end, or the start of a newer claim)
-        self._last: dict[tuple[str, str], tuple[float, float, _Claim]] = {}
+        # time in start < ts <= until (its end, or the start of a newer claim). Claim None:
+        # no claim holds the GPU then (from the end of the last one to the next start).
+        self._last: dict[tuple[str, str], tuple[float, float, _Claim | None]] = {}
 
     def add_job(self, allocation: Allocation, start: float) -> None:
         window_s = self.policies.for_job(allocation.job).window
@@ -72,6 +73,12 @@ class TraceAttribution:
             covers = c.start < ts and (c.end is None or ts <= c.end)
             if covers and (found is None or c.start >= found.start):
                 found = c
+        if found is None:  # a free GPU (between jobs): its samples need not search again
+            # every claim that started before ts has ended before it (none covers ts)
+            ended = [c.end for c in claims if c.start < ts and c.end is not None]
+            free_from = max(ended, default=-math.inf)
+            free_until = min([c.start for c in claims if c.start >= ts], default=math.inf)
+            self._last[where] = (free_from, free_until, None)
         if len(claims) > 4:
             claims[:] = [c for c in claims if c.end is None or c.end >= horizon]
         if found is not None:

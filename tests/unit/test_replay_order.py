@@ -11,7 +11,8 @@ import pytest
 
 from gpuwarden.collector.policy import PolicySet, load_policy
 from gpuwarden.collector.replay import replay_lines
-from gpuwarden.collector.trace import TraceError, loads, parse_sample
+from gpuwarden.collector.trace import TraceError, loads, parse_job, parse_sample
+from gpuwarden.collector.trace_attribution import TraceAttribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from gen_trace import cluster_lines, shuffled_lines
@@ -76,3 +77,31 @@ def test_the_usual_line_and_one_with_an_unknown_key_read_alike() -> None:
     no_index = {k: v for k, v in usual.items() if k != "index"}
     assert parse_sample(no_index, 1).gpu_index == -1
     assert loads(json.dumps(usual).encode()) == usual
+
+
+def test_a_gpu_between_jobs_is_free_until_the_next_job_starts_or_a_job_line_claims_it() -> None:
+    attribution = TraceAttribution(PolicySet())
+    gpus = [{"node": "n1", "uuid": "GPU-a", "index": 0}]
+
+    def add(job_id: str, start: int, end: int | None) -> None:
+        d = {"type": "job", "job_id": job_id, "start": start, "end": end, "gpus": gpus}
+        attribution.add_job(*parse_job(d, 1))
+
+    def holders(*times: int) -> list[str | None]:
+        out = []
+        for ts in times:
+            s = parse_sample(_sample(ts=ts, node="n1", uuid="GPU-a", util_gpu=0.0), 2)
+            found = attribution.holder(s)
+            out.append(None if found is None else found.job.job_id)
+        return out
+
+    add("A", 100, 200)
+    add("B", 300, None)
+    # asked in time order, as replay asks: free before A, between A and B (a sample ending
+    # at a start is the time before it), then B's
+    assert holders(50, 100, 101, 200, 201, 250, 299, 300, 301, 900) == [
+        *(None, None, "A", "A", None, None, None, None, "B", "B")
+    ]
+    assert holders(250, 150) == [None, "A"]  # an earlier time is not taken for free
+    add("C", 250, 280)  # a job line for a time already seen free
+    assert holders(240, 260, 280, 281, 301) == [None, "C", "C", None, "B"]
