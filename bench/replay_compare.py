@@ -1,9 +1,9 @@
 """Replay output of this tree against another commit's: byte for byte, every case.
 
-.venv/bin/python bench/replay_compare.py --base /tmp/base-src
+.venv/bin/python bench/replay_compare.py --base DIR
 
 ``--base`` is a source tree of the other commit laid out as this repository (for example
-``git archive COMMIT | tar -x -C /tmp/base-src``). Both trees replay the same traces under the
+``git archive COMMIT | tar -x -C DIR``). Both trees replay the same traces under the
 same policies, each in its own interpreter importing only its own sources, and every output
 (``--json`` and the table, the exit code and stderr) must be the same.
 
