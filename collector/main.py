@@ -80,13 +80,14 @@ async def _watchdog(interval_s: float = 5.0) -> None:
 
 async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
     """Retention, one small DELETE transaction at a time off the event loop; ingest gets
-    the write lock between batches."""
+    the write lock between batches. Then the WAL checkpoint (:meth:`Store.checkpoint`)."""
     while True:
         deleted = 0
         try:
             while n := await asyncio.to_thread(collector.store.prune_step):
                 deleted += n
                 await asyncio.sleep(0.01)
+            await asyncio.to_thread(collector.store.checkpoint)  # a grown WAL given back
         except Exception as exc:  # a store fault (full disk...): try again next round
             log.warning("retention: %s; trying again in %.0f s", exc, interval_s)
         if deleted:

@@ -32,7 +32,14 @@ from gpuwarden.collector import layout, prune_raw, rollup, store_open, store_que
 from gpuwarden.collector.layout_read import RawQuery, Reader
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
-from gpuwarden.collector.store_conn import StoreError, StoreUnavailable, connect, unavailable
+from gpuwarden.collector.store_conn import (
+    BUSY_TIMEOUT_MS,
+    WAL_LIMIT_BYTES,
+    StoreError,
+    StoreUnavailable,
+    connect,
+    unavailable,
+)
 from gpuwarden.collector.store_open import PRUNED_KEY, SCHEMA_VERSION
 from gpuwarden.common.types import NodeReport, WindowRecord
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -99,6 +106,26 @@ class Store:
     @property
     def write_lock(self) -> threading.Lock:
         return self._wlock
+
+    def checkpoint(self) -> int:
+        """Give back the disk a write-ahead log grew to while a long reader held its
+        snapshot: when the ``-wal`` file is over :data:`WAL_LIMIT_BYTES`, copy it into the
+        database and truncate it, unless a reader still uses it (then nothing waits: the
+        next call tries again). Returns the ``-wal`` file's size after. For the
+        housekeeping loop, off the event loop."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        size = wal.stat().st_size if wal.exists() else 0
+        if size <= WAL_LIMIT_BYTES:
+            return size
+        with self._wlock:
+            self._w.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:  # busy: a writer elsewhere
+                log.debug("WAL checkpoint not done now: %s", exc)
+            finally:
+                self._w.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return wal.stat().st_size if wal.exists() else 0
 
     def close(self) -> None:
         with self._wlock, self._rlock:

@@ -15,6 +15,13 @@ class StoreUnavailable(StoreError):
     fault; agents keep theirs in their spools and send them again later."""
 
 
+BUSY_TIMEOUT_MS = 10_000
+# What the write-ahead log is cut back to once a checkpoint has emptied it. It stays near
+# 4 MiB under steady ingest (SQLite checkpoints every 1,000 pages); a reader that holds one
+# snapshot for long (an export, an open `sqlite3` shell) lets it grow by everything written
+# meanwhile, and without a limit the file kept that size for good.
+WAL_LIMIT_BYTES = 16 << 20
+
 _SQLITE_FULL, _SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN = 13, 10, 8, 14
 
 
@@ -35,8 +42,9 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     return conn
