@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,7 @@ async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
                 deleted += n
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(collector.store.checkpoint)  # a grown WAL given back
+            collector.forget_silent_nodes(time.time() - collector.store.retention.raw_s)
         except Exception as exc:  # a store fault (full disk...): try again next round
             log.warning("retention: %s; trying again in %.0f s", exc, interval_s)
         if deleted:

@@ -270,6 +270,11 @@ class Collector:
         else:
             self._streams[node] = left
 
+    def forget_silent_nodes(self, before: float) -> None:
+        """What the collector keeps per node, for nodes silent since before ``before``."""
+        for node in self.state.forget_silent(before):
+            self.node_addresses.pop(node, None)
+
     def snapshot(self) -> ClusterSnapshot:
         return ClusterSnapshot(
             now=time.time(),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gpuwarden.collector.admin import Exemptions
 from gpuwarden.collector.engine import Engine
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.replay import replay_lines
-from gpuwarden.collector.store import Store
+from gpuwarden.collector.state import ClusterState
+from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.summaries import STALE_S, JobStatsSource
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, WindowRecord
 
@@ -94,3 +96,35 @@ def test_job_summaries_forget_jobs_whose_run_end_never_came(tmp_path: Path) -> N
     assert len(source.running()) <= STALE_S / 3600 + 2  # the last day's jobs, not all 48
     source.close()
     store.close()
+
+
+def test_exemptions_of_jobs_long_ended_are_not_kept_once_their_time_is_past(
+    tmp_path: Path,
+) -> None:
+    exemptions = Exemptions(connect(tmp_path / "db"))
+    for n in range(500):  # jobs exempted for an hour, each ending before it is up
+        exemptions.grant(str(1000 + n), T0 + 3600, "benchmark", "root", T0)
+    exemptions.grant("77", T0 + 7200, "debugging", "root", T0)
+    assert exemptions.is_exempt("1000", T0 + 60) is not None
+    assert len(exemptions) == 501
+    # the engine asks only about jobs still running: here, job 77
+    assert exemptions.is_exempt("77", T0 + 3601) is not None
+    assert len(exemptions) == 1
+    assert exemptions.is_exempt("77", T0 + 7201) is None
+    assert len(exemptions) == 0
+    exemptions.grant("78", T0 + 9000, "again", "root", T0 + 7300)  # granting still works
+    assert exemptions.is_exempt("78", T0 + 7400) is not None
+
+
+def test_live_state_forgets_nodes_silent_past_the_raw_retention() -> None:
+    state = ClusterState()
+    for n in range(300):  # nodes that reported once and were taken out of service
+        state.apply(NodeReport(node=f"old{n}", seq=1, window_start=T0 - 5, window_end=T0))
+        state.set_connected(f"old{n}", False)
+    state.apply(NodeReport(node="quiet", seq=1, window_start=T0 - 5, window_end=T0))
+    state.apply(NodeReport(node="busy", seq=9, window_start=T0 + 95, window_end=T0 + 100))
+    state.set_connected("busy", False)
+    assert len(state.nodes()) == 302
+    state.forget_silent(before=T0 + 50)
+    # a node still connected stays however quiet it is; a recent one stays disconnected
+    assert [n.node for n in state.nodes()] == ["busy", "quiet"]
