@@ -33,7 +33,6 @@ from gpuwarden.collector.layout_read import RawQuery, Reader
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
 from gpuwarden.collector.store_conn import (
-    BUSY_TIMEOUT_MS,
     WAL_LIMIT_BYTES,
     StoreError,
     StoreUnavailable,
@@ -110,22 +109,26 @@ class Store:
     def checkpoint(self) -> int:
         """Give back the disk a write-ahead log grew to while a long reader held its
         snapshot: when the ``-wal`` file is over :data:`WAL_LIMIT_BYTES`, copy it into the
-        database and truncate it, unless a reader still uses it (then nothing waits: the
-        next call tries again). Returns the ``-wal`` file's size after. For the
-        housekeeping loop, off the event loop."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        size = wal.stat().st_size if wal.exists() else 0
-        if size <= WAL_LIMIT_BYTES:
-            return size
-        with self._wlock:
-            self._w.execute("PRAGMA busy_timeout = 0")
-            try:
-                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.OperationalError as exc:  # busy: a writer elsewhere
-                log.debug("WAL checkpoint not done now: %s", exc)
-            finally:
-                self._w.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return wal.stat().st_size if wal.exists() else 0
+        database beside ingest (PASSIVE: writers go on), then truncate it unless a reader
+        still uses it (nothing waits: the next call tries again). Returns the ``-wal``
+        file's size after. For the housekeeping loop, off the event loop."""
+        if self._wal_bytes() <= WAL_LIMIT_BYTES:
+            return self._wal_bytes()
+        conn = connect(self.path)  # its own: the writer's may be in a transaction
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and frames == copied:  # only the file's length is left to give back
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+        return self._wal_bytes()
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def close(self) -> None:
         with self._wlock, self._rlock:
