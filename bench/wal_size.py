@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from gpuwarden.collector.store import Store, connect
-from gpuwarden.collector.store_conn import WAL_LIMIT_BYTES
+from gpuwarden.collector.store_conn import WAL_LIMIT_BYTES, wal_bytes
 from gpuwarden.common.types import GpuWindow, NodeReport
 
 MIB = 1 << 20
@@ -42,10 +42,10 @@ class Run:
             self.store.writer.execute("PRAGMA journal_size_limit = -1")
         self.nodes = nodes
         self.seq = 0
-        self.wal = path.with_name(path.name + "-wal")
+        self.path = path
 
     def wal_mib(self) -> float:
-        return (self.wal.stat().st_size if self.wal.exists() else 0) / MIB
+        return wal_bytes(self.path) / MIB
 
     def rounds(self, n: int) -> float:
         """Write ``n`` rounds; returns reports per second."""

@@ -12,9 +12,9 @@ Retention deletes in small batches (:meth:`Store.prune_step`), each its own shor
 transaction, so ingest never waits behind a long DELETE; a history query reads the
 resolution that fits its range (:mod:`gpuwarden.collector.retention`).
 
-Beside this class: :mod:`store_conn` (connections, store-wide faults), :mod:`store_open`
-(schema version, ``meta`` figures, roll-up recovery), :mod:`store_queries` (raw reads) and
-:mod:`prune_raw` (retention's deletes of raw windows).
+Beside this class: :mod:`store_conn` (connections, WAL checkpoint, store-wide faults),
+:mod:`store_open` (schema version, ``meta`` figures, roll-up recovery), :mod:`store_queries`
+(raw reads) and :mod:`prune_raw` (retention's deletes of raw windows).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from gpuwarden.collector.layout_read import RawQuery, Reader
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
 from gpuwarden.collector.store_conn import (
-    WAL_LIMIT_BYTES,
     StoreError,
     StoreUnavailable,
+    checkpoint,
     connect,
     unavailable,
 )
@@ -107,28 +107,9 @@ class Store:
         return self._wlock
 
     def checkpoint(self) -> int:
-        """Give back the disk a write-ahead log grew to while a long reader held its
-        snapshot: when the ``-wal`` file is over :data:`WAL_LIMIT_BYTES`, copy it into the
-        database beside ingest (PASSIVE: writers go on), then truncate it unless a reader
-        still uses it (nothing waits: the next call tries again). Returns the ``-wal``
-        file's size after. For the housekeeping loop, off the event loop."""
-        if self._wal_bytes() <= WAL_LIMIT_BYTES:
-            return self._wal_bytes()
-        conn = connect(self.path)  # its own: the writer's may be in a transaction
-        try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if not busy and frames == copied:  # only the file's length is left to give back
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            conn.close()
-        return self._wal_bytes()
-
-    def _wal_bytes(self) -> int:
-        try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
-        except FileNotFoundError:
-            return 0
+        """:func:`store_conn.checkpoint`: the ``-wal`` file's size after. For the
+        housekeeping loop, off the event loop."""
+        return checkpoint(self.path)
 
     def close(self) -> None:
         with self._wlock, self._rlock:

@@ -1,4 +1,5 @@
-"""The store's SQLite connections and the faults that are the store's, not a report's."""
+"""The store's SQLite connections, its write-ahead log, and the faults that are the
+store's, not a report's."""
 
 from __future__ import annotations
 
@@ -48,3 +49,29 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     return conn
+
+
+def wal_bytes(path: Path) -> int:
+    """The size of the database ``path``'s write-ahead log (0: none)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def checkpoint(path: Path) -> int:
+    """Give back the disk a write-ahead log grew to while a long reader held its snapshot:
+    when the ``-wal`` file is over :data:`WAL_LIMIT_BYTES`, copy it into the database beside
+    ingest (PASSIVE: writers go on), then truncate it unless a reader still uses it (nothing
+    waits: the next call tries again). Returns the ``-wal`` file's size after."""
+    if wal_bytes(path) <= WAL_LIMIT_BYTES:
+        return wal_bytes(path)
+    conn = connect(path)  # its own: the store's writer may be in a transaction
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not busy and frames == copied:  # only the file's length is left to give back
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    return wal_bytes(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpuwarden.collector.store import Store, connect
-from gpuwarden.collector.store_conn import WAL_LIMIT_BYTES
+from gpuwarden.collector.store_conn import WAL_LIMIT_BYTES, wal_bytes
 from gpuwarden.common.types import GpuWindow, NodeReport
 
 NODES = 20
@@ -39,11 +39,6 @@ class Ingest:
             self.store.write_reports([report(f"n{k}", self.seq) for k in range(NODES)], 0)
 
 
-def wal_bytes(store: Store) -> int:
-    wal = store.path.with_name(store.path.name + "-wal")
-    return wal.stat().st_size if wal.exists() else 0
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "db")
@@ -57,7 +52,7 @@ def grow_behind_a_reader(store: Store, ingest: Ingest) -> sqlite3.Connection:
     reader = connect(store.path)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM reports").fetchone()
-    while wal_bytes(store) <= 2 * WAL_LIMIT_BYTES:
+    while wal_bytes(store.path) <= 2 * WAL_LIMIT_BYTES:
         ingest.rounds(20)
     return reader
 
@@ -71,14 +66,14 @@ def test_the_wal_is_cut_back_once_the_long_reader_is_gone_and_ingest_goes_on(
     reader.execute("COMMIT")
     reader.close()
     ingest.rounds(100)  # a few automatic checkpoints' worth
-    assert wal_bytes(store) <= WAL_LIMIT_BYTES
+    assert wal_bytes(store.path) <= WAL_LIMIT_BYTES
     assert store.count_reports() == NODES * ingest.seq  # nothing lost on the way
 
 
 def test_an_idle_store_gives_its_wal_back_at_the_housekeeping_checkpoint(store: Store) -> None:
     ingest = Ingest(store)
     reader = grow_behind_a_reader(store, ingest)
-    grown = wal_bytes(store)
+    grown = wal_bytes(store.path)
     # while the reader holds its snapshot, the checkpoint neither waits nor cuts anything,
     # and ingest goes on beside it
     assert store.checkpoint() == grown
@@ -86,7 +81,7 @@ def test_an_idle_store_gives_its_wal_back_at_the_housekeeping_checkpoint(store: 
     reader.execute("COMMIT")
     reader.close()
     assert store.checkpoint() <= WAL_LIMIT_BYTES  # no write needed
-    assert wal_bytes(store) <= WAL_LIMIT_BYTES
+    assert wal_bytes(store.path) <= WAL_LIMIT_BYTES
     ingest.rounds(3)  # the store writes on as before
     assert store.count_reports() == NODES * ingest.seq
 
@@ -101,4 +96,4 @@ def test_a_history_cut_at_its_limit_keeps_no_snapshot_that_would_hold_the_wal(
     other = sqlite3.connect(store.path)
     busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     other.close()
-    assert busy == 0 and wal_bytes(store) == 0
+    assert busy == 0 and wal_bytes(store.path) == 0
