@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gpuwarden.collector.layout import unpack
+from gpuwarden.collector.layout import MAX_CACHED, make_room, unpack
 from gpuwarden.common.convert import gpu_from_pb
 from gpuwarden.common.types import GpuWindow, JobInfo
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -19,10 +19,15 @@ class Reader:
     are never reused, so what it has read stays true). Not thread-safe: one per reader
     connection, used under that connection's lock."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_cached: int = MAX_CACHED) -> None:
         self._conn = conn
+        self._max_cached = max_cached
         self._idents: dict[int, bytes] = {}
         self._facts: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        """Dictionary rows cached (bounded by ``max_cached`` per dictionary)."""
+        return len(self._idents) + len(self._facts)
 
     def _ident(self, key: int) -> bytes:
         b = self._idents.get(key)
@@ -30,6 +35,7 @@ class Reader:
             row = self._conn.execute("SELECT ident FROM gpus WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise ValueError(f"stored window names GPU key {key}, which the store lacks")
+            make_room(self._idents, self._max_cached)
             b = self._idents[key] = bytes(row[0])
         return b
 
@@ -41,6 +47,7 @@ class Reader:
             row = self._conn.execute("SELECT facts FROM jobs WHERE id = ?", (key,)).fetchone()
             if row is None:
                 raise ValueError(f"stored window names job key {key}, which the store lacks")
+            make_room(self._facts, self._max_cached)
             b = self._facts[key] = bytes(row[0])
         return b
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gpuwarden.collector.admin import Exemptions
 from gpuwarden.collector.engine import Engine
+from gpuwarden.collector.layout import INSERT_REPORT, INSERT_REPORT_JOB, Writer
+from gpuwarden.collector.layout_read import RawQuery, Reader, read_reports
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.replay import replay_lines
 from gpuwarden.collector.state import ClusterState
@@ -128,3 +130,46 @@ def test_live_state_forgets_nodes_silent_past_the_raw_retention() -> None:
     state.forget_silent(before=T0 + 50)
     # a node still connected stays however quiet it is; a recent one stays disconnected
     assert [n.node for n in state.nodes()] == ["busy", "quiet"]
+
+
+def mig_report(n: int, job: int) -> NodeReport:
+    """A report of node n1 whose one MIG instance is new (reconfigured for every job)."""
+    g = GpuWindow(
+        uuid=f"MIG-{n:04d}",
+        index=0,
+        samples=5,
+        job=JobInfo(job_id=str(job), user="alice"),
+        allocated=True,
+    )
+    return NodeReport(
+        node="n1", seq=n + 1, window_start=T0 + 5 * n, window_end=T0 + 5 * n + 5, gpus=(g,)
+    )
+
+
+def test_dictionary_caches_stay_bounded_while_jobs_and_mig_instances_come_and_go(
+    tmp_path: Path,
+) -> None:
+    Store(tmp_path / "db").close()  # the schema
+    conn = connect(tmp_path / "db")
+    writer = Writer(conn, max_cached=50)
+    reports = [mig_report(n, 5000 + n) for n in range(300)]
+    reports.append(mig_report(300, 5000))  # a job seen long ago, its key evicted since
+    for r in reports:
+        rows = writer.rows(r, T0, None)
+        rid = conn.execute(INSERT_REPORT, rows.report).lastrowid
+        conn.executemany(INSERT_REPORT_JOB, [(j, rid) for j in rows.job_keys])
+        writer.commit()
+    assert len(writer) <= 3 * 50
+    # keys of evicted entries are found again, never made twice
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 300
+    assert conn.execute("SELECT count(*) FROM gpus").fetchone()[0] == 301
+    reader = Reader(conn, max_cached=50)
+    back = [
+        (g.uuid, g.job.job_id if g.job else None)
+        for *_, windows in read_reports(reader, conn, RawQuery(since=float("-inf")))
+        for g, _ in windows
+    ]
+    assert back == [
+        (r.gpus[0].uuid, r.gpus[0].job.job_id if r.gpus[0].job else None) for r in reports
+    ]
+    assert len(reader) <= 2 * 50
