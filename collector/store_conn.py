@@ -19,7 +19,7 @@ class StoreUnavailable(StoreError):
 BUSY_TIMEOUT_MS = 10_000
 # What the write-ahead log is cut back to once a checkpoint has emptied it. It stays near
 # 4 MiB under steady ingest (SQLite checkpoints every 1,000 pages); a reader that holds one
-# snapshot for long (an export, an open `sqlite3` shell) lets it grow by everything written
+# snapshot for long (an open `sqlite3` shell) lets it grow by everything written
 # meanwhile, and without a limit the file kept that size for good.
 WAL_LIMIT_BYTES = 16 << 20
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuwarden.collector.layout_read import stored_reports
 from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.store_conn import WAL_LIMIT_BYTES, wal_bytes
 from gpuwarden.common.types import GpuWindow, NodeReport
@@ -97,3 +98,16 @@ def test_a_history_cut_at_its_limit_keeps_no_snapshot_that_would_hold_the_wal(
     busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     other.close()
     assert busy == 0 and wal_bytes(store.path) == 0
+
+
+def test_an_export_paused_by_a_slow_consumer_does_not_hold_the_wal(store: Store) -> None:
+    ingest = Ingest(store)
+    ingest.rounds(5)
+    export = stored_reports(connect(store.path, readonly=True))
+    first = next(export)  # `gpuwarden export | less`: the reader stops here for a while
+    ingest.rounds(250)  # ~50 MB of log behind a held snapshot
+    assert wal_bytes(store.path) <= WAL_LIMIT_BYTES
+    rest = list(export)
+    keys = [(r[3], r[0]) for r in [first, *rest]]
+    assert keys == sorted(set(keys))  # in order, none twice
+    assert len(keys) >= 5 * NODES  # all it had when it began (and what came since, or not)
