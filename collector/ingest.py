@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 _Item = tuple[NodeReport, Sequence[pb.GpuWindow] | None, asyncio.Future[bool]]
 StoredListener = Callable[[Sequence[NodeReport]], None]
 
+# Transactions start at least this far apart (``[collector] commit_window``).
+COMMIT_WINDOW_S = 0.005
+
 # What SQLite raises for a value it cannot bind: the report's fault, not the store's.
 _CONTENT_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 
@@ -44,7 +47,7 @@ class Ingestor:
         state: ClusterState,
         *,
         batch_max: int = 512,
-        commit_window_s: float = 0.005,
+        commit_window_s: float = COMMIT_WINDOW_S,
         sinks: SinkSet | None = None,
     ) -> None:
         if not 0 <= commit_window_s <= 1:

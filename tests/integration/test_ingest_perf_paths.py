@@ -5,14 +5,17 @@ transaction (one fsync)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from pathlib import Path
 
 import grpc
 
+from gpuwarden.collector.config import load_collector_config
 from gpuwarden.collector.ingest import Ingestor
 from gpuwarden.collector.layout import unpack
+from gpuwarden.collector.main import build_collector
 from gpuwarden.collector.server import Collector
 from gpuwarden.collector.state import ClusterState
 from gpuwarden.collector.store import Store
@@ -133,3 +136,28 @@ async def test_without_a_commit_window_a_trickle_is_written_report_by_report(
         await ingestor.stop()
     assert len(store.starts) >= 8  # (two may share one on a machine too busy to keep up)
     store.close()
+
+
+async def test_the_daemons_transactions_start_its_configured_commit_window_apart(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text(
+        f'[collector]\ninsecure = true\nstate_dir = "{tmp_path}"\ncommit_window = "0.2s"\n'
+    )
+    c = build_collector(load_collector_config(config, environ={}))
+    starts: list[float] = []
+    write_reports = c.store.write_reports
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(time.monotonic())
+        return write_reports(*args, **kwargs)
+
+    c.store.write_reports = counting  # type: ignore[method-assign]
+    await c.start()
+    try:
+        assert await _trickle(c.ingestor, 12, 0.05) == [True] * 12
+    finally:
+        await c.stop()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) <= 5 and min(gaps) >= 0.18  # 12 reports over 0.6 s: 4 transactions
