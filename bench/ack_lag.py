@@ -16,7 +16,9 @@ the acks that overlapped an evaluation beside the others. Variants, run in the g
 - a suffix ``+siMS`` sets ``sys.setswitchinterval`` to MS milliseconds for that run;
   ``+cwMS`` sets the collector's commit window to MS milliseconds (default: its own, or
   ``--commit-window``); ``+peracks``: the agents ask for one ack per report, as agents did
-  before (by default they ask for cumulative acks, as the real agent does);
+  before (by default they ask for cumulative acks, as the real agent does); ``+gcN`` sets
+  the cyclic GC's young-generation threshold to N allocations (CPython's default: 700;
+  with ``+freeze``, the freezer's default is 20,000, see collector/gcfreeze.py);
   ``+freeze`` gives the enforcement a :class:`GcFreezer` (as the daemon does), which
   freezes what is alive after every evaluation (see collector/gcfreeze.py).
 
@@ -234,6 +236,24 @@ class ThreadCpu:
             await asyncio.sleep(1.0)
 
 
+def _process_ticks(pid: int | str) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def storm_cpu(pid: int, seconds: float) -> tuple[float, float]:
+    """The share of a core this process and the agents' process ``pid`` used in their first
+    ``seconds`` (the connect storm)."""
+    mine, theirs, t0 = _process_ticks("self"), _process_ticks(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    wall = time.monotonic() - t0
+    return (
+        (_process_ticks("self") - mine) * TICK_S / wall,
+        (_process_ticks(pid) - theirs) * TICK_S / wall,
+    )
+
+
 class Probe:
     """What the collector's process does meanwhile: evaluation intervals (monotonic) and
     their CPU, and how late the event loop wakes from a 5 ms sleep."""
@@ -283,13 +303,15 @@ class Probe:
 
 
 SLOW_TX_S = 0.1
+STORM_S = 5.0
 
 
-def gc_freezer() -> Any:
-    """Imported only when asked for: the baseline may be an older collector's sources."""
+def gc_freezer(young: int) -> Any:
+    """Imported only when asked for: the baseline may be an older collector's sources.
+    ``young``: the young-generation threshold it sets (0: its own default)."""
     from gpuwarden.collector.gcfreeze import GcFreezer
 
-    return GcFreezer()
+    return GcFreezer(young_threshold=young) if young else GcFreezer()
 
 
 def _q(xs: list[float], p: int) -> float:
@@ -303,6 +325,10 @@ async def run(args: argparse.Namespace, variant: str) -> str:
     switch_ms = next((f[2:] for f in flags if f.startswith("si")), "")
     window_ms = next((f[2:] for f in flags if f.startswith("cw")), "")
     acks = "per-report" if "peracks" in flags else "cumulative"
+    young = next((int(f[2:]) for f in flags if f.startswith("gc")), 0)
+    default_thresholds = gc.get_threshold()
+    if young:
+        gc.set_threshold(young, *default_thresholds[1:])
     default_switch = sys.getswitchinterval()
     if switch_ms:
         sys.setswitchinterval(float(switch_ms) / 1000)
@@ -320,7 +346,7 @@ async def run(args: argparse.Namespace, variant: str) -> str:
                 executor=None,
                 audit_jsonl=None,
                 evaluate_interval_s=args.evaluate,
-                **({"gc_freezer": gc_freezer()} if freeze else {}),
+                **({"gc_freezer": gc_freezer(young)} if freeze else {}),
             )
             enforcer.evaluate = probe.timed(enforcer.evaluate)  # type: ignore[method-assign]
             if mode == "thread":  # before: the whole pass at once in the worker thread
@@ -337,6 +363,7 @@ async def run(args: argparse.Namespace, variant: str) -> str:
             sys.executable, __file__, "--as-agents", *argv, str(args.duration), acks,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        storm = asyncio.create_task(storm_cpu(proc.pid, STORM_S))
         out, _ = await proc.communicate()
         threads.sample()
         cpu, wall = cpu_s() - cpu0, time.perf_counter() - t0
@@ -344,6 +371,7 @@ async def run(args: argparse.Namespace, variant: str) -> str:
         gc.unfreeze()
         await c.stop()
     sys.setswitchinterval(default_switch)
+    gc.set_threshold(*default_thresholds)
     if proc.returncode != 0:
         raise SystemExit(f"the agents' process failed ({proc.returncode})")
     result = json.loads(out.decode().splitlines()[-1])
@@ -370,6 +398,8 @@ async def run(args: argparse.Namespace, variant: str) -> str:
         f"{cpu / wall:>9.0%}   {dict(ended) or 'none'} ({before_first} before any ack)",
         "         CPU by thread, % of a core: "
         + ", ".join(f"{k} {v / wall:.0%}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])),
+        f"         first {STORM_S:.0f} s (connect storm): collector {storm.result()[0]:.0%} "
+        f"of a core, the agents' process {storm.result()[1]:.0%}",
         f"         event loop late from a 5 ms sleep: p99 {_q(late, 99) * ms:.1f} ms, "
         f"max {max(late) * ms:.1f} ms",
     ]

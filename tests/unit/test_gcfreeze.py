@@ -24,8 +24,19 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def _thawed() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # leave the test process as it was
+    gc.set_threshold(*thresholds)
+
+
+def test_a_pass_sets_the_young_threshold_and_leaves_the_older_ones() -> None:
+    gc.set_threshold(700, 10, 10)
+    GcFreezer(young_threshold=20_000).after_pass()
+    assert gc.get_threshold() == (20_000, 10, 10)
+    gc.set_threshold(700, 10, 10)
+    GcFreezer(young_threshold=None).after_pass()
+    assert gc.get_threshold() == (700, 10, 10)
 
 
 def test_a_cycle_frozen_by_a_pass_outlives_collections_and_is_freed_at_the_thaw() -> None:
