@@ -34,7 +34,7 @@ _Item = tuple[NodeReport, Sequence[pb.GpuWindow] | None, asyncio.Future[bool]]
 StoredListener = Callable[[Sequence[NodeReport]], None]
 
 # Transactions start at least this far apart (``[collector] commit_window``).
-COMMIT_WINDOW_S = 0.005
+COMMIT_WINDOW_S = 0.02
 
 # What SQLite raises for a value it cannot bind: the report's fault, not the store's.
 _CONTENT_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
