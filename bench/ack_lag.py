@@ -387,7 +387,13 @@ async def run(args: argparse.Namespace, variant: str) -> str:
     split = threads.split_s()
     late = [x for _, x in probe.loop_late]
     if args.dump:
-        raw = {"sends": sends, "evals": evals, "late": probe.loop_late, "gc": probe.collections}
+        raw = {
+            "sends": sends,
+            "evals": evals,
+            "late": probe.loop_late,
+            "gc": probe.collections,
+            "calls": probe.calls,
+        }
         Path(f"{args.dump}.{variant}.json").write_text(json.dumps(raw))  # noqa: ASYNC240 (all done)
     first = min(t for t, _ in sends) + 2 * args.interval
     steady = sorted(lag for t, lag in sends if t >= first)
