@@ -124,6 +124,26 @@ async def test_transactions_start_a_commit_window_apart(tmp_path: Path) -> None:
     store.close()
 
 
+async def test_one_agent_alone_is_not_held_back_by_the_commit_window(tmp_path: Path) -> None:
+    """A node replaying its spool with nobody else reporting: each report waits for the one
+    before it to be acked, so a commit window would only slow it down (5 reports, 4 s)."""
+    store = _CountingStore(tmp_path / "db")
+    ingestor = Ingestor(store, ClusterState(), commit_window_s=1.0)
+    ingestor.start()
+    try:
+        for seq in range(1, 6):
+            assert await ingestor.submit(_report("n1", seq)) is True
+        await ingestor.submit(_report("n2", 1))  # another node now: the next one waits
+        started = time.monotonic()
+        assert await ingestor.submit(_report("n1", 6)) is True
+        held_s = time.monotonic() - started
+    finally:
+        await ingestor.stop()
+    assert len(store.starts) == 7
+    assert store.starts[4] - store.starts[0] < 2.0  # not 4 windows of 1 s
+    assert held_s >= 0.9  # sharing again once another node reports
+
+
 async def test_without_a_commit_window_a_trickle_is_written_report_by_report(
     tmp_path: Path,
 ) -> None:
