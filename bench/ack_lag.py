@@ -353,6 +353,8 @@ async def run(args: argparse.Namespace, variant: str) -> str:
                 enforcer.pause = None
         c.store.write_reports = probe.wall_cpu("store transactions", c.store.write_reports)  # type: ignore[method-assign]
         c.jobstats.drain = probe.wall_cpu("job summaries", c.jobstats.drain)  # type: ignore[method-assign]
+        if args.dump:  # when each report reached the collector's Python (the storm's time line)
+            c.ingestor.submit = probe.wall_cpu("received", c.ingestor.submit)  # type: ignore[method-assign]
         c.add_background(probe.loop_lateness, "probe")
         c.add_background(threads.forever, "threads")
         await asyncio.sleep(0)
