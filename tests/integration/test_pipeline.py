@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool import Spool, spooled_seqs
 from gpuwarden.collector import layout
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
@@ -230,7 +230,7 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
     wait_for_sync(lambda: stored_reports() >= 10, 30)
     c1.kill()  # SIGKILL: no shutdown, no flush
     stored_before_kill = stored_reports()
-    spool_files = lambda: len(list((tmp_path / "spool").glob("*.pb")))  # noqa: E731
+    spool_files = lambda: len(spooled_seqs(tmp_path / "spool"))  # noqa: E731
     wait_for_sync(lambda: spool_files() >= 8, 30)  # the agent keeps sampling into its spool
     spooled_while_down = spool_files()
     start_collector("collector2.log")
