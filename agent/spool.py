@@ -246,7 +246,6 @@ class Spool:
         (dropped, counted); returns False when even that left no room for this one."""
         with self._lock:
             rec = record(seq, data)
-            dropped = self.dropped
             try:
                 seg = self._segment_for(seq, len(rec))
                 offset = seg.append(seq, rec)
@@ -254,9 +253,6 @@ class Spool:
                 self._disk_trouble(exc)
                 self.dropped += 1
                 return False
-            if self.disk_error is not None and self.dropped == dropped:  # room without making any
-                log.warning("spool %s is writable again", self.directory)
-                self.disk_error = None
             self._where[seq] = (seg, offset, len(rec))
             seg.live += 1
             self._bytes += len(rec)
@@ -285,6 +281,7 @@ class Spool:
             if not active.live:
                 self._delete(active)
         path = self.directory / seg_name(seq)
+        evicted = False
         while True:
             try:
                 seg = Segment.create(path, max(self.segment_bytes, n))
@@ -294,6 +291,10 @@ class Spool:
                     raise
                 self._disk_trouble(exc)
                 self._drop_oldest_space()
+                evicted = True
+        if self.disk_error is not None and not evicted:  # room without making any
+            log.warning("spool %s is writable again", self.directory)
+            self.disk_error = None
         self._active = seg
         return seg
 

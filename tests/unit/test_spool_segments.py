@@ -27,7 +27,7 @@ def filled(folder: Path, n: int, **kw: int) -> tuple[Spool, list[int]]:
 
 
 def test_reports_are_appended_to_one_file_that_keeps_its_size(tmp_path: Path) -> None:
-    s, seqs = filled(tmp_path, 1)
+    s, _ = filled(tmp_path, 1)
     (segment,) = tmp_path.glob("*.seg")
     before = segment.stat()
     for _ in range(20):
