@@ -154,6 +154,7 @@ class Spool:
         self._where: dict[int, _Loc] = {}
         self._active: Segment | None = None  # the segment reports are appended to
         self._gone_open: Segment | None = None  # the segment whose ``.gone`` file is open
+        self._gone_failing = False  # said once until a note succeeds again
         for tmp in directory.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)  # an interrupted write: never acknowledged, never sent
         for p in directory.glob(f"*{_SUFFIX}"):
@@ -346,7 +347,11 @@ class Spool:
         try:
             seg.mark_gone(seq)
         except OSError as exc:  # not fatal: the report may be sent again after a restart
-            log.warning("spool: cannot note seq=%d as gone (%s)", seq, exc)
+            if not self._gone_failing:
+                log.warning("spool: cannot note acked reports in %s (%s)", seg.gone_path, exc)
+            self._gone_failing = True
+        else:
+            self._gone_failing = False
 
     def _delete(self, seg: Segment) -> None:
         if self._gone_open is seg:
