@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gpuwarden.collector.layout import RawQuery, stored_reports
+from gpuwarden.collector.layout_read import RawQuery, stored_reports
 from gpuwarden.collector.rules import MIB
 from gpuwarden.collector.store import SCHEMA_VERSION, StoreError, connect
 from gpuwarden.collector.trace import dumps

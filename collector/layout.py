@@ -17,6 +17,8 @@ profiling fields and MIG identity included. ``report_jobs`` maps each job key to
 reports holding it (history by job); the only other indexes are (node, seq), which
 de-duplicates, (node, window_end) and (window_end).
 
+This module writes the layout (:class:`Writer`); :mod:`layout_read` reads it back.
+
 ``data`` is: ``<H`` count N, then N x ``<II`` (gpu key, job key or 0), then N x ``<I`` byte
 lengths, then the N windows' bytes.
 """
@@ -27,10 +29,10 @@ import sqlite3
 import struct
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gpuwarden.common.convert import gpu_from_pb, gpu_to_pb
+from gpuwarden.common.convert import gpu_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
@@ -187,6 +189,11 @@ def unpack(data: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+def job_keys_of(data: bytes) -> set[int]:
+    """The job keys a report's ``data`` references."""
+    return {jk for _, jk, _ in unpack(data) if jk}
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRows:
     """What one report adds: its ``reports`` row (less its id) and its job keys."""
@@ -311,122 +318,3 @@ class Writer:
             pack(keys, windows),
         )
         return ReportRows(report, tuple(job_keys))
-
-
-class Reader:
-    """Turns ``data`` back into windows, reading the dictionaries through ``conn`` (keys
-    are never reused, so what it has read stays true). Not thread-safe: one per reader
-    connection, used under that connection's lock."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._idents: dict[int, bytes] = {}
-        self._facts: dict[int, bytes] = {}
-
-    def _ident(self, key: int) -> bytes:
-        b = self._idents.get(key)
-        if b is None:
-            row = self._conn.execute("SELECT ident FROM gpus WHERE id = ?", (key,)).fetchone()
-            if row is None:
-                raise ValueError(f"stored window names GPU key {key}, which the store lacks")
-            b = self._idents[key] = bytes(row[0])
-        return b
-
-    def _job(self, key: int) -> bytes:
-        if not key:
-            return b""
-        b = self._facts.get(key)
-        if b is None:
-            row = self._conn.execute("SELECT facts FROM jobs WHERE id = ?", (key,)).fetchone()
-            if row is None:
-                raise ValueError(f"stored window names job key {key}, which the store lacks")
-            b = self._facts[key] = bytes(row[0])
-        return b
-
-    def gpu(self, gpu_key: int, job_key: int, window: bytes) -> GpuWindow:
-        return gpu_from_pb(
-            pb.GpuWindow.FromString(self._ident(gpu_key) + self._job(job_key) + window)
-        )
-
-    def job_facts(self, job_key: int) -> JobInfo | None:
-        return gpu_from_pb(pb.GpuWindow.FromString(self._job(job_key))).job
-
-    def gpu_keys(self, uuid: str) -> tuple[set[int], list[str]]:
-        """The keys of ``uuid`` and the nodes that reported it."""
-        rows = self._conn.execute("SELECT id, node FROM gpus WHERE uuid = ?", (uuid,)).fetchall()
-        return {int(k) for k, _ in rows}, sorted({str(n) for _, n in rows})
-
-    def job_keys(self, job_id: str) -> set[int]:
-        rows = self._conn.execute("SELECT id FROM jobs WHERE job_id = ?", (job_id,)).fetchall()
-        return {int(k) for (k,) in rows}
-
-
-@dataclass(frozen=True, slots=True)
-class RawQuery:
-    node: str = ""
-    uuid: str = ""
-    job_id: str = ""
-    since: float = 0.0
-    until: float | None = None
-
-
-_COLS = "r.id, r.node, r.window_start, r.window_end, r.slurm_available, r.data"
-StoredReport = tuple[int, str, float, float, bool, list[tuple[GpuWindow, int]]]
-
-
-def read_reports(reader: Reader, conn: sqlite3.Connection, q: RawQuery) -> Iterator[StoredReport]:
-    """Stored reports matching ``q``, oldest window end first (then as stored): (id, node,
-    window_start, window_end, slurm_available, [(window, job key)]) with only the windows
-    that match. Lazy: stop iterating and nothing more is read."""
-    where = ["r.window_end >= ?"]
-    params: list[object] = [q.since]
-    if q.until is not None:
-        where.append("r.window_end <= ?")
-        params.append(q.until)
-    gpu_keys: set[int] | None = None
-    job_keys: set[int] | None = None
-    source = "reports r"
-    if q.node:
-        where.append("r.node = ?")
-        params.append(q.node)
-    if q.uuid:
-        gpu_keys, nodes = reader.gpu_keys(q.uuid)
-        if not nodes:
-            return
-        where.append(f"r.node IN ({', '.join('?' * len(nodes))})")
-        params += nodes
-    if q.job_id:
-        job_keys = reader.job_keys(q.job_id)
-        if not job_keys:
-            return
-        # report_jobs first: a job's reports are few beside everything in the time range
-        source = "report_jobs j CROSS JOIN reports r ON r.id = j.report"
-        where.append(f"j.job IN ({', '.join('?' * len(job_keys))})")
-        params += sorted(job_keys)
-    sql = (
-        f"SELECT {_COLS} FROM {source} WHERE "  # noqa: S608 (fixed clauses; values are bound)
-        + " AND ".join(where)
-        + " ORDER BY r.window_end, r.id"
-    )
-    last = -1
-    for rid, node, ws, we, slurm_ok, data in conn.execute(sql, params):
-        if rid == last:  # a report holding two fact sets of the job: listed once
-            continue
-        last = rid
-        windows = [
-            (reader.gpu(gk, jk, w), jk)
-            for gk, jk, w in unpack(data)
-            if (gpu_keys is None or gk in gpu_keys) and (job_keys is None or jk in job_keys)
-        ]
-        if windows:
-            yield int(rid), str(node), float(ws), float(we), bool(slurm_ok), windows
-
-
-def job_keys_of(data: bytes) -> set[int]:
-    """The job keys a report's ``data`` references."""
-    return {jk for _, jk, _ in unpack(data) if jk}
-
-
-def stored_reports(conn: sqlite3.Connection, q: RawQuery | None = None) -> Iterator[StoredReport]:
-    """:func:`read_reports` on a connection of its own (exports, tools, tests)."""
-    return read_reports(Reader(conn), conn, q or RawQuery(since=float("-inf")))

@@ -11,6 +11,10 @@ stored and written a few nodes per transaction, about once a minute per node
 Retention deletes in small batches (:meth:`Store.prune_step`), each its own short
 transaction, so ingest never waits behind a long DELETE; a history query reads the
 resolution that fits its range (:mod:`gpuwarden.collector.retention`).
+
+Beside this class: :mod:`store_conn` (connections, store-wide faults), :mod:`store_open`
+(schema version, ``meta`` figures, roll-up recovery), :mod:`store_queries` (raw reads) and
+:mod:`prune_raw` (retention's deletes of raw windows).
 """
 
 from __future__ import annotations
@@ -24,57 +28,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from gpuwarden.collector import layout, migrate, rollup
+from gpuwarden.collector import layout, prune_raw, rollup, store_open, store_queries
+from gpuwarden.collector.layout_read import RawQuery, Reader
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
+from gpuwarden.collector.store_conn import StoreError, StoreUnavailable, connect, unavailable
+from gpuwarden.collector.store_open import PRUNED_KEY, SCHEMA_VERSION
 from gpuwarden.common.types import NodeReport, WindowRecord
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 
+__all__ = [
+    "FLUSH_ROWS",
+    "SCHEMA_VERSION",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "connect",
+    "unavailable",
+]
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-
-_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-
-# meta keys: per resolution, the instant before which rows have been deleted
-_PRUNED_KEY = {RAW: "pruned_before_raw", 60: "pruned_before_60", 3600: "pruned_before_3600"}
 FLUSH_ROWS = 500  # roll-up rows added to one ingest transaction (~5 ms of its time)
-
-
-class StoreError(RuntimeError):
-    pass
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot write now (disk full, I/O error, read-only): nobody's report is at
-    fault; agents keep theirs in their spools and send them again later."""
-
-
-_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN = 13, 10, 8, 14
-
-
-def unavailable(exc: BaseException) -> StoreUnavailable | None:
-    """The store-wide fault behind ``exc``, or None when it is not one."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, sqlite3.OperationalError) and code is not None:
-        primary = code & 0xFF
-        if primary == _SQLITE_FULL:
-            return StoreUnavailable(f"the disk under the store is full ({exc})")
-        if primary in (_SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN):
-            return StoreUnavailable(f"the store cannot write ({exc})")
-    if isinstance(exc, OSError):
-        return StoreUnavailable(f"the store cannot write ({exc})")
-    return None
-
-
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-    return conn
 
 
 class Store:
@@ -103,69 +78,18 @@ class Store:
                 )
             self._w = connect(path)
             self._rows = layout.Writer(self._w)
-            self._open_schema()
+            store_open.open_schema(self._w, self._rows, path)
             self._r = connect(path)
-            self._reader = layout.Reader(self._r)
+            self._reader = Reader(self._r)
             # Kept as a counter: counting walks the whole table, and snapshots ask often.
-            self._windows = self._count_windows()
-            self._pruned_before = {
-                res: float(v[0]) if (v := self._meta(key)) is not None else float("-inf")
-                for res, key in _PRUNED_KEY.items()
-            }
+            self._windows = store_open.count_windows(self._w)
+            self._pruned_before = store_open.pruned_before(self._w)
             if self.retention.rollups:
-                self._recover_rollups()
+                store_open.recover_rollups(self._w, self._reader, self._pending)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
-
-    def _open_schema(self) -> None:
-        self._w.execute(_META)
-        row = self._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = None if row is None else row[0]
-        if version == "1":
-            migrate.v1_to_v2(self._w, self._rows, rollup.SCHEMA)
-        elif version is not None and version != str(SCHEMA_VERSION):
-            raise StoreError(
-                f"{self.path}: schema version {version} is not {SCHEMA_VERSION}; "
-                "this gpuwarden cannot read it (a newer gpuwarden wrote it: run that one)"
-            )
-        self._w.executescript(layout.SCHEMA)
-        self._w.executescript(rollup.SCHEMA)
-        if version is None:
-            self._w.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-
-    def _count_windows(self) -> int:
-        v = self._meta("windows")
-        if v is not None:
-            return int(v[0])
-        n = int(self._w.execute("SELECT coalesce(sum(gpus), 0) FROM reports").fetchone()[0])
-        self._w.execute("INSERT OR REPLACE INTO meta VALUES ('windows', ?)", (str(n),))
-        return n
-
-    def _recover_rollups(self) -> None:
-        """Add again the windows of reports whose roll-up sums were not written before the
-        collector stopped (see :mod:`rollup_pending`)."""
-        v = self._meta("rollup_safe")
-        safe = int(v[0]) if v is not None else 0
-        marks = dict(self._w.execute("SELECT node, upto FROM rollup_marks").fetchall())
-        n = 0
-        rows = self._w.execute(
-            "SELECT id, node, window_start, window_end, data FROM reports WHERE id > ? ORDER BY id",
-            (safe,),
-        )
-        for rid, node, ws, we, data in rows:
-            if rid <= marks.get(node, 0):
-                continue
-            gpus = [self._reader.gpu(gk, jk, w) for gk, jk, w in layout.unpack(data)]
-            self._pending.add(int(rid), str(node), float(ws), float(we), gpus)
-            n += 1
-        if n:
-            log.info("roll-ups: %d stored reports added again after a restart", n)
-
-    def _meta(self, key: str) -> tuple[str] | None:
-        row = self._w.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else (str(row[0]),)
 
     @property
     def writer(self) -> sqlite3.Connection:
@@ -308,41 +232,18 @@ class Store:
         their job links and the job facts no report names any more; roll-up sums still
         pending for them are written first."""
         with self._wlock:
-            rows = self._w.execute(
-                "SELECT id, node, gpus, data FROM reports WHERE window_end < ? LIMIT ?",
-                (older_than, batch),
-            ).fetchall()
-            ids: list[tuple[int]] = []
-            links: list[tuple[int, int]] = []
-            windows = 0
-            nodes: set[str] = set()
-            for rid, node, n, data in rows:
-                if ids and windows + n > batch:
-                    break
-                ids.append((rid,))
-                links += [(j, rid) for j in layout.job_keys_of(data)]
-                windows += n
-                if self._pending.holds(node, rid):
-                    nodes.add(node)
-            self._flush_rollups(sorted(nodes))
-            orphans: list[tuple[int]] = []
+            b = prune_raw.select(self._w, older_than, batch)
+            self._flush_rollups(sorted({n for n, rid in b.reports if self._pending.holds(n, rid)}))
             with self._pruning(RAW, older_than):
-                self._w.executemany("DELETE FROM report_jobs WHERE job = ? AND report = ?", links)
-                self._w.executemany("DELETE FROM reports WHERE id = ?", ids)
-                for job in sorted({j for j, _ in links}):  # facts no stored report names
-                    if not self._w.execute(
-                        "SELECT 1 FROM report_jobs WHERE job = ? LIMIT 1", (job,)
-                    ).fetchone():
-                        orphans.append((job,))
-                self._w.executemany("DELETE FROM jobs WHERE id = ?", orphans)
-                if windows:
+                orphans = prune_raw.delete(self._w, b)
+                if b.windows:
                     self._w.execute(
                         "UPDATE meta SET value = ? WHERE key = 'windows'",
-                        (str(self._windows - windows),),
+                        (str(self._windows - b.windows),),
                     )
-            self._windows -= windows
-            self._rows.forget_jobs(j for (j,) in orphans)
-        return windows, len(ids)
+            self._windows -= b.windows
+            self._rows.forget_jobs(orphans)
+        return b.windows, len(b.ids)
 
     @contextlib.contextmanager
     def _pruning(self, res: int, before: float) -> Iterator[None]:
@@ -352,7 +253,7 @@ class Store:
             yield
             if before > self._pruned_before[res]:
                 self._w.execute(
-                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PRUNED_KEY[res], repr(before))
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (PRUNED_KEY[res], repr(before))
                 )
         self._pruned_before[res] = max(self._pruned_before[res], before)
 
@@ -362,34 +263,21 @@ class Store:
 
     def count_reports(self) -> int:
         with self._rlock:
-            return int(self._r.execute("SELECT count(*) FROM reports").fetchone()[0])
+            return store_queries.count_reports(self._r)
 
     def last_seqs(self) -> dict[str, int]:
         with self._rlock:
-            rows = self._r.execute("SELECT node, max(seq) FROM reports GROUP BY node").fetchall()
-        return {str(n): int(s) for n, s in rows}
+            return store_queries.last_seqs(self._r)
 
     def job_ids(self, since: float) -> list[str]:
         """The jobs with a stored window ending at or after ``since``."""
         with self._rlock:
-            rows = self._r.execute(
-                "SELECT DISTINCT j.job_id FROM jobs j WHERE EXISTS (SELECT 1 FROM report_jobs"
-                " l JOIN reports r ON r.id = l.report WHERE l.job = j.id AND r.window_end >= ?)",
-                (since,),
-            ).fetchall()
-        return sorted(str(r[0]) for r in rows)
+            return store_queries.job_ids(self._r, since)
 
     def job_user(self, job_id: str) -> str | None:
         """The user the newest stored window of ``job_id`` names (None: no such window)."""
         with self._rlock:
-            row = self._r.execute(
-                "SELECT j.id FROM jobs j JOIN reports r ON r.id = (SELECT max(report)"
-                " FROM report_jobs WHERE job = j.id) WHERE j.job_id = ?"
-                " ORDER BY r.window_end DESC LIMIT 1",
-                (job_id,),
-            ).fetchone()
-            job = None if row is None else self._reader.job_facts(int(row[0]))
-        return job.user if job is not None else None
+            return store_queries.job_user(self._r, self._reader, job_id)
 
     def history(
         self,
@@ -418,14 +306,9 @@ class Store:
                     self._r,
                     rollup.RollupQuery(resolution, node, uuid, job_id, since, until, limit),
                 )
-        out: list[WindowRecord] = []
-        q = layout.RawQuery(node, uuid, job_id, since, until)
+        q = RawQuery(node, uuid, job_id, since, until)
         with self._rlock:
-            for _, n, ws, we, _, windows in layout.read_reports(self._reader, self._r, q):
-                out += [WindowRecord(n, ws, we, g) for g, _ in windows]
-                if len(out) > limit:
-                    return out[:limit], True
-        return out, False
+            return store_queries.raw_history(self._r, self._reader, q, limit)
 
     def resolution_for(
         self, node: str, uuid: str, job_id: str, since: float, until: float | None

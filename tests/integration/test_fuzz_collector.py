@@ -20,7 +20,7 @@ import grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpuwarden.collector.layout import stored_reports
+from gpuwarden.collector.layout_read import stored_reports
 from gpuwarden.collector.validate import validate_report
 from gpuwarden.common.convert import gpu_to_pb, report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from gpuwarden.agent.spool import Spool, spooled_seqs
-from gpuwarden.collector import layout
+from gpuwarden.collector import layout_read
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, NodeReport
@@ -70,7 +70,7 @@ async def test_gpu_going_from_busy_to_idle_is_stored_and_queryable(
     with contextlib.closing(sqlite3.connect(collector.store.path)) as db:
         rows = [
             (g.util_max, g.mem_used_max_bytes)
-            for *_, windows in layout.stored_reports(db, layout.RawQuery(uuid=GPU0))
+            for *_, windows in layout_read.stored_reports(db, layout_read.RawQuery(uuid=GPU0))
             for g, _ in windows
         ]
     # (the agent flushes one more window when it stops, after the history query)
@@ -248,7 +248,7 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
         seqs = dict(db.execute("SELECT id, seq FROM reports").fetchall())
         keys = [
             (node, seqs[rid], g.uuid)
-            for rid, node, *_, windows in layout.stored_reports(db)
+            for rid, node, *_, windows in layout_read.stored_reports(db)
             for g, _ in windows
         ]
         n_windows, n_distinct = len(keys), len(set(keys))
