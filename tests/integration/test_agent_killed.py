@@ -10,30 +10,9 @@ from pathlib import Path
 from gpuwarden.agent.spool import Spool, spooled_seqs
 from gpuwarden.collector.server import Collector
 from tests.fakenvml import FakeNvmlState, default_gpu_uuid
-from tests.helpers import Proc, free_port, wait_for
+from tests.helpers import Proc, agent_args, free_port, wait_for
 
 GPU0 = default_gpu_uuid(0)
-
-
-def agent_args(port: int, spool_dir: Path) -> list[str]:
-    return [
-        "agent",
-        "--insecure",
-        "--sampler",
-        "nvml",
-        "--slurm",
-        "off",
-        "--node",
-        "n1",
-        "--collector",
-        f"127.0.0.1:{port}",
-        "--spool-dir",
-        str(spool_dir),
-        "--sample-interval",
-        "0.05",
-        "--report-interval",
-        "0.1",
-    ]
 
 
 def stored_seqs(collector: Collector) -> list[int]:
@@ -48,14 +27,20 @@ async def test_an_agent_killed_mid_run_loses_no_spooled_report_and_sends_none_tw
     spool_dir = tmp_path / "spool"
     # Run 0: no collector at its address, so everything is spooled; killed. Run 1: streaming
     # that backlog and new reports; killed. Run 2: stopped once it delivered more.
-    away = Proc(agent_args(free_port(), spool_dir), tmp_path / "agent0.log", env=fake_nvml.env())
+    away = Proc(
+        agent_args(free_port(), spool_dir, sample_s=0.05, report_s=0.1),
+        tmp_path / "agent0.log",
+        env=fake_nvml.env(),
+    )
     procs.append(away)
     await wait_for(lambda: len(spooled_seqs(spool_dir)) >= 20, 30)
     away.kill()
     left = set(spooled_seqs(spool_dir))
     for run in (1, 2):
         agent = Proc(
-            agent_args(collector.port, spool_dir), tmp_path / f"agent{run}.log", env=fake_nvml.env()
+            agent_args(collector.port, spool_dir, sample_s=0.05, report_s=0.1),
+            tmp_path / f"agent{run}.log",
+            env=fake_nvml.env(),
         )
         procs.append(agent)
         goal = len(left) + len(stored_seqs(collector)) + 10

@@ -22,7 +22,15 @@ from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query import QueryClient
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid
-from tests.helpers import Proc, free_port, running_agent, streaming, wait_for, wait_for_sync
+from tests.helpers import (
+    Proc,
+    agent_args,
+    free_port,
+    running_agent,
+    streaming,
+    wait_for,
+    wait_for_sync,
+)
 
 GPU0, GPU1, GPU2, GPU3 = (default_gpu_uuid(i) for i in range(4))
 
@@ -204,25 +212,7 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
 
     c1 = start_collector("collector1.log")
     agent = Proc(
-        [
-            "-v",
-            "agent",
-            "--insecure",
-            "--sampler",
-            "nvml",
-            "--slurm",
-            "off",
-            "--node",
-            "n1",
-            "--collector",
-            f"127.0.0.1:{port}",
-            "--spool-dir",
-            str(tmp_path / "spool"),
-            "--sample-interval",
-            "0.05",
-            "--report-interval",
-            "0.2",
-        ],
+        ["-v", *agent_args(port, tmp_path / "spool", sample_s=0.05, report_s=0.2)],
         tmp_path / "agent.log",
         env=fake_nvml.env(),
     )
