@@ -32,12 +32,18 @@ import contextlib
 import errno
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
+from gpuwarden.agent.spool_files import (
+    PB_SUFFIX,
+    SpoolCorrupt,
+    SpoolError,
+    seqs_in,
+    unframe,
+    write_atomic,
+)
 from gpuwarden.agent.spool_segment import (
     GONE_SUFFIX,
     SEG_SUFFIX,
@@ -51,74 +57,23 @@ from gpuwarden.agent.spool_segment import (
     zero_out,
 )
 
-log = logging.getLogger(__name__)
+__all__ = ["SEGMENT_BYTES", "SEQ_BLOCK", "Spool", "SpoolCorrupt", "SpoolError", "spooled_seqs"]
 
-_SUFFIX = ".pb"
-_MAGIC = b"GWS1"
-_HEADER = struct.Struct(">4sI")  # magic, CRC-32 of the payload (one-file-per-report spools)
+log = logging.getLogger(__name__)
 
 SEQ_BLOCK = 1 << 20  # sequence numbers reserved per write of ``seq`` (~60 days at 5 s)
 SEGMENT_BYTES = 256 << 10  # ~210 reports of 8 GPUs (~1.2 KB): a new segment every ~17 min
 
 
-def _seqs_in(folder: Path) -> list[int]:
-    out = []
-    with contextlib.suppress(OSError):
-        for p in folder.glob(f"*{_SUFFIX}"):
-            with contextlib.suppress(ValueError):
-                out.append(int(p.stem))
-    return out
-
-
 def spooled_seqs(directory: Path) -> list[int]:
     """The seqs of the reports a spool folder holds, read without changing anything (safe
     beside a running agent: for inspection and tests)."""
-    seqs = set(_seqs_in(directory))
+    seqs = set(seqs_in(directory))
     for p in directory.glob(f"*{SEG_SUFFIX}"):
         with contextlib.suppress(OSError):
             gone = read_gone(p.with_suffix(GONE_SUFFIX))
             seqs.update(seq for seq, _, _ in scan(p.read_bytes()).records if seq not in gone)
     return sorted(seqs)
-
-
-class SpoolError(RuntimeError):
-    pass
-
-
-class SpoolCorrupt(SpoolError):
-    """A spooled report cannot be read back as it was written."""
-
-
-def frame(payload: bytes) -> bytes:
-    return _HEADER.pack(_MAGIC, zlib.crc32(payload)) + payload
-
-
-def unframe(data: bytes) -> bytes:
-    """The payload of a ``<seq>.pb`` spool file; SpoolCorrupt saying what is wrong otherwise."""
-    if len(data) < _HEADER.size:
-        raise SpoolCorrupt(f"{len(data)} bytes, shorter than the spool header")
-    magic, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise SpoolCorrupt(f"no spool header (starts with {data[:4]!r})")
-    payload = data[_HEADER.size :]
-    if zlib.crc32(payload) != crc:
-        raise SpoolCorrupt("checksum mismatch (truncated or altered)")
-    return payload
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a half-written file must not hold the space
-        raise
-    tmp.replace(path)
 
 
 # Where a spooled report is: in a segment (offset, record size), or its own ``.pb`` file
@@ -157,7 +112,7 @@ class Spool:
         self._gone_failing = False  # said once until a note succeeds again
         for tmp in directory.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)  # an interrupted write: never acknowledged, never sent
-        for p in directory.glob(f"*{_SUFFIX}"):
+        for p in directory.glob(f"*{PB_SUFFIX}"):
             try:
                 self._where[int(p.stem)] = (None, 0, p.stat().st_size)
             except (ValueError, OSError):
@@ -184,7 +139,7 @@ class Spool:
         for offset, damage in found.damaged:
             aside = self.directory / "corrupt" / f"{path.name}.at-{offset}"
             with contextlib.suppress(OSError):
-                _write_atomic(aside, damage)
+                write_atomic(aside, damage)
                 zero_out(path, offset, len(damage))  # kept aside once, not at every start
             self.corrupt += 1
             log.error(
@@ -222,8 +177,8 @@ class Spool:
         stored = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
             stored = int((self.directory / "seq").read_text().strip())
-        kept = [*self._where, *_seqs_in(self.directory / "rejected")]
-        kept += _seqs_in(self.directory / "corrupt")
+        kept = [*self._where, *seqs_in(self.directory / "rejected")]
+        kept += seqs_in(self.directory / "corrupt")
         return max(stored, max(kept, default=0) + 1, time.time_ns() // 1000)
 
     def next_seq(self) -> int:
@@ -233,7 +188,7 @@ class Spool:
             if seq >= self._reserved:
                 reserve = seq + SEQ_BLOCK
                 try:
-                    _write_atomic(self.directory / "seq", str(reserve).encode())
+                    write_atomic(self.directory / "seq", str(reserve).encode())
                     self._reserved = reserve
                 except OSError as exc:
                     # Tried again with the next number. After a restart the spooled reports' own
@@ -403,9 +358,9 @@ class Spool:
             return b""
 
     def _move_aside(self, seq: int, folder: str, data: bytes) -> None:
-        target = self.directory / folder / f"{seq:020d}{_SUFFIX}"
+        target = self.directory / folder / f"{seq:020d}{PB_SUFFIX}"
         with contextlib.suppress(OSError):
-            _write_atomic(target, data)
+            write_atomic(target, data)
         self._remove(seq)
 
     def pending(self, after: int = 0) -> list[int]:
@@ -428,7 +383,7 @@ class Spool:
             raise SpoolCorrupt(str(exc)) from exc
 
     def _pb_path(self, seq: int) -> Path:
-        return self.directory / f"{seq:020d}{_SUFFIX}"
+        return self.directory / f"{seq:020d}{PB_SUFFIX}"
 
     def close(self) -> None:
         """Release the active segment's file (a later put opens a new segment)."""

@@ -22,12 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpuwarden.agent.spool import Spool, _write_atomic, frame
+from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool_files import frame, write_atomic
 
 
 def file_per_report(folder: Path) -> tuple[Callable[[int, bytes], None], Callable[[int], None]]:
     def put(seq: int, data: bytes) -> None:
-        _write_atomic(folder / f"{seq:020d}.pb", frame(data))
+        write_atomic(folder / f"{seq:020d}.pb", frame(data))
 
     def ack(seq: int) -> None:
         (folder / f"{seq:020d}.pb").unlink()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.agent.spool import Spool, frame, spooled_seqs
+from gpuwarden.agent.spool import Spool, spooled_seqs
+from gpuwarden.agent.spool_files import frame
 from gpuwarden.agent.spool_segment import HEADER
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.agent.spool import Spool, SpoolCorrupt, SpoolError, frame
+from gpuwarden.agent.spool import Spool, SpoolCorrupt, SpoolError
+from gpuwarden.agent.spool_files import frame
 from gpuwarden.agent.spool_segment import HEADER
 
 

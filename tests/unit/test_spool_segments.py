@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from gpuwarden.agent.spool import Spool, frame, spooled_seqs
+from gpuwarden.agent.spool import Spool, spooled_seqs
+from gpuwarden.agent.spool_files import frame
 from gpuwarden.agent.spool_segment import HEADER
 
 
