@@ -110,21 +110,24 @@ def test_a_spool_of_the_previous_version_is_drained_after_an_upgrade(tmp_path: P
 
 
 WRITER = """
+import os
 import sys
 from pathlib import Path
 from gpuwarden.agent.spool import Spool
+def say(what, seq):  # one write per line: a kill never leaves half a line
+    os.write(1, b"%s %d\\n" % (what, seq))
 s = Spool(Path(sys.argv[1]), segment_bytes=4096)
 held = []
 while True:
     seq = s.next_seq()
-    print("put", seq, flush=True)
+    say(b"put", seq)
     s.put(seq, b"report %d " % seq * (seq % 7 + 1))
-    print("kept", seq, flush=True)
+    say(b"kept", seq)
     held.append(seq)
     if seq % 3 or len(held) > 9:  # most acked at once, some later: whole segments go
         for q in held:
             s.ack(q)
-            print("acked", q, flush=True)
+            say(b"acked", q)
         held.clear()
 """
 
