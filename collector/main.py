@@ -58,6 +58,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         tls=tls,
         limits=Limits(max_gpus_per_node=cfg.max_gpus_per_node),
         write_batch_max=cfg.write_batch_max,
+        commit_window_s=cfg.commit_window,
         shutdown_grace_s=cfg.shutdown_grace,
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
