@@ -209,11 +209,11 @@ class ReportStreamer:
         return False
 
     def _read_spooled(self, seq: int) -> tuple[bytes, bytes]:
-        """The spooled report's bytes and node, checked to hold the seq of its file name."""
+        """The spooled report's bytes and node, checked to hold the seq it was spooled under."""
         data = self.spool.read(seq)
         held, node = report_fields(data)
         if held != seq:
-            raise SpoolCorrupt(f"holds seq={held}, not the seq of its file name")
+            raise SpoolCorrupt(f"holds seq={held}, but was spooled as seq={seq}")
         return data, node
 
     def _tls_context(self) -> ssl.SSLContext | None:

@@ -14,6 +14,11 @@ the acks that overlapped an evaluation beside the others. Variants, run in the g
 - ``thread``: the baseline, each evaluation in one go in its worker thread (as before);
 - ``off``: no detection at all;
 - a suffix ``+siMS`` sets ``sys.setswitchinterval`` to MS milliseconds for that run;
+  ``+cwMS`` sets the collector's commit window to MS milliseconds (default: its own, or
+  ``--commit-window``); ``+peracks``: the agents ask for one ack per report, as agents did
+  before (by default they ask for cumulative acks, as the real agent does); ``+gcN`` sets
+  the cyclic GC's young-generation threshold to N allocations (CPython's default: 700;
+  with ``+freeze``, the freezer's default is 20,000, see collector/gcfreeze.py);
   ``+freeze`` gives the enforcement a :class:`GcFreezer` (as the daemon does), which
   freezes what is alive after every evaluation (see collector/gcfreeze.py).
 
@@ -46,6 +51,7 @@ from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport
+from gpuwarden.common.wire import ACKS_CUMULATIVE, ACKS_KEY
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 
@@ -89,11 +95,14 @@ async def one_agent(
     prepare: Callable[[pb.NodeReport, float], None] | None = None,
     lags: list[tuple[float, float]] | None = None,
     ended: list[str] | None = None,
+    cumulative: bool = True,
 ) -> tuple[list[tuple[float, float]], list[str]]:
     """Send one report every ``interval`` s; returns the ack lags and, for every stream that
     ended early, its status (the agent then opens a new stream, as a real agent does).
     ``prepare(msg, now)`` changes each report before it is sent (e.g. jobs that come and
-    go); ``lags`` and ``ended``: lists to append to as it goes (read while it runs)."""
+    go); ``lags`` and ``ended``: lists to append to as it goes (read while it runs).
+    ``cumulative``: ask for cumulative acks, as the real agent does (one ack covers every
+    report up to its seq); False: one ack per report, as agents did before."""
     msg = template(node, gpus)
     # (send time, lag), time.monotonic()
     acked: list[tuple[float, float]] = [] if lags is None else lags
@@ -103,12 +112,17 @@ async def one_agent(
     next_at = time.monotonic() + phase
     while next_at < until:
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
-            call = pb_grpc.AgentServiceStub(ch).Report()
+            call = pb_grpc.AgentServiceStub(ch).Report(
+                metadata=((ACKS_KEY, ACKS_CUMULATIVE),) if cumulative else None
+            )
 
             async def reader(call: Any = call) -> None:
                 async for ack in call:
-                    t = sent.pop(ack.seq)
-                    acked.append((t, time.monotonic() - t))
+                    now = time.monotonic()
+                    covered = [s for s in sent if s <= ack.seq] if ack.cumulative else [ack.seq]
+                    for s in covered:
+                        t = sent.pop(s)
+                        acked.append((t, now - t))
 
             r = asyncio.create_task(reader())
             try:
@@ -137,10 +151,18 @@ async def one_agent(
     return acked, early
 
 
-async def agents(target: str, n: int, gpus: int, interval: float, duration: float) -> None:
+async def agents(
+    target: str, n: int, gpus: int, interval: float, duration: float, acks: str
+) -> None:
     until = time.monotonic() + duration
+    cumulative = acks == "cumulative"
     results = await asyncio.gather(
-        *(one_agent(target, f"n{i:05d}", gpus, interval, interval * i / n, until) for i in range(n))
+        *(
+            one_agent(
+                target, f"n{i:05d}", gpus, interval, interval * i / n, until, cumulative=cumulative
+            )
+            for i in range(n)
+        )
     )
     lags = [x for lags, _ in results for x in lags]
     ended = [e for _, ended in results for e in ended]
@@ -214,6 +236,24 @@ class ThreadCpu:
             await asyncio.sleep(1.0)
 
 
+def _process_ticks(pid: int | str) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def storm_cpu(pid: int, seconds: float) -> tuple[float, float]:
+    """The share of a core this process and the agents' process ``pid`` used in their first
+    ``seconds`` (the connect storm)."""
+    mine, theirs, t0 = _process_ticks("self"), _process_ticks(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    wall = time.monotonic() - t0
+    return (
+        (_process_ticks("self") - mine) * TICK_S / wall,
+        (_process_ticks(pid) - theirs) * TICK_S / wall,
+    )
+
+
 class Probe:
     """What the collector's process does meanwhile: evaluation intervals (monotonic) and
     their CPU, and how late the event loop wakes from a 5 ms sleep."""
@@ -263,13 +303,15 @@ class Probe:
 
 
 SLOW_TX_S = 0.1
+STORM_S = 5.0
 
 
-def gc_freezer() -> Any:
-    """Imported only when asked for: the baseline may be an older collector's sources."""
+def gc_freezer(young: int) -> Any:
+    """Imported only when asked for: the baseline may be an older collector's sources.
+    ``young``: the young-generation threshold it sets (0: its own default)."""
     from gpuwarden.collector.gcfreeze import GcFreezer
 
-    return GcFreezer()
+    return GcFreezer(young_threshold=young) if young else GcFreezer()
 
 
 def _q(xs: list[float], p: int) -> float:
@@ -278,14 +320,24 @@ def _q(xs: list[float], p: int) -> float:
 
 async def run(args: argparse.Namespace, variant: str) -> str:
     probe, threads = Probe(), ThreadCpu()
-    mode, freeze, switch_ms = variant.partition("+freeze")[0], "+freeze" in variant, ""
-    mode, _, switch_ms = mode.partition("+si")
+    mode, *flags = variant.split("+")
+    freeze = "freeze" in flags
+    switch_ms = next((f[2:] for f in flags if f.startswith("si")), "")
+    window_ms = next((f[2:] for f in flags if f.startswith("cw")), "")
+    acks = "per-report" if "peracks" in flags else "cumulative"
+    young = next((int(f[2:]) for f in flags if f.startswith("gc")), 0)
+    default_thresholds = gc.get_threshold()
+    if young:
+        gc.set_threshold(young, *default_thresholds[1:])
     default_switch = sys.getswitchinterval()
     if switch_ms:
         sys.setswitchinterval(float(switch_ms) / 1000)
     with tempfile.TemporaryDirectory() as tmp:
         c = Collector(db_path=Path(tmp) / "bench.db", listen="127.0.0.1:0")
-        c.ingestor.commit_window_s = args.commit_window
+        if window_ms:
+            c.ingestor.commit_window_s = float(window_ms) / 1000
+        elif args.commit_window is not None:
+            c.ingestor.commit_window_s = args.commit_window
         await c.start()
         if mode != "off":
             enforcer = attach_enforcement(
@@ -294,13 +346,15 @@ async def run(args: argparse.Namespace, variant: str) -> str:
                 executor=None,
                 audit_jsonl=None,
                 evaluate_interval_s=args.evaluate,
-                **({"gc_freezer": gc_freezer()} if freeze else {}),
+                **({"gc_freezer": gc_freezer(young)} if freeze else {}),
             )
             enforcer.evaluate = probe.timed(enforcer.evaluate)  # type: ignore[method-assign]
             if mode == "thread":  # before: the whole pass at once in the worker thread
                 enforcer.pause = None
         c.store.write_reports = probe.wall_cpu("store transactions", c.store.write_reports)  # type: ignore[method-assign]
         c.jobstats.drain = probe.wall_cpu("job summaries", c.jobstats.drain)  # type: ignore[method-assign]
+        if args.dump:  # when each report reached the collector's Python (the storm's time line)
+            c.ingestor.submit = probe.wall_cpu("received", c.ingestor.submit)  # type: ignore[method-assign]
         c.add_background(probe.loop_lateness, "probe")
         c.add_background(threads.forever, "threads")
         await asyncio.sleep(0)
@@ -308,9 +362,10 @@ async def run(args: argparse.Namespace, variant: str) -> str:
         cpu0, t0 = cpu_s(), time.perf_counter()
         argv = [f"127.0.0.1:{c.port}", str(args.agents), str(args.gpus), str(args.interval)]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--as-agents", *argv, str(args.duration),
+            sys.executable, __file__, "--as-agents", *argv, str(args.duration), acks,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        storm = asyncio.create_task(storm_cpu(proc.pid, STORM_S))
         out, _ = await proc.communicate()
         threads.sample()
         cpu, wall = cpu_s() - cpu0, time.perf_counter() - t0
@@ -318,6 +373,7 @@ async def run(args: argparse.Namespace, variant: str) -> str:
         gc.unfreeze()
         await c.stop()
     sys.setswitchinterval(default_switch)
+    gc.set_threshold(*default_thresholds)
     if proc.returncode != 0:
         raise SystemExit(f"the agents' process failed ({proc.returncode})")
     result = json.loads(out.decode().splitlines()[-1])
@@ -333,7 +389,13 @@ async def run(args: argparse.Namespace, variant: str) -> str:
     split = threads.split_s()
     late = [x for _, x in probe.loop_late]
     if args.dump:
-        raw = {"sends": sends, "evals": evals, "late": probe.loop_late, "gc": probe.collections}
+        raw = {
+            "sends": sends,
+            "evals": evals,
+            "late": probe.loop_late,
+            "gc": probe.collections,
+            "calls": probe.calls,
+        }
         Path(f"{args.dump}.{variant}.json").write_text(json.dumps(raw))  # noqa: ASYNC240 (all done)
     first = min(t for t, _ in sends) + 2 * args.interval
     steady = sorted(lag for t, lag in sends if t >= first)
@@ -344,6 +406,8 @@ async def run(args: argparse.Namespace, variant: str) -> str:
         f"{cpu / wall:>9.0%}   {dict(ended) or 'none'} ({before_first} before any ack)",
         "         CPU by thread, % of a core: "
         + ", ".join(f"{k} {v / wall:.0%}" for k, v in sorted(split.items(), key=lambda kv: -kv[1])),
+        f"         first {STORM_S:.0f} s (connect storm): collector {storm.result()[0]:.0%} "
+        f"of a core, the agents' process {storm.result()[1]:.0%}",
         f"         event loop late from a 5 ms sleep: p99 {_q(late, 99) * ms:.1f} ms, "
         f"max {max(late) * ms:.1f} ms",
     ]
@@ -396,14 +460,14 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of sending per run")
     ap.add_argument("--evaluate", type=float, default=15.0, help="rule evaluation interval, s")
-    ap.add_argument("--commit-window", type=float, default=0.005, help="seconds")
+    ap.add_argument("--commit-window", type=float, help="seconds (default: the collector's own)")
     ap.add_argument("--variants", default="thread,step,off", help="comma-separated, in order")
     ap.add_argument("--dump", help="write the raw figures to DUMP.VARIANT.json")
-    ap.add_argument("--as-agents", nargs=5, help=argparse.SUPPRESS)  # the agents' process
+    ap.add_argument("--as-agents", nargs=6, help=argparse.SUPPRESS)  # the agents' process
     args = ap.parse_args()
     if args.as_agents:
-        target, n, g, iv, d = args.as_agents
-        asyncio.run(agents(target, int(n), int(g), float(iv), float(d)))
+        target, n, g, iv, d, acks = args.as_agents
+        asyncio.run(agents(target, int(n), int(g), float(iv), float(d), acks))
         return
     print(
         f"{args.agents} agents x {args.gpus} GPUs every {args.interval:g} s, "

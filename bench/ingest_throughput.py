@@ -283,13 +283,16 @@ async def agents(target: str, load: Load) -> None:
     print(time.perf_counter() - start, sum(n for n, _ in results), dict(why), flush=True)
 
 
-async def collector_run(load: Load) -> tuple[float, float]:
+async def collector_run(load: Load, commit_window_s: float | None) -> tuple[float, float]:
     """GPU windows/s acked, and the collector's CPU microseconds per window (the agents run in
-    another process, so the figure is the collector's alone)."""
+    another process, so the figure is the collector's alone). ``commit_window_s``: the
+    collector's commit window (None: its default)."""
     with tempfile.TemporaryDirectory() as tmp:
         # The per-node rate limit (100 reports/s) would measure itself, not the collector.
         unlimited = RateLimiter(rate_per_s=1e9, burst=1_000_000)
         c = Collector(db_path=Path(tmp) / "bench.db", listen="127.0.0.1:0", rate_limiter=unlimited)
+        if commit_window_s is not None:
+            c.ingestor.commit_window_s = commit_window_s
         await c.start()
         try:
             rate, us = await _drive(f"127.0.0.1:{c.port}", load)
@@ -341,24 +344,33 @@ def main() -> None:
     )
     ap.add_argument("--batch", type=int, default=16, help="reports per batch message")
     ap.add_argument("--raw-batch", type=int, default=64, help="reports per raw transaction")
+    ap.add_argument(
+        "--commit-windows",
+        default="",
+        help="comma-separated commit windows in ms, each measured (default: the collector's)",
+    )
     ap.add_argument("--agents", nargs=7, help=argparse.SUPPRESS)  # the agents' process
     args = ap.parse_args()
     if args.agents:
         target, n, per, g, fl, acks, batch = args.agents
         asyncio.run(agents(target, Load(int(n), int(per), int(g), int(fl), acks, int(batch))))
         return
-    print(f"{'agents':>7} {'reports':>8} {'acks':>11} {'transport/s':>12} {'us/window':>10} "
-          f"{'collector/s':>12} {'us/window':>10} {'raw SQLite/s':>13} {'of raw':>7}")  # fmt: skip
+    windows = [float(ms) / 1000 for ms in args.commit_windows.split(",") if ms] or [None]
+    print(f"{'agents':>7} {'reports':>8} {'acks':>11} {'window':>7} {'transport/s':>12} "
+          f"{'us/window':>10} {'collector/s':>12} {'us/window':>10} {'raw SQLite/s':>13} "
+          f"{'of raw':>7}")  # fmt: skip
     for nodes in (int(x) for x in args.nodes.split(",")):
         per_node = max(1, args.total // nodes)
         raw = raw_sqlite(nodes, per_node, args.gpus, args.raw_batch)
         for acks in args.acks.split(","):
             load = Load(nodes, per_node, args.gpus, args.in_flight, acks, args.batch)
             floor, floor_us = asyncio.run(transport_floor(load))
-            rate, us = asyncio.run(collector_run(load))
-            print(f"{nodes:>7} {nodes * per_node:>8} {acks:>11} {floor:>12,.0f} "
-                  f"{floor_us:>10.1f} {rate:>12,.0f} {us:>10.1f} {raw:>13,.0f} "
-                  f"{rate / raw:>7.0%}", flush=True)  # fmt: skip
+            for window_s in windows:
+                rate, us = asyncio.run(collector_run(load, window_s))
+                shown = "default" if window_s is None else f"{window_s * 1000:g} ms"
+                print(f"{nodes:>7} {nodes * per_node:>8} {acks:>11} {shown:>7} {floor:>12,.0f} "
+                      f"{floor_us:>10.1f} {rate:>12,.0f} {us:>10.1f} {raw:>13,.0f} "
+                      f"{rate / raw:>7.0%}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ class Exemptions:
                 (time.time(),),
             )
         }
+        self._next_expiry = min((u for u, _ in self._until.values()), default=float("inf"))
+
+    def __len__(self) -> int:
+        """Exemptions held in memory (expired ones are dropped as time passes them)."""
+        return len(self._until)
 
     def grant(self, job_id: str, until: float, reason: str, actor: str, now: float) -> str:
         """Exempt ``job_id`` until ``until`` (replacing an earlier exemption); the words the
@@ -96,14 +101,24 @@ class Exemptions:
                     (job_id, until, reason, actor, now),
                 )
             self._until[job_id] = (until, words)
+            self._next_expiry = min(self._next_expiry, until)
         return words
 
     def is_exempt(self, job_id: str, now: float) -> str | None:
         """Why detection must leave ``job_id`` alone at ``now``, or None (any thread)."""
+        if now >= self._next_expiry:
+            self._forget_expired(now)
         entry = self._until.get(job_id)
         if entry is None or entry[0] <= now:
             return None
         return entry[1]
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop what expired by ``now``: an exempted job that ended is never asked about
+        again, and its entry would stay for the collector's life (the table keeps it)."""
+        with self._lock:
+            self._until = {j: e for j, e in self._until.items() if e[0] > now}
+            self._next_expiry = min((u for u, _ in self._until.values()), default=float("inf"))
 
     def close(self) -> None:
         self._conn.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuwarden.collector.corroborate import parse_networks
+from gpuwarden.collector.ingest import COMMIT_WINDOW_S
 from gpuwarden.collector.retention import Retention
 from gpuwarden.common.address import split_host_port
 from gpuwarden.common.config import duration_field, load_section, ranged
@@ -28,6 +29,9 @@ class CollectorConfig:
     prune_batch: int = ranged(2000, minimum=1, maximum=1_000_000)
     max_gpus_per_node: int = ranged(64, minimum=1, maximum=4096)
     write_batch_max: int = ranged(512, minimum=1)
+    # transactions start at least this far apart, so that agents reporting at about the
+    # same time share one fsync (a report after a quiet spell is written at once)
+    commit_window: float = duration_field(COMMIT_WINDOW_S, maximum=1.0)
     shutdown_grace: float = duration_field(5.0)
     audit_jsonl: str = ""  # default: <state_dir>/audit.jsonl
     evaluate_interval: float = duration_field(15.0, minimum=0.1)

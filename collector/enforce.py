@@ -346,6 +346,8 @@ def attach_enforcement(
                 await asyncio.to_thread(enforcer.warm_up)  # off the loop: acks go on
             except Exception:
                 log.exception("warm-up failed; idle streaks start afresh")
+            if gc_freezer is not None:  # what start-up and warm-up built lives on: the
+                gc_freezer.after_pass()  # first full collections (agents connecting) skip it
             while True:
                 await asyncio.sleep(evaluate_interval_s)
                 try:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 _Item = tuple[NodeReport, Sequence[pb.GpuWindow] | None, asyncio.Future[bool]]
 StoredListener = Callable[[Sequence[NodeReport]], None]
 
+# Transactions start at least this far apart (``[collector] commit_window``).
+COMMIT_WINDOW_S = 0.02
+
 # What SQLite raises for a value it cannot bind: the report's fault, not the store's.
 _CONTENT_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 
@@ -44,7 +47,7 @@ class Ingestor:
         state: ClusterState,
         *,
         batch_max: int = 512,
-        commit_window_s: float = 0.005,
+        commit_window_s: float = COMMIT_WINDOW_S,
         sinks: SinkSet | None = None,
     ) -> None:
         if not 0 <= commit_window_s <= 1:
@@ -55,9 +58,12 @@ class Ingestor:
         self.batch_max = batch_max
         # Transactions start at least this far apart, so that thousands of agents each
         # sending now and then share one fsync. A report after a quiet spell is written at
-        # once, and under load (a write takes longer than the window) nobody waits.
+        # once, and under load (a write takes longer than the window) nobody waits. Nor
+        # does one agent alone (the last transaction and the next report are all one node's):
+        # there is nobody to share the fsync with, and waiting would hold its stream back.
         self.commit_window_s = commit_window_s
         self._last_write = -math.inf  # time.monotonic() when the last transaction began
+        self._alone: str | None = None  # the one node of the last transaction, if one
         self.listeners: list[StoredListener] = []
         self.fault: str | None = None  # why the store cannot write now, None when it can
         self.fault_listeners: list[Callable[[str | None], None]] = []
@@ -93,11 +99,13 @@ class Ingestor:
         while True:
             batch = [await self._queue.get()]
             wait = self._last_write + self.commit_window_s - time.monotonic()
-            if wait > 0 and self._queue.qsize() < self.batch_max:
+            first = batch[0][0].node
+            if wait > 0 and first != self._alone and self._queue.qsize() < self.batch_max:
                 await asyncio.sleep(wait)
             self._last_write = time.monotonic()
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._alone = None if any(r.node != first for r, _, _ in batch) else first
             try:
                 outcomes = await self._write(batch)
                 fresh = [r for (r, _, _), ok in zip(batch, outcomes, strict=True) if ok is True]

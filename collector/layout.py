@@ -31,6 +31,7 @@ import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gpuwarden.common.convert import gpu_to_pb
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport
@@ -194,6 +195,17 @@ def job_keys_of(data: bytes) -> set[int]:
     return {jk for _, jk, _ in unpack(data) if jk}
 
 
+MAX_CACHED = 50_000  # entries per dictionary cache; a miss costs one SELECT by key
+
+
+def make_room(cache: dict[Any, Any], limit: int) -> None:
+    """Forget all ``cache`` holds once it has ``limit`` entries (a miss reads its row
+    again): dictionary keys keep coming (every job, every MIG instance after a
+    reconfiguration), and a cache of them must not grow for the collector's life."""
+    if len(cache) >= limit:
+        cache.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRows:
     """What one report adds: its ``reports`` row (less its id) and its job keys."""
@@ -207,12 +219,17 @@ class Writer:
     facts appear. Use it on the connection of the transaction: dictionary rows added in a
     transaction that rolls back are forgotten with :meth:`rollback`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_cached: int = MAX_CACHED) -> None:
         self._conn = conn
+        self._max_cached = max_cached
         self._gpus: dict[tuple[object, ...], int] = {}
         self._jobs: dict[tuple[object, ...], int] = {}
         self._agents: dict[str, int] = {}
         self._added: list[tuple[dict[tuple[object, ...], int] | dict[str, int], object]] = []
+
+    def __len__(self) -> int:
+        """Dictionary keys cached (bounded by ``max_cached`` per dictionary)."""
+        return len(self._gpus) + len(self._jobs) + len(self._agents)
 
     def commit(self) -> None:
         self._added.clear()
@@ -244,6 +261,7 @@ class Writer:
                 mig_caps_minor=g.mig_caps_minor,
             )
             params = (node, g.uuid, gpu_to_pb(blank).SerializeToString())
+            make_room(self._gpus, self._max_cached)
             key = self._gpus[ident] = self._key(
                 "SELECT id FROM gpus WHERE node = ? AND uuid = ? AND ident = ?",
                 "INSERT INTO gpus (node, uuid, ident) VALUES (?, ?, ?)",
@@ -260,6 +278,7 @@ class Writer:
             msg.job.CopyFrom(gpu_to_pb(GpuWindow(uuid="", index=0, job=job)).job)
             msg.job.ClearField("cpu_util_pct")
             params = (job.job_id, msg.SerializeToString())
+            make_room(self._jobs, self._max_cached)
             key = self._jobs[facts] = self._key(
                 "SELECT id FROM jobs WHERE job_id = ? AND facts = ?",
                 "INSERT INTO jobs (job_id, facts) VALUES (?, ?)",
@@ -271,6 +290,7 @@ class Writer:
     def agent_key(self, agent_id: str) -> int:
         key = self._agents.get(agent_id)
         if key is None:
+            make_room(self._agents, self._max_cached)
             key = self._agents[agent_id] = self._key(
                 "SELECT id FROM agents WHERE agent_id = ?",
                 "INSERT INTO agents (agent_id) VALUES (?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def build_collector(cfg: CollectorConfig, outputs: Outputs | None = None) -> Col
         tls=tls,
         limits=Limits(max_gpus_per_node=cfg.max_gpus_per_node),
         write_batch_max=cfg.write_batch_max,
+        commit_window_s=cfg.commit_window,
         shutdown_grace_s=cfg.shutdown_grace,
         sinks=outputs.sinks if outputs else None,
         notifiers=outputs.notifiers if outputs else None,
@@ -80,13 +82,15 @@ async def _watchdog(interval_s: float = 5.0) -> None:
 
 async def _housekeeping(collector: Collector, interval_s: float = 10.0) -> None:
     """Retention, one small DELETE transaction at a time off the event loop; ingest gets
-    the write lock between batches."""
+    the write lock between batches. Then the WAL checkpoint (:meth:`Store.checkpoint`)."""
     while True:
         deleted = 0
         try:
             while n := await asyncio.to_thread(collector.store.prune_step):
                 deleted += n
                 await asyncio.sleep(0.01)
+            await asyncio.to_thread(collector.store.checkpoint)  # a grown WAL given back
+            collector.forget_silent_nodes(time.time() - collector.store.retention.raw_s)
         except Exception as exc:  # a store fault (full disk...): try again next round
             log.warning("retention: %s; trying again in %.0f s", exc, interval_s)
         if deleted:

@@ -24,7 +24,7 @@ from gpuwarden.collector.admin import AdminActions, Exemptions
 from gpuwarden.collector.agent_service import AgentServicer
 from gpuwarden.collector.audit import AuditLog
 from gpuwarden.collector.authz import Authorizer
-from gpuwarden.collector.ingest import Ingestor
+from gpuwarden.collector.ingest import COMMIT_WINDOW_S, Ingestor
 from gpuwarden.collector.munge import MungeVerifier
 from gpuwarden.collector.outputs.exporter import LiveView
 from gpuwarden.collector.outputs.notify import NotifierHub
@@ -73,6 +73,7 @@ class Collector:
         tls: tuple[bytes, bytes, bytes] | None = None,  # (ca, cert, key)
         limits: Limits | None = None,
         write_batch_max: int = 512,
+        commit_window_s: float = COMMIT_WINDOW_S,
         shutdown_grace_s: float = 5.0,
         sinks: SinkSet | None = None,
         notifiers: NotifierHub | None = None,
@@ -98,7 +99,11 @@ class Collector:
         self.sinks = sinks or SinkSet()
         self.notifiers = notifiers or NotifierHub()  # fed ladder events through submit()
         self.ingestor = Ingestor(
-            self.store, self.state, batch_max=write_batch_max, sinks=self.sinks
+            self.store,
+            self.state,
+            batch_max=write_batch_max,
+            commit_window_s=commit_window_s,
+            sinks=self.sinks,
         )
         self.audit: AuditSource | None = None
         self.jobstats = JobStatsSource(self.store)  # attach_enforcement gives it the policy
@@ -269,6 +274,11 @@ class Collector:
             self.state.set_connected(node, False)
         else:
             self._streams[node] = left
+
+    def forget_silent_nodes(self, before: float) -> None:
+        """What the collector keeps per node, for nodes silent since before ``before``."""
+        for node in self.state.forget_silent(before):
+            self.node_addresses.pop(node, None)
 
     def snapshot(self) -> ClusterSnapshot:
         return ClusterSnapshot(

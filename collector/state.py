@@ -91,6 +91,14 @@ class ClusterState:
         self._nodes[node] = new
         self.publish(new)
 
+    def forget_silent(self, before: float) -> list[str]:
+        """Forget the disconnected nodes last seen before ``before`` (a node taken out of
+        service); returns their names. Their history is the store's."""
+        gone = [n for n, s in self._nodes.items() if not s.connected and s.last_seen < before]
+        for n in gone:
+            del self._nodes[n]
+        return gone
+
     def publish(self, event: Event) -> None:
         for w in self._watchers:
             w.push(event)

@@ -12,9 +12,9 @@ Retention deletes in small batches (:meth:`Store.prune_step`), each its own shor
 transaction, so ingest never waits behind a long DELETE; a history query reads the
 resolution that fits its range (:mod:`gpuwarden.collector.retention`).
 
-Beside this class: :mod:`store_conn` (connections, store-wide faults), :mod:`store_open`
-(schema version, ``meta`` figures, roll-up recovery), :mod:`store_queries` (raw reads) and
-:mod:`prune_raw` (retention's deletes of raw windows).
+Beside this class: :mod:`store_conn` (connections, WAL checkpoint, store-wide faults),
+:mod:`store_open` (schema version, ``meta`` figures, roll-up recovery), :mod:`store_queries`
+(raw reads) and :mod:`prune_raw` (retention's deletes of raw windows).
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from gpuwarden.collector import layout, prune_raw, rollup, store_open, store_que
 from gpuwarden.collector.layout_read import RawQuery, Reader
 from gpuwarden.collector.retention import RAW, Retention
 from gpuwarden.collector.rollup_pending import Pending
-from gpuwarden.collector.store_conn import StoreError, StoreUnavailable, connect, unavailable
+from gpuwarden.collector.store_conn import (
+    StoreError,
+    StoreUnavailable,
+    checkpoint,
+    connect,
+    unavailable,
+)
 from gpuwarden.collector.store_open import PRUNED_KEY, SCHEMA_VERSION
 from gpuwarden.common.types import NodeReport, WindowRecord
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
@@ -99,6 +105,11 @@ class Store:
     @property
     def write_lock(self) -> threading.Lock:
         return self._wlock
+
+    def checkpoint(self) -> int:
+        """:func:`store_conn.checkpoint`: the ``-wal`` file's size after. For the
+        housekeeping loop, off the event loop."""
+        return checkpoint(self.path)
 
     def close(self) -> None:
         with self._wlock, self._rlock:

@@ -89,6 +89,29 @@ def gpuwarden_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gpuwarden", *args]
 
 
+def agent_args(port: int, spool_dir: Path, *, sample_s: float, report_s: float) -> list[str]:
+    """``gpuwarden agent`` on NVML (the fake library), Slurm off, as node ``n1``, reporting
+    to a plaintext collector on ``port``: the arguments after the program."""
+    return [
+        "agent",
+        "--insecure",
+        "--sampler",
+        "nvml",
+        "--slurm",
+        "off",
+        "--node",
+        "n1",
+        "--collector",
+        f"127.0.0.1:{port}",
+        "--spool-dir",
+        str(spool_dir),
+        "--sample-interval",
+        str(sample_s),
+        "--report-interval",
+        str(report_s),
+    ]
+
+
 def copy_of_the_repository(dest: Path) -> Path:
     """The repository's files (tracked and new, not ignored ones) copied to ``dest``."""
     files = subprocess.run(

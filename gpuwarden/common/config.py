@@ -32,9 +32,11 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
 
-def duration_field(default: float, *, minimum: float = 0.0) -> Any:
+def duration_field(default: float, *, minimum: float = 0.0, maximum: float | None = None) -> Any:
     """A dataclass field holding seconds, written as ``30``, ``"90s"``, ``"15m"`` or ``"2h"``."""
-    return dataclasses.field(default=default, metadata={"duration": True, "min": minimum})
+    return dataclasses.field(
+        default=default, metadata={"duration": True, "min": minimum, "max": maximum}
+    )
 
 
 def ranged(default: Any, *, minimum: float | None = None, maximum: float | None = None) -> Any:

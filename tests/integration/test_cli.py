@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.helpers import Proc, free_port, wait_for_sync
@@ -117,19 +118,26 @@ def test_status_and_audit_read_a_running_collector(tmp_path: Path, procs: list[P
         tmp_path / "agent.log",
     )
     procs.append(agent)
-    for _ in range(100):
+    # The node is listed from the moment its agent connects, its GPUs from its first stored
+    # report: wait for the row this test is about, not for the first sight of the node.
+    deadline = time.monotonic() + 120
+    while True:
         r = run("status", "--insecure", "--collector", f"127.0.0.1:{port}", timeout=30)
-        if "gpu04" in r.stdout:
+        shown = re.search(r"gpu04\s+yes\s+ok", r.stdout) and "nodes 1  GPUs 4" in r.stdout
+        if shown or time.monotonic() > deadline:
             break
+        time.sleep(0.2)
     assert r.returncode == 0 and re.search(r"gpu04\s+yes\s+ok", r.stdout), r.stdout + r.stderr
-    assert "nodes 1  GPUs 4" in r.stdout
+    assert "nodes 1  GPUs 4" in r.stdout, r.stdout
     records: list[dict[str, object]] = []
-    for _ in range(60):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         r = run("audit", "--insecure", "--collector", f"127.0.0.1:{port}", "--json", timeout=30)
         assert r.returncode == 0, r.stderr
         records = [json.loads(line) for line in r.stdout.splitlines()]
         if any(rec["kind"] == "idle" for rec in records):
             break
+        time.sleep(0.2)
     idle = [rec for rec in records if rec["kind"] == "idle"]
     assert idle, records
     # gpu04 of the simulated cluster has idle jobs: warned, with the idle windows as evidence.

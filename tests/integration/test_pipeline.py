@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gpuwarden.agent.spool import Spool
+from gpuwarden.agent.spool import Spool, spooled_seqs
 from gpuwarden.collector import layout_read
 from gpuwarden.collector.server import Collector
 from gpuwarden.common.convert import report_to_pb
@@ -22,7 +22,15 @@ from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
 from gpuwarden.query import QueryClient
 from tests.fakenvml import GIB, FakeNvmlState, default_gpu_uuid
-from tests.helpers import Proc, free_port, running_agent, streaming, wait_for, wait_for_sync
+from tests.helpers import (
+    Proc,
+    agent_args,
+    free_port,
+    running_agent,
+    streaming,
+    wait_for,
+    wait_for_sync,
+)
 
 GPU0, GPU1, GPU2, GPU3 = (default_gpu_uuid(i) for i in range(4))
 
@@ -204,25 +212,7 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
 
     c1 = start_collector("collector1.log")
     agent = Proc(
-        [
-            "-v",
-            "agent",
-            "--insecure",
-            "--sampler",
-            "nvml",
-            "--slurm",
-            "off",
-            "--node",
-            "n1",
-            "--collector",
-            f"127.0.0.1:{port}",
-            "--spool-dir",
-            str(tmp_path / "spool"),
-            "--sample-interval",
-            "0.05",
-            "--report-interval",
-            "0.2",
-        ],
+        ["-v", *agent_args(port, tmp_path / "spool", sample_s=0.05, report_s=0.2)],
         tmp_path / "agent.log",
         env=fake_nvml.env(),
     )
@@ -230,7 +220,7 @@ def test_collector_killed_and_restarted_mid_run_stores_every_window_exactly_once
     wait_for_sync(lambda: stored_reports() >= 10, 30)
     c1.kill()  # SIGKILL: no shutdown, no flush
     stored_before_kill = stored_reports()
-    spool_files = lambda: len(list((tmp_path / "spool").glob("*.pb")))  # noqa: E731
+    spool_files = lambda: len(spooled_seqs(tmp_path / "spool"))  # noqa: E731
     wait_for_sync(lambda: spool_files() >= 8, 30)  # the agent keeps sampling into its spool
     spooled_while_down = spool_files()
     start_collector("collector2.log")

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gpuwarden.collector.admin import Exemptions
 from gpuwarden.collector.engine import Engine
+from gpuwarden.collector.layout import INSERT_REPORT, INSERT_REPORT_JOB, Writer
+from gpuwarden.collector.layout_read import RawQuery, Reader, read_reports
 from gpuwarden.collector.policy import PolicySet
 from gpuwarden.collector.replay import replay_lines
-from gpuwarden.collector.store import Store
+from gpuwarden.collector.state import ClusterState
+from gpuwarden.collector.store import Store, connect
 from gpuwarden.collector.summaries import STALE_S, JobStatsSource
 from gpuwarden.common.types import GpuWindow, JobInfo, NodeReport, WindowRecord
 
@@ -94,3 +98,78 @@ def test_job_summaries_forget_jobs_whose_run_end_never_came(tmp_path: Path) -> N
     assert len(source.running()) <= STALE_S / 3600 + 2  # the last day's jobs, not all 48
     source.close()
     store.close()
+
+
+def test_exemptions_of_jobs_long_ended_are_not_kept_once_their_time_is_past(
+    tmp_path: Path,
+) -> None:
+    exemptions = Exemptions(connect(tmp_path / "db"))
+    for n in range(500):  # jobs exempted for an hour, each ending before it is up
+        exemptions.grant(str(1000 + n), T0 + 3600, "benchmark", "root", T0)
+    exemptions.grant("77", T0 + 7200, "debugging", "root", T0)
+    assert exemptions.is_exempt("1000", T0 + 60) is not None
+    assert len(exemptions) == 501
+    # the engine asks only about jobs still running: here, job 77
+    assert exemptions.is_exempt("77", T0 + 3601) is not None
+    assert len(exemptions) == 1
+    assert exemptions.is_exempt("77", T0 + 7201) is None
+    assert len(exemptions) == 0
+    exemptions.grant("78", T0 + 9000, "again", "root", T0 + 7300)  # granting still works
+    assert exemptions.is_exempt("78", T0 + 7400) is not None
+
+
+def test_live_state_forgets_nodes_silent_past_the_raw_retention() -> None:
+    state = ClusterState()
+    for n in range(300):  # nodes that reported once and were taken out of service
+        state.apply(NodeReport(node=f"old{n}", seq=1, window_start=T0 - 5, window_end=T0))
+        state.set_connected(f"old{n}", False)
+    state.apply(NodeReport(node="quiet", seq=1, window_start=T0 - 5, window_end=T0))
+    state.apply(NodeReport(node="busy", seq=9, window_start=T0 + 95, window_end=T0 + 100))
+    state.set_connected("busy", False)
+    assert len(state.nodes()) == 302
+    state.forget_silent(before=T0 + 50)
+    # a node still connected stays however quiet it is; a recent one stays disconnected
+    assert [n.node for n in state.nodes()] == ["busy", "quiet"]
+
+
+def mig_report(n: int, job: int) -> NodeReport:
+    """A report of node n1 whose one MIG instance is new (reconfigured for every job)."""
+    g = GpuWindow(
+        uuid=f"MIG-{n:04d}",
+        index=0,
+        samples=5,
+        job=JobInfo(job_id=str(job), user="alice"),
+        allocated=True,
+    )
+    return NodeReport(
+        node="n1", seq=n + 1, window_start=T0 + 5 * n, window_end=T0 + 5 * n + 5, gpus=(g,)
+    )
+
+
+def test_dictionary_caches_stay_bounded_while_jobs_and_mig_instances_come_and_go(
+    tmp_path: Path,
+) -> None:
+    Store(tmp_path / "db").close()  # the schema
+    conn = connect(tmp_path / "db")
+    writer = Writer(conn, max_cached=50)
+    reports = [mig_report(n, 5000 + n) for n in range(300)]
+    reports.append(mig_report(300, 5000))  # a job seen long ago, its key evicted since
+    for r in reports:
+        rows = writer.rows(r, T0, None)
+        rid = conn.execute(INSERT_REPORT, rows.report).lastrowid
+        conn.executemany(INSERT_REPORT_JOB, [(j, rid) for j in rows.job_keys])
+        writer.commit()
+    assert len(writer) <= 3 * 50
+    # keys of evicted entries are found again, never made twice
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 300
+    assert conn.execute("SELECT count(*) FROM gpus").fetchone()[0] == 301
+    reader = Reader(conn, max_cached=50)
+    back = [
+        (g.uuid, g.job.job_id if g.job else None)
+        for *_, windows in read_reports(reader, conn, RawQuery(since=float("-inf")))
+        for g, _ in windows
+    ]
+    assert back == [
+        (r.gpus[0].uuid, r.gpus[0].job.job_id if r.gpus[0].job else None) for r in reports
+    ]
+    assert len(reader) <= 2 * 50

@@ -79,6 +79,17 @@ def test_bad_environment_value_names_the_variable() -> None:
         )
 
 
+def test_commit_window_is_read_as_a_duration_and_bounded(tmp_path: Path) -> None:
+    path = write(tmp_path, '[collector]\ninsecure = true\ncommit_window = "0.02s"\n')
+    assert load_collector_config(path, environ={}).commit_window == 0.02
+    env = {"GPUWARDEN_COLLECTOR_COMMIT_WINDOW": "0.05"}
+    assert load_collector_config(path, environ=env).commit_window == 0.05
+    with pytest.raises(ConfigError, match=r"\[collector\] commit_window: '2s' is above the max"):
+        load_collector_config(
+            write(tmp_path, '[collector]\ninsecure = true\ncommit_window = "2s"\n'), environ={}
+        )
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
         load_collector_config(tmp_path / "nope.toml")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpuwarden.agent.spool import Spool, SpoolCorrupt, SpoolError
+from gpuwarden.agent.spool_files import frame
+from gpuwarden.agent.spool_segment import HEADER
 
 
 def test_reports_survive_a_restart_in_sequence_order_and_acks_delete_them(tmp_path: Path) -> None:
@@ -68,15 +70,16 @@ def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:
         s.put(seq, b"data")
     assert s.pending() == seqs[2:]
     assert s.dropped == 2
-    assert len(list(tmp_path.glob("*.pb"))) == 3
+    assert Spool(tmp_path, max_reports=3).pending() == seqs[2:]  # dropped stay dropped
 
 
 def test_byte_bound_is_kept(tmp_path: Path) -> None:
-    s = Spool(tmp_path, max_bytes=26)  # two files: 8-byte header + 5 bytes each
+    bound = 2 * (HEADER.size + 5)  # two records of 5 bytes each
+    s = Spool(tmp_path, max_bytes=bound)
     for _ in range(4):
         seq = s.next_seq()
         s.put(seq, b"12345")
-    assert s.size_bytes <= 26
+    assert s.size_bytes <= bound
     assert s.dropped == 2
 
 
@@ -104,11 +107,11 @@ def test_unwritable_spool_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_damaged_file_is_named_corrupt_and_set_aside(tmp_path: Path) -> None:
-    s = Spool(tmp_path)
-    seqs = [s.next_seq() for _ in range(4)]
-    for seq in seqs:
-        s.put(seq, b"report %d" % seq)
+    seqs = [101, 102, 103, 104]  # a spool of the one-file-per-report layout of earlier versions
     files = [tmp_path / f"{seq:020d}.pb" for seq in seqs]
+    for seq, f in zip(seqs, files, strict=True):
+        f.write_bytes(frame(b"report %d" % seq))
+    s = Spool(tmp_path)
     files[0].write_bytes(files[0].read_bytes()[:-1])
     files[1].write_bytes(b"")
     files[2].write_bytes(b"\x00" * 12)
