@@ -129,16 +129,9 @@ class Engine:
         with self._lock:
             self._push_window(o)
 
-    def on_observations(self, batch: Iterable[Observation]) -> None:
-        """:meth:`on_observation` of each, in order, under one lock."""
-        push = self._push_window
-        with self._lock:
-            for o in batch:
-                push(o)
-
     def on_observations_at(self, ts: float, batch: list[Observation]) -> None:
-        """:meth:`on_observations` of windows that all end at ``ts`` (replay's path: the
-        lines of one time of a trace in order). The engine keeps ``batch`` itself."""
+        """:meth:`on_observation` of windows that all end at ``ts``, in order, under one lock
+        (replay's path: the lines of one time of a trace). The engine keeps ``batch``."""
         with self._lock:
             self._buffer.push_windows_at(ts, batch)
 
