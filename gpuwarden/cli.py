@@ -12,6 +12,15 @@ from typing import TYPE_CHECKING, cast
 import gpuwarden
 from gpuwarden.agent.sampler import SAMPLERS, SamplerError
 from gpuwarden.agent.spool import SpoolError
+from gpuwarden.cli_handlers import (
+    EXIT_USAGE,
+    cmd_agent,
+    cmd_certs,
+    cmd_collector,
+    cmd_demo,
+    cmd_export,
+    cmd_replay,
+)
 from gpuwarden.common.argtypes import (
     address_arg,
     attach_negative_values,
@@ -27,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpuwarden")
 
-EXIT_USAGE = 2
-
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
@@ -37,147 +44,6 @@ def _setup_logging(verbose: int) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def _agent(args: argparse.Namespace) -> int:
-    from gpuwarden.agent.config import load_agent_config
-    from gpuwarden.agent.main import run_agent
-
-    cfg = load_agent_config(
-        args.config,
-        {
-            "node": args.node,
-            "collector": args.collector,
-            "sampler": args.sampler,
-            "spool_dir": str(args.spool_dir) if args.spool_dir else None,
-            "sample_interval": args.sample_interval,
-            "report_interval": args.report_interval,
-            "insecure": True if args.insecure else None,
-            "nvml_library": args.nvml_library,
-            "slurm": args.slurm,
-        },
-    )
-    run_agent(cfg)
-    return 0
-
-
-def _collector(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from gpuwarden.collector.config import load_collector_config
-    from gpuwarden.collector.main import run_collector
-    from gpuwarden.collector.outputs.config import load_outputs
-    from gpuwarden.collector.policy import PolicySet, load_policy
-
-    cfg = load_collector_config(
-        args.config,
-        {
-            "listen": args.listen,
-            "state_dir": str(args.state_dir) if args.state_dir else None,
-            "insecure": True if args.insecure else None,
-        },
-    )
-    flags = {"enforce": True if args.enforce else None}
-    policies = load_policy(args.config, flags)
-    outputs = load_outputs(args.config, cfg.state_dir)
-
-    def reload_policy() -> PolicySet:  # on SIGHUP: the file again, the same flags
-        return load_policy(args.config, flags)
-
-    asyncio.run(run_collector(cfg, policies, outputs, reload_policy))
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from gpuwarden.demo import DemoOptions, run_demo
-
-    opts = DemoOptions(
-        nodes=args.nodes,
-        gpus_per_node=args.gpus,
-        duration_s=args.duration,
-        seed=args.seed,
-        state_dir=args.state_dir,
-        sample_interval_s=args.sample_interval,
-        report_interval_s=args.report_interval,
-        refresh_s=args.refresh,
-        idle_window_s=args.idle_window,
-        listen=args.listen,
-    )
-    return asyncio.run(run_demo(opts))
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from gpuwarden.collector.replay_cli import replay_main
-
-    return replay_main(args.replay_args)
-
-
-def _export(args: argparse.Namespace) -> int:
-    import time
-
-    from gpuwarden.collector.export import ExportFilter, export_trace
-    from gpuwarden.query.since import parse_since
-
-    now = time.time()
-    try:
-        since = None if args.since is None else parse_since(args.since, now=now)
-        until = None if args.until is None else parse_since(args.until, now=now)
-    except ValueError as exc:
-        print(f"gpuwarden export: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    db = args.db
-    if db is None and args.config is None:
-        print("gpuwarden export: give the database (--db PATH) or --config FILE", file=sys.stderr)
-        return EXIT_USAGE
-    if db is None:
-        from gpuwarden.collector.config import load_collector_config
-
-        db = load_collector_config(args.config).database
-    f = ExportFilter(
-        since, until, args.node or "", args.job or "", args.user or "", args.partition or ""
-    )
-    if args.out == "-":
-        summary = export_trace(db, sys.stdout.buffer, f)
-        sys.stdout.flush()
-    else:
-        with Path(args.out).open("wb") as out:
-            summary = export_trace(db, out, f)
-    print(f"gpuwarden export: {summary.jobs} jobs, {summary.samples} samples", file=sys.stderr)
-    return 0
-
-
-def _certs(args: argparse.Namespace) -> int:
-    try:
-        from gpuwarden.certs import CertsError, Issued, SiteCA
-    except ImportError as exc:
-        print(
-            f"gpuwarden certs: needs the 'cryptography' package "
-            f"(pip install 'gpuwarden[certs]'): {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    wanted: list[tuple[str, str, list[str]]] = []
-    if args.collector_host:
-        wanted.append(("collector", args.collector_host[0], args.collector_host))
-    wanted += [("node", n, []) for n in args.node]
-    wanted += [("admin", n, []) for n in args.admin]
-    wanted += [("reader", n, []) for n in args.reader]
-    try:
-        ca, made = SiteCA.open_or_create(
-            args.dir, org=args.org, name=args.ca_name, days=args.ca_days
-        )
-        print(f"{'made' if made else 'using'} site CA {ca.directory / 'ca.pem'}")
-        issued: list[Issued] = []
-        for role, name, hosts in wanted:
-            issued.append(ca.issue(role, name, hosts=hosts, days=args.days, force=args.force))
-    except (CertsError, OSError) as exc:
-        print(f"gpuwarden certs: {exc}", file=sys.stderr)
-        return 1
-    for i in issued:
-        print(f"  {i.role:<9} {i.name:<24} {i.cert}  (key {i.key.name})")
-    return 0
 
 
 CERTS_HELP = """\
@@ -225,7 +91,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
     a.add_argument("--nvml-library", metavar="PATH", help="libnvidia-ml.so.1 to load")
     a.add_argument("--slurm", choices=("auto", "on", "off"), help="Slurm attribution")
     a.add_argument("--insecure", action="store_true", help="plaintext gRPC (demos, tests)")
-    a.set_defaults(func=_agent)
+    a.set_defaults(func=cmd_agent)
     if agent_only:
         return parser
     from gpuwarden.alerts import add_alerts_parser
@@ -249,7 +115,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="turn enforcement on (default: dry-run; or [policy] enforce = true)",
     )
-    c.set_defaults(func=_collector)
+    c.set_defaults(func=cmd_collector)
 
     d = sub.add_parser(
         "demo",
@@ -285,7 +151,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
         metavar="D",
         help="idle window for the demo's detection (default 20s so it shows quickly)",
     )
-    d.set_defaults(func=_demo)
+    d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser(
         "replay",
@@ -295,7 +161,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
         add_help=False,
     )
     r.add_argument("replay_args", nargs=argparse.REMAINDER)
-    r.set_defaults(func=_replay)
+    r.set_defaults(func=cmd_replay)
 
     ex = sub.add_parser(
         "export",
@@ -314,7 +180,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
     ex.add_argument("--user", help="only jobs of this user")
     ex.add_argument("--partition", help="only jobs of this partition")
     ex.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
-    ex.set_defaults(func=_export)
+    ex.set_defaults(func=cmd_export)
 
     add_audit_parser(sub)
     add_exempt_parser(sub)
@@ -363,7 +229,7 @@ def build_parser(*, agent_only: bool = False) -> argparse.ArgumentParser:
     ce.add_argument("--ca-name", default="gpuwarden site CA", help="the CA's common name")
     ce.add_argument("--org", default="gpuwarden", help="organisation (O=) in new subjects")
     ce.add_argument("--force", action="store_true", help="overwrite existing certificates")
-    ce.set_defaults(func=_certs)
+    ce.set_defaults(func=cmd_certs)
     add_deploy_parsers(sub)
     return parser
 
