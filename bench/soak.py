@@ -51,8 +51,8 @@ from pathlib import Path
 
 import grpc
 
-# The agents' side is ack_lag.py's: the same report template and stream loop.
-from ack_lag import one_agent
+# The agents' side is ack_lag.py's too: fleet.py's report template and stream loop.
+from fleet import one_agent
 
 from gpuwarden.proto.v1 import gpuwarden_pb2 as pb
 from gpuwarden.proto.v1 import gpuwarden_pb2_grpc as pb_grpc
