@@ -185,6 +185,10 @@ class Segment:
         return offset
 
     def read(self, offset: int, size: int) -> bytes:
+        """The bytes at ``offset``: through the open file while it is the active segment
+        (a backlog is read from it report by report), else opened for the read."""
+        if self._fd is not None:
+            return os.pread(self._fd, size, offset)
         with open(self.path, "rb") as f:
             f.seek(offset)
             return f.read(size)
